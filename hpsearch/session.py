@@ -1,0 +1,109 @@
+"""The trial-side API: what a user's ``train(config)`` calls. It needs no Ray import.
+
+Inside a sweep, ``report`` forwards to Ray Tune (metrics, and a checkpoint so a paused, retried or
+resumed trial continues where it stopped). Outside a sweep the same function works too: reports
+are kept in ``history`` and ``load_checkpoint`` returns None, so ``train(config)`` runs as a plain
+function in a notebook or a unit test.
+
+Example:
+    >>> import hpsearch
+    >>> def train(config):
+    ...     state = hpsearch.load_checkpoint() or {"epoch": 0}
+    ...     for epoch in range(state["epoch"] + 1, 4):
+    ...         hpsearch.report(epoch=epoch, loss=1.0 / epoch, checkpoint={"epoch": epoch})
+    >>> hpsearch.session.history.clear(); train({})
+    >>> [r["epoch"] for r in hpsearch.session.history]
+    [1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import shutil
+import tempfile
+from typing import Any
+
+_CHECKPOINT_FILE = "state.pt"
+
+# Reports made outside a sweep, newest last (a plain list: this is the no-Ray fallback).
+history: list[dict[str, Any]] = []
+
+
+class TrialFailed(RuntimeError):
+    """Raised by a trainable to end its trial as failed with a reason (e.g. a diverged loss)."""
+
+
+def in_sweep() -> bool:
+    """True inside a trial run by Ray Tune."""
+    try:
+        from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+    except ImportError:  # pragma: no cover - ray is a dependency, but keep user code importable
+        return False
+    return bool(_in_tune_session())
+
+
+def _plain(name: str, value: Any) -> float | int | str | bool:
+    """Metrics must be plain numbers: tensors and numpy scalars are converted, others refused."""
+    if isinstance(value, (bool, str)):
+        return value
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"report: metric {name} must be a number, got {type(value).__name__}")
+
+
+def report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
+    """Report one epoch's metrics, and optionally a checkpoint (any picklable object, e.g. state dicts).
+
+    ``epoch`` counts from 1 and is the budget unit the schedulers cut on.
+    """
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise ValueError(f"report: epoch must be a whole number >= 1, got epoch={epoch!r}")
+    values = {"epoch": epoch, **{k: _plain(k, v) for k, v in metrics.items()}}
+    if not in_sweep():
+        history.append(values)
+        return
+    from ray import tune
+
+    if checkpoint is None:
+        tune.report(values)
+        return
+    import torch
+
+    tmp = tempfile.mkdtemp(prefix="hpsearch-ckpt-")
+    try:
+        torch.save(checkpoint, os.path.join(tmp, _CHECKPOINT_FILE))
+        # Ray copies the directory into the trial's storage before report returns.
+        tune.report(values, checkpoint=tune.Checkpoint.from_directory(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_checkpoint() -> Any:
+    """The object last passed as ``checkpoint`` to ``report`` for this trial, or None."""
+    if not in_sweep():
+        return None
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    import torch
+
+    with ckpt.as_directory() as d:
+        path = os.path.join(d, _CHECKPOINT_FILE)
+        if not os.path.exists(path):
+            return None
+        return torch.load(path, weights_only=False, map_location="cpu")
+
+
+def check_finite(epoch: int, **values: float) -> None:
+    """End the trial as failed when a loss is NaN or infinite, instead of burning its budget."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise TrialFailed(f"diverged: {name}={value} at epoch {epoch}")

@@ -68,8 +68,10 @@ def report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
     if not in_sweep():
         history.append(values)
         return
+    import ray
     from ray import tune
 
+    values["node_id"] = ray.get_runtime_context().get_node_id()  # where it ran (several nodes may share an IP)
     if checkpoint is None:
         tune.report(values)
         return

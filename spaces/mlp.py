@@ -13,7 +13,7 @@ SPACE = Space(
     Float("weight_decay", 1e-5, 1e-3, log=True, grid=2),
     Float("dropout", 0.0, 0.5, grid=2),
     PowerOfTwo("batch_size", 32, 256),
-    PowerOfTwo("width", 64, 512),
+    PowerOfTwo("width", 32, 256),
     Int("depth", 1, 4),
     Choice("optimizer", ["adamw", "sgd"]),
     Float("momentum", 0.8, 0.99, when={"optimizer": "sgd"}, grid=2),

@@ -1,0 +1,180 @@
+"""Schedulers share the epoch budget: fifo, asha, hyperband -> Ray Tune schedulers.
+
+The rung and bracket arithmetic used by ``hpsearch plan`` lives here as pure functions that
+mirror Ray's own (``ray/tune/schedulers/async_hyperband.py`` and ``hyperband.py``), so the plan
+says what Ray will actually do, and can be tested with numbers.
+
+Synchronous successive halving is not offered: Ray Tune has no scheduler for it (its
+``HyperBandScheduler`` always runs several brackets and ``ASHAScheduler`` is asynchronous), and
+we do not hand-write schedulers. ``asha`` with one bracket is the successive-halving rule applied
+asynchronously, which on a busy cluster is what people want anyway.
+
+Example:
+    >>> asha_rungs(max_epochs=81, grace_period=1, reduction_factor=3)
+    [1, 3, 9, 27, 81]
+    >>> plan_budget("asha", trials=27, max_epochs=81, grace_period=1, reduction_factor=3).total_epochs
+    135
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SCHEDULERS = ("fifo", "asha", "hyperband")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """Trials reach ``epoch`` in expectation ``trials`` times (before the cut made there)."""
+
+    epoch: int
+    trials: int
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """One successive-halving bracket: its index ``s``, its trials and its rungs."""
+
+    s: int
+    trials: int
+    rungs: tuple[Rung, ...]
+
+    @property
+    def epochs(self) -> int:
+        total, previous = 0, 0
+        for rung in self.rungs:
+            total += rung.trials * (rung.epoch - previous)
+            previous = rung.epoch
+        return total
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What a scheduler will do with ``trials`` trials, in epochs."""
+
+    scheduler: str
+    trials: int
+    max_epochs: int
+    brackets: tuple[Bracket, ...]
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(b.epochs for b in self.brackets)
+
+    @property
+    def full_epochs(self) -> int:
+        """Epochs if every trial ran to the end (what FIFO spends)."""
+        return self.trials * self.max_epochs
+
+    @property
+    def saving(self) -> float:
+        """Fraction of the full budget the scheduler does not spend."""
+        return 1.0 - self.total_epochs / self.full_epochs if self.full_epochs else 0.0
+
+
+def check_budget(max_epochs: int, grace_period: int, reduction_factor: float) -> None:
+    """Raise ``ValueError`` (one line naming the option) for an impossible budget."""
+    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
+        raise ValueError(f"max_epochs: must be a whole number >= 1, got {max_epochs!r}")
+    if not isinstance(grace_period, int) or isinstance(grace_period, bool) or grace_period < 1:
+        raise ValueError(f"grace_period: must be a whole number >= 1, got {grace_period!r}")
+    if grace_period > max_epochs:
+        raise ValueError(f"grace_period: must be <= max_epochs, got grace_period={grace_period}, max_epochs={max_epochs}")
+    if not isinstance(reduction_factor, (int, float)) or isinstance(reduction_factor, bool) or reduction_factor < 2:
+        raise ValueError(f"reduction_factor: must be >= 2, got {reduction_factor!r}")
+
+
+def asha_rungs(max_epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """Epochs at which ASHA compares trials: ``grace * rf**k`` up to ``max_epochs`` (Ray's rule)."""
+    count = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+    return [int(grace_period * reduction_factor**k) for k in range(count)]
+
+
+def _halving(s: int, trials: int, nominal: int, start: int, max_epochs: int, rf: float) -> tuple[Rung, ...]:
+    """Ray's bracket ``s``: ``s`` halvings from ``start`` epochs, keeping ``ceil(n / rf)`` of the
+    bracket's nominal size each time (all of a partly filled bracket survive while they fit)."""
+    rungs, keep, r = [], nominal, start
+    for k in range(s + 1):
+        rungs.append(Rung(int(r), int(min(trials, keep))))
+        keep = math.ceil(keep / rf)
+        r = int(min(r * rf, max_epochs))
+    return tuple(rungs)
+
+
+def asha_plan(trials: int, max_epochs: int, grace_period: int, reduction_factor: float) -> BudgetPlan:
+    """ASHA's expected behaviour: a fraction ``1/rf`` of trials passes each rung, the rest stop there.
+
+    Asynchronous promotion lets a few more trials through early on; this is the ideal count.
+    """
+    rungs = asha_rungs(max_epochs, grace_period, reduction_factor)
+    out, n = [], trials
+    for k, epoch in enumerate(rungs):
+        out.append(Rung(epoch, n))
+        n = math.ceil(trials / reduction_factor ** (k + 1))
+    if rungs[-1] < max_epochs:
+        out.append(Rung(max_epochs, n))
+    return BudgetPlan("asha", trials, max_epochs, (Bracket(0, trials, tuple(out)),))
+
+
+def hyperband_plan(trials: int, max_epochs: int, reduction_factor: float) -> BudgetPlan:
+    """Ray's synchronous HyperBand: brackets s = 0, 1, ... filled in order as trials arrive.
+
+    Bracket ``s`` holds ``ceil(s_max1 / (s + 1) * rf**s)`` trials starting at
+    ``int(max_epochs * rf**-s)`` epochs; a partly filled last bracket halves from its nominal size.
+    """
+    s_max1 = int(round(math.log(max_epochs) / math.log(reduction_factor))) + 1
+    brackets, left, s = [], trials, 0
+    while left > 0:
+        r0 = int(max_epochs * reduction_factor ** (-(s % s_max1)))
+        if r0 == 0:
+            s += 1
+            continue
+        nominal = math.ceil(s_max1 / (s % s_max1 + 1) * reduction_factor ** (s % s_max1))
+        size = min(nominal, left)
+        brackets.append(Bracket(s % s_max1, size, _halving(s % s_max1, size, nominal, r0, max_epochs, reduction_factor)))
+        left -= size
+        s += 1
+    return BudgetPlan("hyperband", trials, max_epochs, tuple(brackets))
+
+
+def plan_budget(
+    scheduler: str, trials: int, max_epochs: int, grace_period: int = 1, reduction_factor: float = 3
+) -> BudgetPlan:
+    """The epochs a scheduler will spend on ``trials`` trials.
+
+    Example:
+        >>> p = plan_budget("hyperband", trials=27, max_epochs=27, reduction_factor=3)
+        >>> [(b.s, b.trials, [r.epoch for r in b.rungs]) for b in p.brackets]
+        [(0, 4, [27]), (1, 6, [9, 27]), (2, 12, [3, 9, 27]), (3, 5, [1, 3, 9, 27])]
+    """
+    check_budget(max_epochs, grace_period, reduction_factor)
+    if scheduler == "fifo":
+        return BudgetPlan("fifo", trials, max_epochs, (Bracket(0, trials, (Rung(max_epochs, trials),)),))
+    if scheduler == "asha":
+        return asha_plan(trials, max_epochs, grace_period, reduction_factor)
+    if scheduler == "hyperband":
+        return hyperband_plan(trials, max_epochs, reduction_factor)
+    raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+
+
+def make_scheduler(scheduler: str, max_epochs: int, grace_period: int, reduction_factor: float):
+    """The Ray Tune scheduler for a name; the budget is counted in the reported ``epoch``.
+
+    Metric and mode are given to ``TuneConfig`` once, not here: Ray refuses them in both places.
+    """
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    check_budget(max_epochs, grace_period, reduction_factor)
+    if scheduler == "fifo":
+        return FIFOScheduler()
+    if scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="epoch", max_t=max_epochs,
+            grace_period=grace_period, reduction_factor=reduction_factor, brackets=1,
+        )
+    if scheduler == "hyperband":
+        return HyperBandScheduler(
+            time_attr="epoch", max_t=max_epochs, reduction_factor=reduction_factor,
+        )
+    raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")

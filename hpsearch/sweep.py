@@ -1,0 +1,533 @@
+"""``sweep(...)``: a space, a strategy and a scheduler -> trials on Ray Tune -> a ``SweepResult``.
+
+Everything a user can get wrong is checked in ``prepare`` before Ray starts; ``run_prepared``
+then builds the Tuner (resources, failure policy, storage, callbacks) and runs it.
+
+Example:
+    >>> import hpsearch
+    >>> result = hpsearch.sweep("mlp", strategy="random", scheduler="asha", trials=4,
+    ...                         max_epochs=3, tracking_uri=False)      # doctest: +SKIP
+    >>> result.best_config["lr"]                                      # doctest: +SKIP
+    0.0123
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from hpsearch.data import Dataset, load_dataset
+from hpsearch.schedulers import SCHEDULERS, check_budget, make_scheduler, plan_budget
+from hpsearch.space import Space, SpaceModule, load_space_module
+from hpsearch.strategies import check_strategy, make_search_alg, planned_trials
+
+SETTINGS_FILE = "hpsearch.json"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial gets. Fractional ``gpus`` pack several trials on one GPU."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("cpus", "gpus"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or math.isnan(value):
+                raise ValueError(f"{name}_per_trial: must be a number >= 0, got {value!r}")
+        if self.cpus == 0 and self.gpus == 0:
+            raise ValueError("cpus_per_trial: a trial needs some CPU or GPU, got cpus=0 and gpus=0")
+        if self.gpus > 1 and self.gpus != int(self.gpus):
+            raise ValueError(f"gpus_per_trial: above 1 must be a whole number of GPUs, got {self.gpus!r}")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Everything that defines a sweep, validated; recorded as JSON beside the Ray results."""
+
+    name: str
+    space_path: str | None
+    metric: str
+    mode: str
+    strategy: str
+    scheduler: str
+    trials: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: float
+    seed: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    concurrency: int | None
+    max_failures: int
+    dataset: str | None
+    storage: str
+    space: dict[str, Any] = field(repr=False)
+
+
+@dataclass
+class TrialRecord:
+    """One row of the trials table."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str  # completed | stopped | failed | running | pending
+    epochs: int
+    metric: float | None
+    metrics: dict[str, Any]
+    error: str | None = None
+    node: str | None = None
+    path: str | None = None
+
+
+@dataclass
+class SweepResult:
+    """What a sweep returns: the best trial and a table of all of them."""
+
+    name: str
+    path: str
+    metric: str
+    mode: str
+    max_epochs: int
+    trials: list[TrialRecord]
+    wall_s: float
+    best: TrialRecord | None
+
+    @property
+    def best_config(self) -> dict[str, Any] | None:
+        return None if self.best is None else self.best.config
+
+    @property
+    def best_metric(self) -> float | None:
+        return None if self.best is None else self.best.metric
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(t.epochs for t in self.trials)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.status] = out.get(t.status, 0) + 1
+        return out
+
+
+# -- validation -------------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
+
+
+def _whole(name: str, value: Any, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name}: must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def _resolve_module(space: str | SpaceModule | Space) -> tuple[SpaceModule | None, Space]:
+    if isinstance(space, Space):
+        return None, space
+    if isinstance(space, SpaceModule):
+        return space, space.space
+    module = load_space_module(space)
+    return module, module.space
+
+
+def default_storage() -> str:
+    return str(Path(os.environ.get("HPSEARCH_STORAGE", "~/ray_results")).expanduser())
+
+
+@dataclass
+class PreparedSweep:
+    settings: SweepSettings
+    space: Space
+    train_fn: Callable[..., Any]
+    data: Dataset | None
+    points_to_evaluate: list[dict[str, Any]]
+
+
+def prepare(
+    space: str | SpaceModule | Space,
+    *,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    strategy: str = "random",
+    scheduler: str = "asha",
+    trials: int | None = None,
+    max_epochs: int | None = None,
+    grace_period: int = 1,
+    reduction_factor: float = 3,
+    seed: int = 0,
+    resources: Resources = Resources(),
+    concurrency: int | None = None,
+    max_failures: int = 0,
+    name: str | None = None,
+    storage: str | None = None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] = (),
+) -> PreparedSweep:
+    """Validate everything and load the data; raises ValueError (one line) before any compute."""
+    module, sp = _resolve_module(space)
+    metric = metric or (module.metric if module else None)
+    mode = mode or (module.mode if module else None)
+    if not metric:
+        raise ValueError("metric: name the reported metric to optimise (e.g. metric='val_acc')")
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode: must be 'max' or 'min', got {mode!r}")
+    check_strategy(strategy)
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    max_epochs = max_epochs if max_epochs is not None else (module.max_epochs if module else None)
+    if max_epochs is None:
+        raise ValueError("max_epochs: give the epoch budget per trial (e.g. max_epochs=27)")
+    check_budget(max_epochs, grace_period, reduction_factor)
+    n = planned_trials(sp, strategy, trials)
+    _whole("seed", seed, 0)
+    if concurrency is not None:
+        _whole("concurrency", concurrency, 1)
+    _whole("max_failures", max_failures, 0)
+    if not isinstance(resources, Resources):
+        raise ValueError(f"resources: must be hpsearch.Resources(cpus=..., gpus=...), got {resources!r}")
+    name = name or f"{module.name if module else 'sweep'}-{strategy}-{scheduler}-{datetime.now():%Y%m%d-%H%M%S}"
+    if not _NAME.match(name):
+        raise ValueError(f"name: letters, digits and _ . = - only (max 128), got {name!r}")
+    train_fn = train or (module.train if module and module.train else None)
+    if train_fn is None:
+        from hpsearch.train import train as reference_train
+
+        train_fn = reference_train
+        data = data if data is not None else (module.dataset if module and module.dataset else "mnist1d")
+    if not callable(train_fn):
+        raise ValueError(f"train: must be a function train(config), got {type(train_fn).__name__}")
+    warm = [sp.validate_config(p) for p in points_to_evaluate]
+    dataset = load_dataset(data) if data is not None else None
+    settings = SweepSettings(
+        name=name, space_path=str(module.path) if module else None, metric=metric, mode=mode,
+        strategy=strategy, scheduler=scheduler, trials=n, max_epochs=max_epochs, grace_period=grace_period,
+        reduction_factor=reduction_factor, seed=seed, cpus_per_trial=resources.cpus,
+        gpus_per_trial=resources.gpus, concurrency=concurrency, max_failures=max_failures,
+        dataset=dataset.name if dataset else None, storage=str(Path(storage or default_storage()).expanduser()),
+        space=sp.to_dict(),
+    )
+    return PreparedSweep(settings, sp, train_fn, dataset, warm)
+
+
+# -- the trial entry point --------------------------------------------------------------------
+
+def _trial_entry(
+    config: dict[str, Any], *, train_fn: Callable[..., Any], data: Dataset | None, max_epochs: int, space: Space
+) -> None:
+    """Calls the user's ``train(config)``, passing ``data`` / ``max_epochs`` if it declares them.
+
+    Ray fills inactive conditional parameters with None; the user sees them absent, as in the space.
+    """
+    params = inspect.signature(train_fn).parameters
+    kwargs: dict[str, Any] = {}
+    if "data" in params:
+        kwargs["data"] = data
+    if "max_epochs" in params:
+        kwargs["max_epochs"] = max_epochs
+    train_fn(space.complete(config), **kwargs)
+
+
+# -- Ray ------------------------------------------------------------------------------------
+
+def connect(address: str | None) -> dict[str, float]:
+    """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``) or start Ray on this machine.
+
+    Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    return dict(ray.cluster_resources())
+
+
+def _status(trial, max_epochs: int, ended: bool = False) -> str:
+    """``ended``: called from on_trial_complete, before Ray marks the trial TERMINATED."""
+    last = trial.last_result or {}
+    if trial.status == "ERROR":
+        return "failed"
+    if trial.status == "TERMINATED" or ended:
+        return "completed" if last.get("epoch", 0) >= max_epochs else "stopped"
+    return "running" if trial.status in ("RUNNING", "PAUSED") else "pending"
+
+
+def _error_text(trial) -> str | None:
+    path = getattr(trial, "error_file", None) or (
+        os.path.join(trial.local_path, "error.txt") if getattr(trial, "local_path", None) else None
+    )
+    if path and os.path.exists(path):
+        text = Path(path).read_text(errors="replace").strip()
+        lines = [line for line in text.splitlines() if line.strip()]
+        return lines[-1][:500] if lines else text[:500]
+    return None
+
+
+def records_from_trials(trials, space: Space, metric: str, max_epochs: int) -> list[TrialRecord]:
+    out = []
+    for t in trials:
+        last = dict(t.last_result or {})
+        out.append(TrialRecord(
+            trial_id=t.trial_id, config=space.complete(t.config), status=_status(t, max_epochs),
+            epochs=int(last.get("epoch", 0) or 0),
+            metric=last.get(metric) if isinstance(last.get(metric), (int, float)) else None,
+            metrics={k: last[k] for k in ("train_loss", "val_loss", "val_acc", metric) if k in last},
+            error=_error_text(t) if t.status == "ERROR" else None,
+            node=last.get("node_id"), path=getattr(t, "local_path", None),
+        ))
+    return out
+
+
+def pick_best(records: Sequence[TrialRecord], mode: str) -> TrialRecord | None:
+    scored = [r for r in records if r.metric is not None and r.status != "failed" and math.isfinite(r.metric)]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda r: r.metric)
+
+
+class Progress:
+    """A live rich progress bar fed by a Ray Tune callback (instead of Ray's verbose tables)."""
+
+    def __init__(self, settings: SweepSettings, expected_epochs: int, enabled: bool = True) -> None:
+        self.settings, self.expected = settings, max(expected_epochs, 1)
+        self.enabled = enabled
+        self.epochs = 0
+        self.counts = {"completed": 0, "stopped": 0, "failed": 0}
+        self.running: set[str] = set()
+        self.best: float | None = None
+        self._lock = threading.Lock()
+        self._bar = None
+
+    def callback(self):
+        return _ProgressCallback(self)
+
+    def on_result(self, result: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.epochs += 1
+            value = result.get(self.settings.metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                better = self.best is None or (value > self.best if self.settings.mode == "max" else value < self.best)
+                self.best = value if better else self.best
+        self.refresh()
+
+    def on_end(self, trial, status: str) -> None:
+        with self._lock:
+            self.running.discard(trial.trial_id)
+            self.counts[status if status in self.counts else "stopped"] += 1
+        self.refresh()
+
+    def __enter__(self) -> "Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.settings.name, total=self.expected, status="starting")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self.refresh()
+            self._bar.stop()
+
+    def refresh(self) -> None:
+        if self._bar is None:
+            return
+        c = self.counts
+        done = c["completed"] + c["stopped"] + c["failed"]
+        best = "-" if self.best is None else f"{self.best:.4g}"
+        status = (f"{done}/{self.settings.trials} trials: {len(self.running)} running, {c['completed']} completed, "
+                  f"{c['stopped']} stopped early, {c['failed']} failed | best {self.settings.metric} {best}")
+        # Expected epochs come from the plan; schedulers may spend a little more, so grow the total.
+        total = max(self.expected, self.epochs)
+        self._bar.update(self._task, completed=self.epochs, total=total, status=status)
+
+
+def _driver_callback_base():
+    from ray.tune import Callback
+
+    class DriverCallback(Callback):
+        """A callback that lives on the driver only: Ray pickles callbacks into its experiment
+        state, so the live objects (locks, clients, a terminal) are dropped from the pickle and
+        re-supplied on resume."""
+
+        def __getstate__(self):
+            return {}
+
+        def __setstate__(self, state):
+            self.__dict__.update(state)
+
+    return DriverCallback
+
+
+class _ProgressCallback(_driver_callback_base()):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def _live(self) -> Progress | None:
+        return getattr(self, "progress", None)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self._live():
+            self.progress.running.add(trial.trial_id)
+            self.progress.refresh()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self._live():
+            self.progress.on_result(result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self._live():
+            self.progress.on_end(trial, _status(trial, self.progress.settings.max_epochs, ended=True))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if self._live():
+            self.progress.on_end(trial, "failed")
+
+
+def _tuner_kwargs(prep: PreparedSweep, callbacks: Sequence[Any], verbose: int):
+    from ray import tune
+
+    s = prep.settings
+    run_config = tune.RunConfig(
+        name=s.name, storage_path=s.storage, stop={"epoch": s.max_epochs},
+        failure_config=tune.FailureConfig(max_failures=s.max_failures),
+        # Ray snapshots the experiment every num_to_keep trial checkpoints so that the state it
+        # would resume from never names a deleted checkpoint; 2 halves those snapshots vs 1.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=list(callbacks), verbose=verbose,
+    )
+    return run_config
+
+
+def trainable_for(prep: PreparedSweep):
+    from ray import tune
+
+    s = prep.settings
+    fn = tune.with_parameters(
+        _trial_entry, train_fn=prep.train_fn, data=prep.data, max_epochs=s.max_epochs, space=prep.space
+    )
+    return tune.with_resources(fn, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+
+
+def run_prepared(
+    prep: PreparedSweep,
+    *,
+    address: str | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+) -> SweepResult:
+    """Run a validated sweep on Ray and collect its result."""
+    from ray import tune
+
+    s = prep.settings
+    # Per-epoch checkpoints make Ray warn about its (intended) snapshots once a second; hush it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    connect(address)
+    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    Path(s.storage, s.name).mkdir(parents=True, exist_ok=True)
+    Path(s.storage, s.name, SETTINGS_FILE).write_text(json.dumps(asdict(s), indent=2))
+    bar = Progress(s, plan.total_epochs, enabled=progress)
+    tuner = tune.Tuner(
+        trainable_for(prep),
+        # Ray takes pre-set points only for keys its param_space names; the points themselves come
+        # from the space (already validated), so the keys carry no Ray domain.
+        param_space={name: None for name in prep.space.names},
+        tune_config=tune.TuneConfig(
+            metric=s.metric, mode=s.mode, num_samples=s.trials,
+            search_alg=make_search_alg(s.strategy, prep.space, s.trials, s.seed,
+                                       s.concurrency, prep.points_to_evaluate),
+            scheduler=make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
+            # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
+            # it is safe because each trial builds its own model and optimizer from its config.
+            reuse_actors=True,
+            max_concurrent_trials=s.concurrency,
+        ),
+        run_config=_tuner_kwargs(prep, [bar.callback(), *callbacks], verbose=0),
+    )
+    return _run(tuner, s, prep.space, bar)
+
+
+def _run(tuner, s: SweepSettings, space: Space, bar: Progress) -> SweepResult:
+    start = time.time()
+    with bar:
+        grid = tuner.fit()
+    wall = time.time() - start
+    trials = [r for r in _trials_of(grid)]
+    records = records_from_trials(trials, space, s.metric, s.max_epochs)
+    return SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
+                       pick_best(records, s.mode))
+
+
+def _trials_of(grid) -> list:
+    # ResultGrid keeps the Trial objects it was built from; their status and error file are
+    # what the table needs, and the public Result has neither the scheduler's stop nor the status.
+    return list(grid._experiment_analysis.trials)
+
+
+def sweep(
+    space: str | SpaceModule | Space,
+    *,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    strategy: str = "random",
+    scheduler: str = "asha",
+    trials: int | None = None,
+    max_epochs: int | None = None,
+    grace_period: int = 1,
+    reduction_factor: float = 3,
+    seed: int = 0,
+    resources: Resources = Resources(),
+    concurrency: int | None = None,
+    max_failures: int = 0,
+    name: str | None = None,
+    address: str | None = None,
+    storage: str | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> SweepResult:
+    """Run a hyperparameter sweep on Ray Tune and return the best trial and a table of all trials.
+
+    Args:
+        space: a space module path (``spaces/mlp.py``), short name (``mlp``), ``SpaceModule`` or ``Space``.
+        train: ``train(config)`` calling ``hpsearch.report(epoch=..., **metrics)``; default: the
+            module's ``TRAIN`` or the reference PyTorch trainable.
+        data: dataset name, ``Dataset`` or a function returning one; passed to ``train`` if it
+            declares a ``data`` argument, through Ray's object store (put once).
+        strategy: ``grid``, ``random`` or ``tpe``. scheduler: ``fifo``, ``asha`` or ``hyperband``.
+        trials: number of trials (grid: defaults to the whole grid).
+        max_epochs, grace_period, reduction_factor: the budget, in epochs.
+        resources: per trial, e.g. ``Resources(cpus=1, gpus=0.25)``.
+        address: None starts Ray here; ``auto`` or ``ray://host:port`` joins a cluster.
+
+    Example:
+        >>> hpsearch.sweep("mlp", strategy="tpe", trials=27, max_epochs=27)  # doctest: +SKIP
+    """
+    prep = prepare(
+        space, train=train, data=data, metric=metric, mode=mode, strategy=strategy, scheduler=scheduler,
+        trials=trials, max_epochs=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor,
+        seed=seed, resources=resources, concurrency=concurrency, max_failures=max_failures, name=name,
+        storage=storage,
+    )
+    return run_prepared(prep, address=address, callbacks=callbacks, progress=progress)

@@ -67,11 +67,18 @@ def to_optuna_distributions(space: Space) -> dict[str, Any]:
     return {p.name: _optuna_distribution(p) for p in space.tuned if not isinstance(p, Fixed)}
 
 
-def define_by_run(space: Space):
-    """An Optuna define-by-run function: suggests active parameters, returns fixed and derived ones."""
-    distributions = to_optuna_distributions(space)
+class define_by_run:  # noqa: N801 - used like a function; a class so Ray can pickle the searcher
+    """An Optuna define-by-run function: suggests active parameters, returns fixed and derived ones.
 
-    def suggest(trial) -> dict[str, Any]:
+    Ray saves the searcher's state with plain pickle, which refuses closures; hence an object.
+    """
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+
+    def __call__(self, trial) -> dict[str, Any]:
+        space = self.space
+        distributions = to_optuna_distributions(space)
         config: dict[str, Any] = {}
         for p in space.tuned:
             if not p.active(config):
@@ -89,8 +96,6 @@ def define_by_run(space: Space):
         full = space.complete(config)
         # Ray merges what this returns with what was suggested: return only the constants.
         return {k: v for k, v in full.items() if isinstance(space[k], (Fixed, Derived))}
-
-    return suggest
 
 
 # -- Ray Tune ----------------------------------------------------------------------------------
@@ -131,6 +136,8 @@ def to_ray_param_space(space: Space) -> dict[str, Any]:
 def make_search_alg(
     strategy: str,
     space: Space,
+    metric: str,
+    mode: str,
     trials: int,
     seed: int,
     concurrency: int | None = None,
@@ -138,7 +145,7 @@ def make_search_alg(
 ):
     """The Ray Tune search algorithm for a strategy. ``points_to_evaluate`` run first (warm start).
 
-    Metric and mode come from ``TuneConfig``, which hands them to the searcher.
+    OptunaSearch gets metric and mode here: given its own space, it ignores TuneConfig's.
     """
     check_strategy(strategy)
     warm = [space.validate_config(p) for p in points_to_evaluate]
@@ -147,7 +154,7 @@ def make_search_alg(
         from ray.tune.search.optuna import OptunaSearch
 
         alg = OptunaSearch(
-            space=define_by_run(space),
+            space=define_by_run(space), metric=metric, mode=mode,
             sampler=optuna.samplers.TPESampler(seed=seed),
             points_to_evaluate=[{k: v for k, v in p.items() if not isinstance(space[k], (Fixed, Derived))} for p in warm] or None,
         )

@@ -242,6 +242,14 @@ def _trial_entry(
 
 # -- Ray ------------------------------------------------------------------------------------
 
+def _quiet_ray() -> None:
+    """Our progress bar replaces Ray's console output. Ray's new output engine prints an
+    experiment box even at verbosity 0, the legacy one is silent there; and per-epoch checkpoints
+    make Ray warn about its (intended) experiment snapshots once a second."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
 def connect(address: str | None) -> dict[str, float]:
     """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``) or start Ray on this machine.
 
@@ -250,7 +258,10 @@ def connect(address: str | None) -> dict[str, float]:
     import ray
 
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        import logging
+
+        # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -440,8 +451,7 @@ def run_prepared(
     from ray import tune
 
     s = prep.settings
-    # Per-epoch checkpoints make Ray warn about its (intended) snapshots once a second; hush it.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    _quiet_ray()
     connect(address)
     plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
     Path(s.storage, s.name).mkdir(parents=True, exist_ok=True)
@@ -454,7 +464,7 @@ def run_prepared(
         param_space={name: None for name in prep.space.names},
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=s.mode, num_samples=s.trials,
-            search_alg=make_search_alg(s.strategy, prep.space, s.trials, s.seed,
+            search_alg=make_search_alg(s.strategy, prep.space, s.metric, s.mode, s.trials, s.seed,
                                        s.concurrency, prep.points_to_evaluate),
             scheduler=make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
             # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
@@ -531,3 +541,56 @@ def sweep(
         storage=storage,
     )
     return run_prepared(prep, address=address, callbacks=callbacks, progress=progress)
+
+
+def load_settings(name: str, storage: str | None = None) -> SweepSettings:
+    """The recorded settings of a sweep, by name."""
+    root = Path(storage or default_storage()).expanduser()
+    path = root / name / SETTINGS_FILE
+    if not path.exists():
+        known = sorted(p.parent.name for p in root.glob(f"*/{SETTINGS_FILE}")) if root.is_dir() else []
+        raise ValueError(f"name: no sweep {name!r} under {str(root)!r} (known: {', '.join(known[-5:]) or 'none'})")
+    return SweepSettings(**json.loads(path.read_text()))
+
+
+def resume_sweep(
+    name: str,
+    *,
+    storage: str | None = None,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> SweepResult:
+    """Finish an interrupted sweep: finished trials stay, unfinished ones continue from checkpoints.
+
+    A sweep started from a space module needs only its name; one started from a ``Space`` object
+    needs ``train`` (and ``data``) again, since functions are not recorded.
+    """
+    from ray import tune
+
+    s = load_settings(name, storage)
+    if s.space_path is None and train is None:
+        raise ValueError(f"train: sweep {name!r} was started from a Space object; pass train= to resume it")
+    space_or_module: Any = load_space_module(s.space_path) if s.space_path else Space.from_dict(s.space)
+    prep = prepare(
+        space_or_module, train=train, data=data if data is not None else s.dataset, metric=s.metric, mode=s.mode,
+        strategy=s.strategy, scheduler=s.scheduler, trials=s.trials, max_epochs=s.max_epochs,
+        grace_period=s.grace_period, reduction_factor=s.reduction_factor, seed=s.seed,
+        resources=Resources(s.cpus_per_trial, s.gpus_per_trial), concurrency=s.concurrency,
+        max_failures=s.max_failures, name=s.name, storage=s.storage,
+    )
+    prep.space = Space.from_dict(s.space)  # the space as it was when the sweep started
+    _quiet_ray()
+    connect(address)
+    path = str(Path(s.storage, s.name))
+    if not tune.Tuner.can_restore(path):
+        raise ValueError(f"name: sweep {name!r} has no Ray experiment state under {path!r} to resume")
+    tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
+    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    bar = Progress(s, plan.total_epochs, enabled=progress)
+    # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
+    # DriverCallback); hand it live ones. get_run_config() returns the object the run will use.
+    tuner._local_tuner.get_run_config().callbacks = [bar.callback(), *callbacks]
+    return _run(tuner, s, prep.space, bar)

@@ -117,10 +117,11 @@ def train(config: Mapping[str, Any], data: Dataset | None = None, max_epochs: in
         optimizer.load_state_dict(state["optimizer"])
         start = state["epoch"] + 1
 
-    x_tr = torch.as_tensor(data.x_train, device=dev).flatten(1)
-    y_tr = torch.as_tensor(data.y_train, device=dev)
-    x_va = torch.as_tensor(data.x_val, device=dev).flatten(1)
-    y_va = torch.as_tensor(data.y_val, device=dev)
+    # Arrays from Ray's object store are read-only; torch.tensor copies (the data sets are small).
+    x_tr = torch.tensor(data.x_train, device=dev).flatten(1)
+    y_tr = torch.tensor(data.y_train, device=dev)
+    x_va = torch.tensor(data.x_val, device=dev).flatten(1)
+    y_va = torch.tensor(data.y_val, device=dev)
     batch = int(config.get("batch_size", 128))
     warmup, schedule = int(config.get("warmup_epochs", 0)), config.get("lr_schedule", "cosine")
     loss_fn = nn.CrossEntropyLoss()

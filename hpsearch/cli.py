@@ -1,0 +1,215 @@
+"""The ``hpsearch`` command: run, plan, resume, report.
+
+User mistakes print one line, ``hpsearch: error: ...``, and exit with status 2 before Ray starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typer.exceptions import TyperException  # typer vendors click: its errors derive from this
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Hyperparameter search for PyTorch on Ray Tune, with every trial in MLflow.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported as one line, exit status 2."""
+
+
+def _fail(message: str) -> None:
+    raise UserError(message)
+
+
+# Options shared by run and plan (typer has no option groups; these keep the two in step).
+SpaceArg = typer.Argument(..., help="Space module: a path (spaces/mlp.py) or a short name (mlp).")
+Strategy = typer.Option("random", "--strategy", help="grid | random | tpe")
+Scheduler = typer.Option("asha", "--scheduler", help="fifo | asha | hyperband")
+Trials = typer.Option(None, "--trials", help="Number of trials (grid: default the whole grid).")
+MaxEpochs = typer.Option(None, "--max-epochs", help="Epoch budget per trial (default: the module's).")
+Grace = typer.Option(1, "--grace-period", help="Epochs before a trial can be cut (asha).")
+Eta = typer.Option(3.0, "--reduction-factor", help="Keep 1/eta of trials at each rung (>= 2).")
+Cpus = typer.Option(1.0, "--cpus-per-trial")
+Gpus = typer.Option(0.0, "--gpus-per-trial", help="Fractions pack several trials on one GPU.")
+Concurrency = typer.Option(None, "--concurrency", help="At most this many trials at once.")
+MaxFailures = typer.Option(0, "--max-failures", help="Retries of a failed trial, from its last checkpoint.")
+Seed = typer.Option(0, "--seed")
+Name = typer.Option(None, "--name", help="Sweep name (default: SPACE-strategy-scheduler-time).")
+Storage = typer.Option(None, "--storage", help="Where Ray keeps results (default ~/ray_results or $HPSEARCH_STORAGE).")
+
+
+def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor, cpus, gpus,
+             concurrency, max_failures, seed, name, storage):
+    from hpsearch.sweep import Resources, prepare
+
+    try:
+        return prepare(
+            space, strategy=strategy, scheduler=scheduler, trials=trials, max_epochs=max_epochs,
+            grace_period=grace_period, reduction_factor=_number(reduction_factor), seed=seed,
+            resources=Resources(cpus=_number(cpus), gpus=_number(gpus)), concurrency=concurrency,
+            max_failures=max_failures, name=name, storage=storage,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _number(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
+@app.command()
+def run(
+    space: str = SpaceArg, strategy: str = Strategy, scheduler: str = Scheduler,
+    trials: Optional[int] = Trials, max_epochs: Optional[int] = MaxEpochs, grace_period: int = Grace,
+    reduction_factor: float = Eta, cpus_per_trial: float = Cpus, gpus_per_trial: float = Gpus,
+    concurrency: Optional[int] = Concurrency, max_failures: int = MaxFailures, seed: int = Seed,
+    name: Optional[str] = Name, storage: Optional[str] = Storage,
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port (default: start one here)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run a sweep on Ray and print the best trial and a table of all trials."""
+    prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
+                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage)
+    from hpsearch.sweep import run_prepared
+
+    result = run_prepared(prep, address=address, progress=progress)
+    print_result(result)
+
+
+@app.command()
+def plan(
+    space: str = SpaceArg, strategy: str = Strategy, scheduler: str = Scheduler,
+    trials: Optional[int] = Trials, max_epochs: Optional[int] = MaxEpochs, grace_period: int = Grace,
+    reduction_factor: float = Eta, cpus_per_trial: float = Cpus, gpus_per_trial: float = Gpus,
+    concurrency: Optional[int] = Concurrency, max_failures: int = MaxFailures, seed: int = Seed,
+    name: Optional[str] = Name, storage: Optional[str] = Storage,
+    epoch_seconds: Optional[float] = typer.Option(None, "--epoch-seconds", help="Seconds per epoch (default: measure one epoch here)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Trials at once (default: CPUs here / cpus per trial)."),
+) -> None:
+    """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time."""
+    prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
+                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage)
+    from hpsearch.schedulers import plan_budget
+
+    s = prep.settings
+    if epoch_seconds is not None and epoch_seconds <= 0:
+        _fail(f"epoch_seconds: must be > 0, got {epoch_seconds}")
+    if workers is not None and workers < 1:
+        _fail(f"workers: must be a whole number >= 1, got {workers}")
+    p = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    out.print(f"[bold]{s.name}[/]: {s.trials} trials ({s.strategy}"
+              + (f", grid of {len(prep.space.grid())}" if s.strategy == "grid" else "") + f"), scheduler {s.scheduler}, "
+              f"max {s.max_epochs} epochs, grace {s.grace_period}, reduction factor {s.reduction_factor}")
+    table = Table("bracket", "trials", "rungs: epoch -> trials expected to reach it", "epochs")
+    for b in p.brackets:
+        table.add_row(str(b.s), str(b.trials), ", ".join(f"{r.epoch} -> {r.trials}" for r in b.rungs), str(b.epochs))
+    out.print(table)
+    out.print(f"Total: {p.total_epochs} epochs, against {p.full_epochs} if every trial ran to the end "
+              f"({p.total_epochs / p.full_epochs:.1%}; saves {p.saving:.1%}).")
+    source = "given"
+    if epoch_seconds is None:
+        epoch_seconds, source = measure_epoch_seconds(prep), "measured here"
+    if epoch_seconds is None:
+        out.print("Time: pass --epoch-seconds to estimate it (this trainable takes no max_epochs to measure with).")
+        return
+    n_workers = workers or s.concurrency or max(1, int((os.cpu_count() or 1) // max(s.cpus_per_trial, 1e-9)))
+    hours = p.total_epochs * epoch_seconds / 3600
+    out.print(f"Time: {epoch_seconds:.3g} s per epoch ({source}) -> {hours:.3g} worker-hours, "
+              f"about {hours / n_workers * 60:.3g} minutes on {n_workers} workers.")
+
+
+def measure_epoch_seconds(prep) -> float | None:
+    """Median seconds of one epoch over three sampled configs, outside Ray (report keeps them local)."""
+    if "max_epochs" not in inspect.signature(prep.train_fn).parameters:
+        return None
+    import statistics
+
+    from hpsearch import session
+
+    times = []
+    for config in prep.space.sample(3, seed=prep.settings.seed):
+        kwargs: dict[str, Any] = {"max_epochs": 1}
+        if "data" in inspect.signature(prep.train_fn).parameters:
+            kwargs["data"] = prep.data
+        start = time.perf_counter()
+        prep.train_fn(config, **kwargs)
+        times.append(time.perf_counter() - start)
+    session.history.clear()
+    return statistics.median(times)
+
+
+@app.command()
+def resume(
+    name: str = typer.Argument(..., help="The sweep's name."),
+    storage: Optional[str] = Storage,
+    address: Optional[str] = typer.Option(None, "--address"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Finish an interrupted sweep: completed trials are kept, unfinished ones continue."""
+    from hpsearch.sweep import resume_sweep
+
+    try:
+        result = resume_sweep(name, storage=storage, address=address, progress=progress)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    print_result(result)
+
+
+def print_result(result) -> None:
+    table = Table(title=f"{result.name}: {len(result.trials)} trials in {result.wall_s:.1f} s, {result.total_epochs} epochs")
+    keys = sorted({k for t in result.trials for k in t.config if len({str(x.config.get(k)) for x in result.trials}) > 1})
+    for col in ["trial", "status", "epochs", result.metric, *keys]:
+        table.add_column(col)
+    order = sorted(result.trials, key=lambda t: (t.metric is None, -(t.metric or 0) if result.mode == "max" else (t.metric or 0)))
+    for t in order:
+        status = t.status + (f" ({t.error})" if t.error else "")
+        table.add_row(t.trial_id, status, str(t.epochs), "-" if t.metric is None else f"{t.metric:.4g}",
+                      *[_fmt(t.config.get(k)) for k in keys])
+    out.print(table)
+    if result.best is None:
+        out.print("[bold red]No trial reported the metric.[/]")
+        return
+    out.print(f"[bold]Best trial {result.best.trial_id}[/]: {result.metric} = {result.best_metric:.4g}")
+    out.print(json.dumps(result.best_config, indent=None))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line and exit status 2 for user mistakes, before any compute."""
+    try:
+        code = app(args=argv, prog_name="hpsearch", standalone_mode=False)
+    except UserError as exc:
+        err.print(f"hpsearch: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("hpsearch: interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except TyperException as exc:  # a bad option value or an unknown option
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err.print(f"hpsearch: error: {message}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

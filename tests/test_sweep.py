@@ -1,0 +1,147 @@
+"""Real sweeps on a real local Ray cluster, training real MLPs on MNIST-1D."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import hpsearch
+from hpsearch.train import train as reference_train
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def _sweep(storage, mnist1d, **kw):
+    kw.setdefault("metric", "val_acc")
+    kw.setdefault("mode", "max")
+    return hpsearch.sweep(TINY, train=reference_train, data=mnist1d, storage=storage, progress=False, **kw)
+
+
+def _key(config):
+    return json.dumps(config, sort_keys=True)
+
+
+def _history(record):
+    """Epochs as reported, from Ray's per-trial progress.csv."""
+    with open(Path(record.path) / "progress.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _check_consistent(result, max_epochs):
+    for t in result.trials:
+        assert t.status in ("completed", "stopped"), (t.trial_id, t.status, t.error)
+        assert 1 <= t.epochs <= max_epochs
+        assert (t.status == "completed") == (t.epochs == max_epochs)
+        assert t.metric is not None and 0.0 <= t.metric <= 1.0
+    best = max(result.trials, key=lambda t: t.metric)
+    assert result.best_metric == best.metric and result.best_config == best.config
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", "asha"])
+def test_grid_visits_exactly_the_grid(ray_session, storage, mnist1d, scheduler):
+    result = _sweep(storage, mnist1d, strategy="grid", scheduler=scheduler, max_epochs=4, grace_period=1,
+                    reduction_factor=2)
+    grid = list(TINY.grid())
+    assert len(grid) == 12
+    assert sorted(_key(t.config) for t in result.trials) == sorted(_key(c) for c in grid)
+    _check_consistent(result, 4)
+    if scheduler == "fifo":
+        assert all(t.status == "completed" for t in result.trials)
+        assert result.total_epochs == 12 * 4
+    else:
+        stopped = [t for t in result.trials if t.status == "stopped"]
+        assert stopped and all(t.epochs < 4 for t in stopped)
+        assert result.total_epochs < 12 * 4
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", "asha"])
+def test_random_search_runs_the_seeded_samples(ray_session, storage, mnist1d, scheduler):
+    result = _sweep(storage, mnist1d, strategy="random", scheduler=scheduler, trials=8, max_epochs=4,
+                    reduction_factor=2, seed=5)
+    assert sorted(_key(t.config) for t in result.trials) == sorted(_key(c) for c in TINY.sample(8, seed=5))
+    _check_consistent(result, 4)
+    if scheduler == "asha":
+        assert any(t.status == "stopped" for t in result.trials)
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", "asha"])
+def test_tpe_proposes_valid_configs(ray_session, storage, mnist1d, scheduler):
+    result = _sweep(storage, mnist1d, strategy="tpe", scheduler=scheduler, trials=8, max_epochs=3,
+                    reduction_factor=2, seed=1)
+    assert len(result.trials) == 8
+    for t in result.trials:
+        assert TINY.validate_config(t.config) == t.config
+        assert ("momentum" in t.config) == (t.config["optimizer"] == "sgd")
+    _check_consistent(result, 3)
+
+
+def test_hyperband_pauses_and_resumes_from_checkpoints(ray_session, storage, mnist1d):
+    result = _sweep(storage, mnist1d, strategy="random", scheduler="hyperband", trials=10, max_epochs=9,
+                    reduction_factor=3, seed=2)
+    _check_consistent(result, 9)
+    assert {t.status for t in result.trials} == {"completed", "stopped"}
+    for t in result.trials:
+        # A paused trial that resumed from its checkpoint reports 1, 2, 3, ... with no restart.
+        assert _history(t) == list(range(1, t.epochs + 1))
+    # Bracket s=1 of Ray's HyperBand starts 3 trials at 3 epochs: some were paused there and resumed.
+    assert any(3 < t.epochs for t in result.trials if t.trial_id in {r.trial_id for r in result.trials[3:]})
+
+
+def test_diverged_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_session, storage, mnist1d):
+    space = hpsearch.Space(hpsearch.Fixed("model", "mlp"), hpsearch.Fixed("optimizer", "sgd"),
+                           hpsearch.Fixed("width", 16), hpsearch.Fixed("norm", "none"),
+                           hpsearch.Choice("lr", [0.05, 1e12]))
+    result = hpsearch.sweep(space, train=reference_train, data=mnist1d, metric="val_acc", mode="max",
+                            strategy="grid", scheduler="fifo", max_epochs=3, storage=storage, progress=False)
+    by_lr = {t.config["lr"]: t for t in result.trials}
+    assert by_lr[0.05].status == "completed"
+    assert by_lr[1e12].status == "failed" and "diverged" in by_lr[1e12].error
+    assert by_lr[1e12].epochs < 3
+    assert result.best.trial_id == by_lr[0.05].trial_id
+
+
+def test_user_trainable_needs_no_ray(ray_session, storage):
+    def train(config):
+        state = hpsearch.load_checkpoint() or {"epoch": 0}
+        for epoch in range(state["epoch"] + 1, 6):
+            hpsearch.report(epoch=epoch, score=config["x"] * epoch, checkpoint={"epoch": epoch})
+
+    space = hpsearch.Space(hpsearch.Int("x", 1, 3))
+    result = hpsearch.sweep(space, train=train, metric="score", mode="max", strategy="grid",
+                            scheduler="fifo", max_epochs=5, storage=storage, progress=False)
+    assert sorted((t.config["x"], t.metric) for t in result.trials) == [(1, 5), (2, 10), (3, 15)]
+    assert result.best_config == {"x": 3}
+
+
+def test_sweep_on_a_multi_node_cluster_places_trials_on_several_nodes(tmp_path):
+    # ray.cluster_utils.Cluster needs its own Ray; a fresh interpreter keeps the session's intact.
+    script = textwrap.dedent(f"""
+        import json, ray
+        from ray.cluster_utils import Cluster
+        import hpsearch
+        from hpsearch.train import train
+
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        space = hpsearch.Space(hpsearch.Fixed("model", "mlp"), hpsearch.Fixed("width", 16),
+                               hpsearch.Float("lr", 1e-3, 1e-1, log=True))
+        result = hpsearch.sweep(space, train=train, data="mnist1d", metric="val_acc", mode="max",
+                                strategy="random", scheduler="fifo", trials=6, max_epochs=2,
+                                address=cluster.address, storage={str(tmp_path)!r}, progress=False)
+        print(json.dumps({{"nodes": sorted({{t.node for t in result.trials}}),
+                           "workers": sorted(n.node_id for n in workers),
+                           "statuses": [t.status for t in result.trials]}}))
+        ray.shutdown(); cluster.shutdown()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["statuses"] == ["completed"] * 6
+    assert len(out["nodes"]) >= 2 and set(out["nodes"]) <= set(out["workers"])

@@ -1,0 +1,154 @@
+"""The hpsearch command: bad input fails before Ray starts; run, plan and resume work for real."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpsearch import cli
+
+TINY_MODULE = '''
+from hpsearch.space import Choice, Fixed, Float, PowerOfTwo, Space
+SPACE = Space(Fixed("model", "mlp"), Float("lr", 1e-3, 1e-1, log=True, grid=3), PowerOfTwo("width", 16, 32),
+              Fixed("batch_size", 256), Fixed("depth", 1))
+METRIC = "val_acc"
+MODE = "max"
+MAX_EPOCHS = 3
+DATASET = "mnist1d"
+'''
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY_MODULE)
+    return str(path)
+
+
+# Each entry: arguments after `hpsearch`, and the text its one error line must contain.
+BAD_INPUT = [
+    (["run", "{tiny}", "--strategy", "bayes"], "strategy: must be one of grid, random, tpe, got 'bayes'"),
+    (["run", "{tiny}", "--scheduler", "sha"], "scheduler: must be one of fifo, asha, hyperband, got 'sha'"),
+    (["run", "{tiny}", "--trials", "0"], "trials: must be a whole number >= 1, got 0"),
+    (["run", "{tiny}", "--trials", "-5"], "trials: must be a whole number >= 1, got -5"),
+    (["run", "{tiny}", "--trials", "many"], "Invalid value for '--trials'"),
+    (["run", "{tiny}", "--grace-period", "10", "--max-epochs", "9"], "grace_period: must be <= max_epochs, got grace_period=10, max_epochs=9"),
+    (["run", "{tiny}", "--reduction-factor", "1.5"], "reduction_factor: must be >= 2, got 1.5"),
+    (["run", "{tiny}", "--max-epochs", "0"], "max_epochs: must be a whole number >= 1, got 0"),
+    (["run", "{tiny}", "--cpus-per-trial", "-1"], "cpus_per_trial: must be a number >= 0, got -1"),
+    (["run", "{tiny}", "--gpus-per-trial", "1.5"], "gpus_per_trial: above 1 must be a whole number of GPUs, got 1.5"),
+    (["run", "{tiny}", "--concurrency", "0"], "concurrency: must be a whole number >= 1, got 0"),
+    (["run", "{tiny}", "--name", "bad name!"], "name: letters, digits and _ . = - only"),
+    (["run", "no_such_space"], "space: no space module named 'no_such_space' (known: "),
+    (["run", "{nospace}"], "SPACE: "),
+    (["run", "{raises}"], "importing "),
+    (["run", "{tiny}", "--bogus"], "No such option: --bogus"),
+    (["run"], "Missing argument 'space'"),
+    (["plan", "{tiny}", "--epoch-seconds", "-1"], "epoch_seconds: must be > 0, got -1.0"),
+    (["resume", "never-ran", "--storage", "{tmp}"], "name: no sweep 'never-ran' under"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT, ids=[" ".join(a)[:50] for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, monkeypatch, capsys):
+    (tmp_path / "nospace.py").write_text("X = 1\n")
+    (tmp_path / "raises.py").write_text("raise ImportError('no such package: torchvision_extra')\n")
+    sweep_module = sys.modules["hpsearch.sweep"]  # hpsearch.sweep is also the function's name
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for bad input")
+
+    monkeypatch.setattr(sweep_module, "connect", no_ray)
+    args = [a.format(tiny=tiny, tmp=tmp_path, nospace=tmp_path / "nospace.py", raises=tmp_path / "raises.py") for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("hpsearch: error: ") and message in lines[0], lines[0]
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_plan_prints_rungs_and_budget(tiny, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["plan", "mlp", "--scheduler", "asha", "--trials", "27", "--max-epochs", "81", "--epoch-seconds", "0.5",
+                  "--workers", "2"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 -> 27, 3 -> 9, 9 -> 3, 27 -> 1, 81 -> 1" in text
+    assert "Total: 135 epochs, against 2187" in text
+    # 135 epochs x 0.5 s = 67.5 s = 0.01875 worker-hours, 33.75 s on 2 workers
+    assert "0.0187 worker-hours" in text or "0.0188 worker-hours" in text
+
+
+def test_plan_measures_an_epoch_when_not_told(tiny, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["plan", tiny, "--strategy", "grid", "--scheduler", "fifo"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "6 trials (grid, grid of 6)" in text and "Total: 18 epochs" in text and "(measured here)" in text
+
+
+def _hpsearch(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
+    proc = _hpsearch("run", tiny, "--strategy", "grid", "--scheduler", "asha", "--reduction-factor", "2",
+                     "--storage", str(tmp_path), "--name", "cli-run", "--no-progress")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "cli-run: 6 trials" in out and "Best trial" in out
+    best = json.loads(out.strip().splitlines()[-1])
+    assert best["model"] == "mlp" and best["lr"] in (0.001, 0.01, 0.1)
+
+
+@pytest.mark.slow
+def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path):
+    module = tmp_path / "slow.py"
+    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", "MAX_EPOCHS = 25").replace(
+        'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
+    storage = tmp_path / "runs"
+    proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
+                     "--name", "killed", "--no-progress", "--concurrency", "2", start_new_session=True)
+    # Wait until at least one trial has finished, then kill the driver and everything it started.
+    deadline = time.time() + 240
+    finished: set[str] = set()
+    while time.time() < deadline and not finished:
+        time.sleep(1)
+        for progress in storage.glob("killed/*/progress.csv"):
+            rows = progress.read_text().splitlines()
+            if len(rows) > 25:  # header + 25 epochs
+                finished.add(progress.parent.name)
+    assert finished, "no trial finished before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    before = {p.parent.name: len(p.read_text().splitlines()) for p in storage.glob("killed/*/progress.csv")}
+    resumed = _hpsearch("resume", "killed", "--storage", str(storage), "--no-progress")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "killed: 6 trials" in out
+    after = {p.parent.name: _epochs(p) for p in storage.glob("killed/*/progress.csv")}
+    assert len(after) == 6
+    for name in finished:
+        assert len(after[name]) == before[name] - 1, f"finished trial {name} ran again"
+    for name, epochs in after.items():
+        # Every trial reached the budget; an interrupted one continued from its checkpoint.
+        assert set(epochs) == set(range(1, 26)) and epochs[0] == 1, (name, epochs)
+
+
+def _epochs(progress_csv: Path) -> list[int]:
+    import csv
+
+    with open(progress_csv) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]

@@ -49,10 +49,12 @@ MaxFailures = typer.Option(0, "--max-failures", help="Retries of a failed trial,
 Seed = typer.Option(0, "--seed")
 Name = typer.Option(None, "--name", help="Sweep name (default: SPACE-strategy-scheduler-time).")
 Storage = typer.Option(None, "--storage", help="Where Ray keeps results (default ~/ray_results or $HPSEARCH_STORAGE).")
+TrackingUri = typer.Option(None, "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
+Experiment = typer.Option(None, "--experiment", help="MLflow experiment (default: the space module's name).")
 
 
 def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor, cpus, gpus,
-             concurrency, max_failures, seed, name, storage):
+             concurrency, max_failures, seed, name, storage, tracking_uri=None, experiment=None):
     from hpsearch.sweep import Resources, prepare
 
     try:
@@ -61,6 +63,7 @@ def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduc
             grace_period=grace_period, reduction_factor=_number(reduction_factor), seed=seed,
             resources=Resources(cpus=_number(cpus), gpus=_number(gpus)), concurrency=concurrency,
             max_failures=max_failures, name=name, storage=storage,
+            tracking_uri=False if tracking_uri == "off" else tracking_uri, experiment=experiment,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -77,16 +80,19 @@ def run(
     reduction_factor: float = Eta, cpus_per_trial: float = Cpus, gpus_per_trial: float = Gpus,
     concurrency: Optional[int] = Concurrency, max_failures: int = MaxFailures, seed: int = Seed,
     name: Optional[str] = Name, storage: Optional[str] = Storage,
+    tracking_uri: Optional[str] = TrackingUri, experiment: Optional[str] = Experiment,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port (default: start one here)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run a sweep on Ray and print the best trial and a table of all trials."""
     prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
-                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage)
+                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage,
+                    tracking_uri, experiment)
     from hpsearch.sweep import run_prepared
 
     result = run_prepared(prep, address=address, progress=progress)
     print_result(result)
+    print_tracking(result)
 
 
 @app.command()
@@ -166,6 +172,46 @@ def resume(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     print_result(result)
+    print_tracking(result)
+
+
+@app.command()
+def report(
+    name: str = typer.Argument(..., help="The sweep's name."),
+    tracking_uri: Optional[str] = TrackingUri, experiment: Optional[str] = Experiment,
+    out_dir: Path = typer.Option(Path("report"), "--out", help="Folder for trials.csv and the plots."),
+) -> None:
+    """Table and plots of a finished sweep, from what MLflow holds."""
+    from mlflow import MlflowClient
+
+    from hpsearch.analysis import find_parent, load_sweep, write_report
+    from hpsearch.tracking import check_reachable, resolve_tracking_uri
+
+    try:
+        uri = resolve_tracking_uri(None if tracking_uri in (None, "off") else tracking_uri)
+        check_reachable(uri)
+        client = MlflowClient(tracking_uri=uri)
+        data = load_sweep(client, find_parent(client, name, experiment))
+    except ValueError as exc:
+        _fail(str(exc))
+    paths = write_report(data, out_dir / name)
+    table = Table("trial", "status", "epochs", data.metric, title=f"{name}: {len(data.rows)} trials")
+    for r in sorted(data.rows, key=lambda r: (r.value is None, -(r.value or 0) if data.mode == "max" else (r.value or 0))):
+        table.add_row(r.trial_id, r.status, str(r.epochs), "-" if r.value is None else f"{r.value:.4g}")
+    out.print(table)
+    for p in paths:
+        out.print(f"wrote {p}")
+
+
+def print_tracking(result) -> None:
+    if not result.tracking:
+        return
+    t = result.tracking
+    out.print(f"MLflow: experiment {t['experiment_id']}, sweep run {t['parent_run_id']} in {t['uri']}")
+    if t["uri"].startswith("sqlite:///"):
+        out.print(f"Open the UI: mlflow/serve, then http://127.0.0.1:5000/#/experiments/{t['experiment_id']}/runs")
+    elif t["uri"].startswith("http"):
+        out.print(f"Open the UI: {t['uri']}/#/experiments/{t['experiment_id']}/runs")
 
 
 def print_result(result) -> None:

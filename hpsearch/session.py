@@ -95,13 +95,18 @@ def load_checkpoint() -> Any:
     ckpt = tune.get_checkpoint()
     if ckpt is None:
         return None
+    with ckpt.as_directory() as d:
+        return read_checkpoint_dir(d)
+
+
+def read_checkpoint_dir(directory: str) -> Any:
+    """The object ``report`` saved in a checkpoint directory, or None if it holds none."""
     import torch
 
-    with ckpt.as_directory() as d:
-        path = os.path.join(d, _CHECKPOINT_FILE)
-        if not os.path.exists(path):
-            return None
-        return torch.load(path, weights_only=False, map_location="cpu")
+    path = os.path.join(directory, _CHECKPOINT_FILE)
+    if not os.path.exists(path):
+        return None
+    return torch.load(path, weights_only=False, map_location="cpu")
 
 
 def check_finite(epoch: int, **values: float) -> None:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,6 +73,8 @@ class SweepSettings:
     max_failures: int
     dataset: str | None
     storage: str
+    tracking_uri: str | None
+    experiment: str
     space: dict[str, Any] = field(repr=False)
 
 
@@ -88,6 +91,7 @@ class TrialRecord:
     error: str | None = None
     node: str | None = None
     path: str | None = None
+    checkpoint: str | None = None  # directory of the trial's latest checkpoint
 
 
 @dataclass
@@ -102,6 +106,7 @@ class SweepResult:
     trials: list[TrialRecord]
     wall_s: float
     best: TrialRecord | None
+    tracking: dict[str, Any] | None = None  # uri, experiment_id, parent_run_id, children (trial id -> run id)
 
     @property
     def best_config(self) -> dict[str, Any] | None:
@@ -174,6 +179,8 @@ def prepare(
     max_failures: int = 0,
     name: str | None = None,
     storage: str | None = None,
+    tracking_uri: str | bool | None = None,
+    experiment: str | None = None,
     points_to_evaluate: Sequence[Mapping[str, Any]] = (),
 ) -> PreparedSweep:
     """Validate everything and load the data; raises ValueError (one line) before any compute."""
@@ -198,7 +205,9 @@ def prepare(
     _whole("max_failures", max_failures, 0)
     if not isinstance(resources, Resources):
         raise ValueError(f"resources: must be hpsearch.Resources(cpus=..., gpus=...), got {resources!r}")
-    name = name or f"{module.name if module else 'sweep'}-{strategy}-{scheduler}-{datetime.now():%Y%m%d-%H%M%S}"
+    if name is None:  # a random suffix keeps two sweeps started in the same second apart
+        stem = module.name if module else "sweep"
+        name = f"{stem}-{strategy}-{scheduler}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     if not _NAME.match(name):
         raise ValueError(f"name: letters, digits and _ . = - only (max 128), got {name!r}")
     train_fn = train or (module.train if module and module.train else None)
@@ -210,6 +219,14 @@ def prepare(
     if not callable(train_fn):
         raise ValueError(f"train: must be a function train(config), got {type(train_fn).__name__}")
     warm = [sp.validate_config(p) for p in points_to_evaluate]
+    from hpsearch.tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    experiment = experiment or (module.name if module else "hpsearch")
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ValueError(f"experiment: must be a non-empty name, got {experiment!r}")
+    if uri:
+        check_reachable(uri)  # an unreachable server fails here, before any trial runs
     dataset = load_dataset(data) if data is not None else None
     settings = SweepSettings(
         name=name, space_path=str(module.path) if module else None, metric=metric, mode=mode,
@@ -217,7 +234,7 @@ def prepare(
         reduction_factor=reduction_factor, seed=seed, cpus_per_trial=resources.cpus,
         gpus_per_trial=resources.gpus, concurrency=concurrency, max_failures=max_failures,
         dataset=dataset.name if dataset else None, storage=str(Path(storage or default_storage()).expanduser()),
-        space=sp.to_dict(),
+        tracking_uri=uri, experiment=experiment, space=sp.to_dict(),
     )
     return PreparedSweep(settings, sp, train_fn, dataset, warm)
 
@@ -301,6 +318,7 @@ def records_from_trials(trials, space: Space, metric: str, max_epochs: int) -> l
             metrics={k: last[k] for k in ("train_loss", "val_loss", "val_acc", metric) if k in last},
             error=_error_text(t) if t.status == "ERROR" else None,
             node=last.get("node_id"), path=getattr(t, "local_path", None),
+            checkpoint=t.checkpoint.path if getattr(t, "checkpoint", None) is not None else None,
         ))
     return out
 
@@ -457,6 +475,8 @@ def run_prepared(
     Path(s.storage, s.name).mkdir(parents=True, exist_ok=True)
     Path(s.storage, s.name, SETTINGS_FILE).write_text(json.dumps(asdict(s), indent=2))
     bar = Progress(s, plan.total_epochs, enabled=progress)
+    tracker = _tracker(prep)
+    callbacks = [*_tracking_callbacks(tracker), *callbacks]
     tuner = tune.Tuner(
         trainable_for(prep),
         # Ray takes pre-set points only for keys its param_space names; the points themselves come
@@ -474,18 +494,81 @@ def run_prepared(
         ),
         run_config=_tuner_kwargs(prep, [bar.callback(), *callbacks], verbose=0),
     )
-    return _run(tuner, s, prep.space, bar)
+    return _run(tuner, prep, bar, tracker)
 
 
-def _run(tuner, s: SweepSettings, space: Space, bar: Progress) -> SweepResult:
+def _tracker(prep: PreparedSweep):
+    if not prep.settings.tracking_uri:
+        return None
+    from hpsearch.tracking import SweepTracker
+
+    return SweepTracker(prep.settings, prep.space)
+
+
+def _tracking_callbacks(tracker) -> list:
+    if tracker is None:
+        return []
+    from hpsearch.tracking import MlflowCallback
+
+    return [MlflowCallback(tracker)]
+
+
+def _run(tuner, prep: PreparedSweep, bar: Progress, tracker) -> SweepResult:
+    s = prep.settings
     start = time.time()
-    with bar:
-        grid = tuner.fit()
+    try:
+        with bar:
+            grid = tuner.fit()
+    except BaseException:
+        if tracker is not None:
+            tracker.flush()
+            tracker.client.set_terminated(tracker.parent_id, "FAILED")
+        raise
     wall = time.time() - start
     trials = [r for r in _trials_of(grid)]
-    records = records_from_trials(trials, space, s.metric, s.max_epochs)
-    return SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
-                       pick_best(records, s.mode))
+    records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
+    result = SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
+                         pick_best(records, s.mode))
+    if tracker is not None:
+        model = best_model(prep, result.best)
+        if model is not None and prep.data is not None:
+            tracker.log_model(model, prep.data.x_val[:2])
+        from hpsearch.analysis import log_report
+
+        log_report(tracker.client, tracker.parent_id)
+        tracker.finish(result)
+        result.tracking = {"uri": s.tracking_uri, "experiment_id": tracker.experiment_id,
+                           "parent_run_id": tracker.parent_id, "children": dict(tracker.children)}
+    return result
+
+
+def best_model(prep: PreparedSweep, best: TrialRecord | None):
+    """The trained model of the best trial, from its last checkpoint; None if it holds no model.
+
+    A checkpoint may be an ``nn.Module``, a dict with one under ``"model"``, or (the reference
+    trainable) a dict whose ``"model"`` is a state dict, rebuilt here from the trial's config.
+    """
+    if best is None or not best.checkpoint:
+        return None
+    from torch import nn
+
+    from hpsearch.session import read_checkpoint_dir
+
+    state = read_checkpoint_dir(best.checkpoint)
+    if isinstance(state, nn.Module):
+        return state.eval()
+    if not isinstance(state, dict):
+        return None
+    held = state.get("model")
+    if isinstance(held, nn.Module):
+        return held.eval()
+    from hpsearch.train import build_model, train as reference_train
+
+    if prep.train_fn is reference_train and isinstance(held, dict) and prep.data is not None:
+        model = build_model(best.config, prep.data.num_features, prep.data.num_classes)
+        model.load_state_dict(held)
+        return model.eval()
+    return None
 
 
 def _trials_of(grid) -> list:
@@ -514,6 +597,8 @@ def sweep(
     name: str | None = None,
     address: str | None = None,
     storage: str | None = None,
+    tracking_uri: str | bool | None = None,
+    experiment: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
 ) -> SweepResult:
@@ -530,6 +615,8 @@ def sweep(
         max_epochs, grace_period, reduction_factor: the budget, in epochs.
         resources: per trial, e.g. ``Resources(cpus=1, gpus=0.25)``.
         address: None starts Ray here; ``auto`` or ``ray://host:port`` joins a cluster.
+        tracking_uri: MLflow store; None: $MLFLOW_TRACKING_URI, else SQLite at ``mlflow/mlflow.db``;
+            False: no tracking. experiment: MLflow experiment (default: the space module's name).
 
     Example:
         >>> hpsearch.sweep("mlp", strategy="tpe", trials=27, max_epochs=27)  # doctest: +SKIP
@@ -538,7 +625,7 @@ def sweep(
         space, train=train, data=data, metric=metric, mode=mode, strategy=strategy, scheduler=scheduler,
         trials=trials, max_epochs=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor,
         seed=seed, resources=resources, concurrency=concurrency, max_failures=max_failures, name=name,
-        storage=storage,
+        storage=storage, tracking_uri=tracking_uri, experiment=experiment,
     )
     return run_prepared(prep, address=address, callbacks=callbacks, progress=progress)
 
@@ -580,6 +667,7 @@ def resume_sweep(
         grace_period=s.grace_period, reduction_factor=s.reduction_factor, seed=s.seed,
         resources=Resources(s.cpus_per_trial, s.gpus_per_trial), concurrency=s.concurrency,
         max_failures=s.max_failures, name=s.name, storage=s.storage,
+        tracking_uri=s.tracking_uri if s.tracking_uri else False, experiment=s.experiment,
     )
     prep.space = Space.from_dict(s.space)  # the space as it was when the sweep started
     _quiet_ray()
@@ -592,5 +680,6 @@ def resume_sweep(
     bar = Progress(s, plan.total_epochs, enabled=progress)
     # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
     # DriverCallback); hand it live ones. get_run_config() returns the object the run will use.
-    tuner._local_tuner.get_run_config().callbacks = [bar.callback(), *callbacks]
-    return _run(tuner, s, prep.space, bar)
+    tracker = _tracker(prep)
+    tuner._local_tuner.get_run_config().callbacks = [bar.callback(), *_tracking_callbacks(tracker), *callbacks]
+    return _run(tuner, prep, bar, tracker)

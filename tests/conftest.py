@@ -19,6 +19,18 @@ TINY = Space(
 
 
 @pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    """One embedded SQLite store for the session (creating one runs MLflow's migrations: seconds)."""
+    return "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(mlflow_uri, monkeypatch):
+    # Sweeps track by default; in tests they go to the session's store, never the repo's mlflow/.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     import ray
 
@@ -39,3 +51,48 @@ def mnist1d():
 @pytest.fixture()
 def storage(tmp_path):
     return str(tmp_path / "ray_results")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free port of 127.0.0.1, started by the project's mlflow/serve."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import requests
+
+    store = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    script = Path(__file__).resolve().parent.parent / "mlflow" / "serve"
+    log = open(store / "server.log", "w")
+    proc = subprocess.Popen([str(script), "--port", str(port), "--store", str(store)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if requests.get(uri + "/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {(store / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("mlflow server did not answer /health within 90 s")
+    yield {"uri": uri, "port": port, "store": store, "proc": proc}
+    import os
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    log.close()

@@ -243,3 +243,14 @@ def test_unknown_space_names_list_the_known_ones():
         load_space_module("resnet")
     with pytest.raises(ValueError, match="space: no such file 'nope/x.py'"):
         load_space_module("nope/x.py")
+
+
+def test_public_functions_are_not_shadowed_by_submodules():
+    import importlib
+    import pkgutil
+
+    import hpsearch
+
+    for info in pkgutil.iter_modules(hpsearch.__path__):
+        importlib.import_module(f"hpsearch.{info.name}")
+    assert callable(hpsearch.report) and callable(hpsearch.sweep)

@@ -23,7 +23,39 @@ app = typer.Typer(
     help="Hyperparameter search for PyTorch on Ray Tune, with every trial in MLflow.",
 )
 out = Console()
+if not out.is_terminal:  # piped or in CI: a wide table beats one folded into 80 columns
+    out = Console(width=200)
 err = Console(stderr=True)
+
+
+def _quiet_libraries() -> None:
+    """The command prints its own progress and results; silence the libraries' INFO chatter.
+
+    (The Python API leaves logging alone: configuring it is the caller's business.)
+    """
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import optuna  # it sets its own level on first use, so only its API sticks
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle advice: we log our own model
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failed trials are in our table instead
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*noload.*")
+
+
+def _duration(seconds: float) -> str:
+    """Seconds for people: 42 s, 3.5 min, 2.1 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class UserError(Exception):
@@ -132,9 +164,9 @@ def plan(
         out.print("Time: pass --epoch-seconds to estimate it (this trainable takes no max_epochs to measure with).")
         return
     n_workers = workers or s.concurrency or max(1, int((os.cpu_count() or 1) // max(s.cpus_per_trial, 1e-9)))
-    hours = p.total_epochs * epoch_seconds / 3600
-    out.print(f"Time: {epoch_seconds:.3g} s per epoch ({source}) -> {hours:.3g} worker-hours, "
-              f"about {hours / n_workers * 60:.3g} minutes on {n_workers} workers.")
+    seconds = p.total_epochs * epoch_seconds
+    out.print(f"Time: {epoch_seconds:.3g} s per epoch ({source}) -> {seconds / 3600:.3g} worker-hours, "
+              f"about {_duration(seconds / n_workers)} on {n_workers} workers.")
 
 
 def measure_epoch_seconds(prep) -> float | None:
@@ -215,7 +247,8 @@ def print_tracking(result) -> None:
 
 
 def print_result(result) -> None:
-    table = Table(title=f"{result.name}: {len(result.trials)} trials in {result.wall_s:.1f} s, {result.total_epochs} epochs")
+    table = Table(title=f"{result.name}: {len(result.trials)} trials in {_duration(result.wall_s)}, "
+                        f"{result.total_epochs} epochs")
     keys = sorted({k for t in result.trials for k in t.config if len({str(x.config.get(k)) for x in result.trials}) > 1})
     for col in ["trial", "status", "epochs", result.metric, *keys]:
         table.add_column(col)
@@ -240,6 +273,7 @@ def _fmt(v: Any) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line and exit status 2 for user mistakes, before any compute."""
+    _quiet_libraries()
     try:
         code = app(args=argv, prog_name="hpsearch", standalone_mode=False)
     except UserError as exc:

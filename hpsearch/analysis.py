@@ -5,7 +5,7 @@ submodule of that name would replace it on the package once imported.)
 
 The same function serves the end of a sweep and ``hpsearch report NAME`` later, so what a person
 sees in the MLflow UI and on disk is one thing. Plots use matplotlib; the parameter importance is
-Optuna's (fANOVA) computed over the finished trials.
+Optuna's default evaluator (PED-ANOVA in Optuna 5) over the trials that reported the metric.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
 
 
 def param_importances(data: SweepData) -> dict[str, float]:
-    """Optuna's fANOVA importance over the trials that reported the metric."""
+    """Optuna's importance (its default evaluator) over the trials that reported the metric."""
     import optuna
 
     from hpsearch.strategies import to_optuna_distributions
@@ -227,7 +227,7 @@ def plot_importance(importance: dict[str, float], data: SweepData, path: Path) -
     fig, ax = plt.subplots(figsize=(6, 0.45 * max(len(importance), 2) + 1.2))
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names], color="tab:blue")
-    ax.set_xlabel(f"importance for {data.metric} (fANOVA, sums to 1)")
+    ax.set_xlabel(f"importance for {data.metric} (Optuna, sums to 1)")
     ax.set_title(f"{data.name}: parameter importance" + ("" if importance else " (too few trials)"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -123,6 +123,7 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.space = space
         self.children: dict[str, str] = {}  # trial id -> child run id
+        self.resumed = False  # set when the parent run already existed: reconcile before going on
         self._buffers: dict[str, list] = {}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
@@ -153,6 +154,7 @@ class SweepTracker:
             [self.experiment_id], f"tags.`{TAG_SWEEP}` = '{s.name}' and tags.`hpsearch.role` = 'sweep'", max_results=1
         )
         if found:  # a resumed sweep continues its own parent run
+            self.resumed = True
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             for child in self.client.search_runs(
@@ -208,8 +210,8 @@ class SweepTracker:
 
         run_id = self.child(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in ((k, _plain_number(v)) for k, v in result.items()
+        when = int(float(result.get("timestamp") or time.time()) * 1000)  # Ray's time of the report
+        metrics = [Metric(k, v, when, step) for k, v in ((k, _plain_number(v)) for k, v in result.items()
                                                        if k not in _RAY_KEYS) if v is not None]
         with self._lock:
             self._buffers.setdefault(run_id, []).extend(metrics)
@@ -244,6 +246,30 @@ class SweepTracker:
             if traceback:
                 self.client.log_text(run_id, traceback, "traceback.txt")
         self.client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+
+    def reconcile(self, trials) -> int:
+        """After a resume, make MLflow hold everything Ray recorded; returns the metrics backfilled.
+
+        A killed driver loses what it had buffered (up to FLUSH_SECONDS of metrics) and the endings
+        of trials that finished meanwhile; Ray persisted both (each trial's result.json and state).
+        """
+        backfilled = 0
+        for trial in trials:
+            results = _ray_results(trial)
+            if not results and trial.trial_id not in self.children:
+                continue
+            run_id = self.child(trial)
+            have = {m.step for m in self.client.get_metric_history(run_id, self.settings.metric)}
+            for result in results:
+                if int(result.get("epoch", 0) or 0) not in have:
+                    self.add_result(trial, result)
+                    backfilled += 1
+            self.flush(run_id)
+            run = self.client.get_run(run_id)
+            if trial.status in ("TERMINATED", "ERROR") and run.info.status == "RUNNING":
+                status = "failed" if trial.status == "ERROR" else _status(trial, self.settings.max_epochs)
+                self.end_trial(trial, status, error=_error_line(trial))
+        return backfilled
 
     def retrying(self, trial) -> None:
         run_id = self.child(trial)
@@ -307,6 +333,27 @@ class SweepTracker:
         self.client.set_terminated(self.parent_id, status)
 
 
+def _ray_results(trial) -> list[dict[str, Any]]:
+    """Every result Ray persisted for a trial (its result.json, one JSON object a line)."""
+    for folder in (getattr(trial, "path", None), getattr(trial, "local_path", None)):
+        path = Path(folder, "result.json") if folder else None
+        if path and path.exists():
+            out = []
+            for line in path.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:  # a line cut short by the kill
+                    continue
+            return out
+    return []
+
+
+def _error_line(trial) -> str | None:
+    from hpsearch.sweep import _error_text
+
+    return _error_text(trial)
+
+
 class MlflowCallback(_driver_callback_base()):
     """Feeds a ``SweepTracker`` from Ray Tune's driver-side events."""
 
@@ -315,6 +362,11 @@ class MlflowCallback(_driver_callback_base()):
 
     def _live(self) -> bool:
         return getattr(self, "tracker", None) is not None
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._live() and self.tracker.resumed:
+            self.tracker.resumed = False  # once, with every restored trial in hand
+            self.tracker.reconcile([_Completed(t, self.space) for t in trials])
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if self._live():
@@ -335,13 +387,11 @@ class MlflowCallback(_driver_callback_base()):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if self._live():
-            from hpsearch.sweep import _error_text
-
             text = None
             path = getattr(trial, "error_file", None)
             if path and os.path.exists(path):
                 text = Path(path).read_text(errors="replace")
-            self.tracker.end_trial(_Completed(trial, self.space), "failed", _error_text(trial), text)
+            self.tracker.end_trial(_Completed(trial, self.space), "failed", _error_line(trial), text)
 
 
 class _Completed:

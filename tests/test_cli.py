@@ -107,8 +107,9 @@ def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
                      "--storage", str(tmp_path), "--name", "cli-run", "--no-progress")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    assert "cli-run: 6 trials" in out and "Best trial" in out
-    best = json.loads(out.strip().splitlines()[-1])
+    assert "cli-run: 6 trials" in out and "Best trial" in out and "Open the UI: mlflow/serve" in out
+    lines = out.strip().splitlines()
+    best = json.loads(lines[next(i for i, line in enumerate(lines) if line.startswith("Best trial")) + 1])
     assert best["model"] == "mlp" and best["lr"] in (0.001, 0.01, 0.1)
 
 
@@ -145,6 +146,22 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     for name, epochs in after.items():
         # Every trial reached the budget; an interrupted one continued from its checkpoint.
         assert set(epochs) == set(range(1, 26)) and epochs[0] == 1, (name, epochs)
+
+
+    # MLflow: the resumed sweep continued its own parent and children; nothing is left RUNNING.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("slow")
+    runs = client.search_runs([exp.experiment_id], "tags.`hpsearch.sweep` = 'killed'", max_results=100)
+    parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 6 and len({c.data.tags["hpsearch.trial_id"] for c in children}) == 6
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert sorted(set(steps)) == list(range(1, 26))
 
 
 def _epochs(progress_csv: Path) -> list[int]:

@@ -235,10 +235,34 @@ def report(
         out.print(f"wrote {p}")
 
 
+@app.command()
+def replay(
+    name: str = typer.Argument(..., help="The sweep's name."),
+    storage: Optional[str] = Storage,
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Send to this store instead of the sweep's."),
+) -> None:
+    """Send to MLflow the writes a sweep kept on disk while the tracking server was unreachable."""
+    from hpsearch.sweep import load_settings
+    from hpsearch.tracking import PENDING_FILE, replay as replay_writes
+
+    try:
+        s = load_settings(name, storage)
+        path = Path(s.storage, s.name, PENDING_FILE)
+        if not path.exists():
+            _fail(f"name: sweep {name!r} has no writes waiting for MLflow ({path} does not exist)")
+        sent = replay_writes(path, tracking_uri)
+    except ValueError as exc:
+        _fail(str(exc))
+    out.print(f"Sent {sent} writes of {name} to MLflow.")
+
+
 def print_tracking(result) -> None:
     if not result.tracking:
         return
     t = result.tracking
+    if t.get("pending"):
+        err.print(f"hpsearch: MLflow was unreachable: {t['pending']['writes']} writes kept in {t['pending']['path']}; "
+                  f"send them with: hpsearch replay {result.name}", markup=False)
     out.print(f"MLflow: experiment {t['experiment_id']}, sweep run {t['parent_run_id']} in {t['uri']}")
     if t["uri"].startswith("sqlite:///"):
         out.print(f"Open the UI: mlflow/serve, then http://127.0.0.1:5000/#/experiments/{t['experiment_id']}/runs")

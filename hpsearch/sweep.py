@@ -521,8 +521,8 @@ def _run(tuner, prep: PreparedSweep, bar: Progress, tracker) -> SweepResult:
             grid = tuner.fit()
     except BaseException:
         if tracker is not None:
-            tracker.flush()
-            tracker.client.set_terminated(tracker.parent_id, "FAILED")
+            tracker.writer.submit({"op": "set_status", "ref": "parent", "status": "FAILED"})
+            tracker.close(Path(s.storage, s.name))
         raise
     wall = time.time() - start
     trials = [r for r in _trials_of(grid)]
@@ -530,16 +530,33 @@ def _run(tuner, prep: PreparedSweep, bar: Progress, tracker) -> SweepResult:
     result = SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
                          pick_best(records, s.mode))
     if tracker is not None:
-        model = best_model(prep, result.best)
-        if model is not None and prep.data is not None:
-            tracker.log_model(model, prep.data.x_val[:2])
-        from hpsearch.analysis import log_report
-
-        log_report(tracker.client, tracker.parent_id)
-        tracker.finish(result)
-        result.tracking = {"uri": s.tracking_uri, "experiment_id": tracker.experiment_id,
-                           "parent_run_id": tracker.parent_id, "children": dict(tracker.children)}
+        _close_tracking(tracker, prep, result)
     return result
+
+
+def _close_tracking(tracker, prep: PreparedSweep, result: SweepResult) -> None:
+    """Best model and report (they read back from MLflow, so only once every write landed), the
+    sweep's ending, and what could not be delivered kept on disk for ``hpsearch replay``."""
+    import logging
+
+    from hpsearch.tracking import drain_seconds
+
+    tracker.flush()
+    if tracker.writer.drain(drain_seconds()):
+        try:
+            model = best_model(prep, result.best)
+            if model is not None and prep.data is not None:
+                tracker.log_model(model, prep.data.x_val[:2])
+            from hpsearch.analysis import log_report
+
+            log_report(tracker.client, tracker.parent_id)
+        except Exception as exc:  # the results are safe in MLflow; the extras must not lose them
+            logging.getLogger(__name__).warning("best model / report not logged: %s: %s", type(exc).__name__, exc)
+    tracker.finish(result)
+    pending = tracker.close(result.path)
+    result.tracking = {"uri": prep.settings.tracking_uri, "experiment_id": tracker.experiment_id,
+                       "parent_run_id": tracker.parent_id, "children": tracker.children,
+                       "pending": None if pending is None else {"path": str(pending[0]), "writes": pending[1]}}
 
 
 def best_model(prep: PreparedSweep, best: TrialRecord | None):

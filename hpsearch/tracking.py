@@ -20,6 +20,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -111,24 +112,147 @@ def _param_value(value: Any) -> str:
     return text[:6000]  # MLflow's limit on a param value
 
 
+PENDING_FILE = "mlflow-pending.jsonl"
+
+
+def drain_seconds() -> float:
+    """How long the end of a sweep waits for an unreachable MLflow before keeping writes on disk."""
+    return float(os.environ.get("HPSEARCH_MLFLOW_DRAIN_S", "120"))
+
+
+class _Writer:
+    """The one writer to MLflow: an ordered queue of small operations drained by a thread.
+
+    The driver's event loop only enqueues, so a slow or unreachable server never stalls trials.
+    Operations are plain JSON (run references, not run objects), so what cannot be delivered can
+    be written to disk and replayed later in the same order. While MLflow is unreachable the head
+    operation is retried with backoff; nothing behind it is skipped.
+    """
+
+    def __init__(self, client, experiment_id: str, runs: dict[str, str]) -> None:
+        self.client, self.experiment_id = client, experiment_id
+        self.runs = runs  # reference ("parent", "trial:<id>") -> MLflow run id
+        self.queue: deque[dict[str, Any]] = deque()
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self.outages = 0
+        self.thread = threading.Thread(target=self._loop, name="hpsearch-mlflow-writer", daemon=True)
+        self.thread.start()
+
+    def submit(self, op: dict[str, Any]) -> None:
+        with self.cond:
+            self.queue.append(op)
+            self.cond.notify_all()
+
+    def _loop(self) -> None:
+        delay = 1.0
+        while True:
+            with self.cond:
+                while not self.queue and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    return
+                op = self.queue[0]
+            try:
+                self._execute(op)
+            except Exception as exc:  # any failure to write: keep the op, retry later
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                if self.failing_since is None:
+                    self.failing_since, self.outages = time.monotonic(), self.outages + 1
+                    log.warning("MLflow unreachable (%s); keeping writes and retrying", self.last_error)
+                with self.cond:
+                    self.cond.wait(timeout=delay)
+                delay = min(delay * 2, 15.0)
+                continue
+            delay = 1.0
+            with self.cond:
+                if self.queue and self.queue[0] is op:
+                    self.queue.popleft()
+                if self.failing_since is not None:
+                    log.warning("MLflow reachable again after %.0f s", time.monotonic() - self.failing_since)
+                    self.failing_since = None
+                self.cond.notify_all()
+
+    def _execute(self, op: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        kind, ref = op["op"], op["ref"]
+        if kind == "create_run":
+            if ref not in self.runs:
+                run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=op["tags"])
+                self.runs[ref] = run.info.run_id
+            return
+        run_id = self.runs[ref]
+        if kind == "log_batch":
+            self.client.log_batch(
+                run_id, metrics=[Metric(*m) for m in op.get("metrics", ())],
+                params=[Param(k, v) for k, v in op.get("params", {}).items()],
+                tags=[RunTag(k, v) for k, v in op.get("tags", {}).items()],
+            )
+        elif kind == "log_text":
+            self.client.log_text(run_id, op["text"], op["file"])
+        elif kind == "set_status":
+            if op["status"] == "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(run_id, op["status"])
+        else:
+            raise ValueError(f"unknown tracking operation {kind!r}")
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every operation is delivered; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.queue:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(timeout=min(left, 1.0))
+        return True
+
+    def close(self, timeout: float) -> list[dict[str, Any]]:
+        """Drain for up to ``timeout``, stop the thread, and return what was not delivered."""
+        self.drain(timeout)
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(timeout=90)  # an operation in flight ends within MLflow's own retries
+        return list(self.queue)
+
+
 class SweepTracker:
-    """The MLflow side of one sweep: creates or finds the parent run and the child runs."""
+    """The MLflow side of one sweep: the parent run, one child per trial, batched metrics."""
 
     def __init__(self, settings: SweepSettings, space: Space) -> None:
         from mlflow import MlflowClient
 
         if not settings.tracking_uri:
             raise ValueError("tracking_uri: tracking is off for this sweep")
+        # A blocked write must end in seconds, not MLflow's default ~4 minutes of retries, so the
+        # writer can keep the rest in order; and no "View run" line on stdout per trial.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri, self.experiment_name, self.settings = settings.tracking_uri, settings.experiment, settings
         self.client = MlflowClient(tracking_uri=self.uri)
         self.space = space
-        self.children: dict[str, str] = {}  # trial id -> child run id
         self.resumed = False  # set when the parent run already existed: reconcile before going on
         self._buffers: dict[str, list] = {}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        self._known: set[str] = set()  # trials whose child run is created or queued
         self.experiment_id = self._experiment()
-        self.parent_id = self._parent()
+        runs = self._parent()  # synchronous: an unusable store fails here, before any trial
+        self.parent_id = runs["parent"]
+        self._known |= {ref.split(":", 1)[1] for ref in runs if ref.startswith("trial:")}
+        self.writer = _Writer(self.client, self.experiment_id, runs)
+
+    @property
+    def children(self) -> dict[str, str]:
+        """Trial id -> child run id, for the runs created so far."""
+        return {ref.split(":", 1)[1]: rid for ref, rid in list(self.writer.runs.items()) if ref.startswith("trial:")}
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -148,22 +272,16 @@ class SweepTracker:
                 raise
             return exp.experiment_id
 
-    def _parent(self) -> str:
+    def _parent(self) -> dict[str, str]:
         s = self.settings
         found = self.client.search_runs(
             [self.experiment_id], f"tags.`{TAG_SWEEP}` = '{s.name}' and tags.`hpsearch.role` = 'sweep'", max_results=1
         )
-        if found:  # a resumed sweep continues its own parent run
+        if found:  # a resumed sweep continues its own parent run and children
             self.resumed = True
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            for child in self.client.search_runs(
-                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=50000
-            ):
-                trial_id = child.data.tags.get(TAG_TRIAL)
-                if trial_id:
-                    self.children[trial_id] = child.info.run_id
-            return run_id
+            return {"parent": run_id, **children_of(self.client, self.experiment_id, run_id)}
         import ray
 
         from hpsearch import __version__
@@ -184,68 +302,68 @@ class SweepTracker:
         params = {k: v for k, v in asdict(s).items() if k not in ("space", "name", "tracking_uri")}
         self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(mask(k, v))) for k, v in params.items()])
         self.client.log_text(run.info.run_id, self.space.to_json(), "space.json")
-        return run.info.run_id
+        return {"parent": run.info.run_id}
 
     def child(self, trial) -> str:
-        """The child run of a trial: created once, found again on retry or resume."""
-        if trial.trial_id in self.children:
-            return self.children[trial.trial_id]
-        from mlflow.entities import Param
-
+        """The reference of a trial's child run: created once, found again on retry or resume."""
+        ref = f"trial:{trial.trial_id}"
+        if trial.trial_id in self._known:
+            return ref
+        self._known.add(trial.trial_id)
         config = dict(trial.config)
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{trial.trial_id}",
-            tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.settings.name, TAG_TRIAL: trial.trial_id,
-                  "hpsearch.role": "trial", TAG_STATUS: "running",
-                  "hpsearch.config_hash": self.space.config_hash(config)},
-        )
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(mask(k, v))) for k, v in sorted(config.items())])
-        self.children[trial.trial_id] = run.info.run_id
-        return run.info.run_id
+        self.writer.submit({"op": "create_run", "ref": ref, "name": f"trial-{trial.trial_id}", "tags": {
+            "mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.settings.name, TAG_TRIAL: trial.trial_id,
+            "hpsearch.role": "trial", TAG_STATUS: "running", "hpsearch.config_hash": self.space.config_hash(config)}})
+        params = {k: _param_value(mask(k, v)) for k, v in sorted(config.items())}
+        items = list(params.items())
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self.writer.submit({"op": "log_batch", "ref": ref, "params": dict(items[i : i + 100])})
+        return ref
+
+    def _tags(self, ref: str, tags: Mapping[str, str]) -> None:
+        self.writer.submit({"op": "log_batch", "ref": ref, "tags": {k: str(v)[:5000] for k, v in tags.items()}})
 
     # -- metrics ---------------------------------------------------------------------------
 
     def add_result(self, trial, result: Mapping[str, Any]) -> None:
-        from mlflow.entities import Metric
-
-        run_id = self.child(trial)
+        ref = self.child(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
         when = int(float(result.get("timestamp") or time.time()) * 1000)  # Ray's time of the report
-        metrics = [Metric(k, v, when, step) for k, v in ((k, _plain_number(v)) for k, v in result.items()
-                                                       if k not in _RAY_KEYS) if v is not None]
+        metrics = [(k, v, when, step) for k, v in ((k, _plain_number(v)) for k, v in result.items()
+                                                  if k not in _RAY_KEYS) if v is not None]
         with self._lock:
-            self._buffers.setdefault(run_id, []).extend(metrics)
+            self._buffers.setdefault(ref, []).extend(metrics)
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
-    def flush(self, run_id: str | None = None) -> None:
-        """Send buffered metrics, up to MLflow's 1000 per batch call."""
+    def flush(self, ref: str | None = None) -> None:
+        """Queue buffered metrics, up to MLflow's 1000 per batch call."""
         with self._lock:
-            ids = [run_id] if run_id else list(self._buffers)
-            batches = {r: self._buffers.pop(r, []) for r in ids}
+            refs = [ref] if ref else list(self._buffers)
+            batches = {r: self._buffers.pop(r, []) for r in refs}
             self._last_flush = time.monotonic()
         for r, metrics in batches.items():
             for i in range(0, len(metrics), 1000):
-                self.client.log_batch(r, metrics=metrics[i : i + 1000])
+                self.writer.submit({"op": "log_batch", "ref": r, "metrics": metrics[i : i + 1000]})
 
     # -- endings ---------------------------------------------------------------------------
 
     def end_trial(self, trial, status: str, error: str | None = None, traceback: str | None = None) -> None:
-        run_id = self.child(trial)
-        self.flush(run_id)
+        ref = self.child(trial)
+        self.flush(ref)
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0) or 0)
-        self.client.set_tag(run_id, TAG_STATUS, status)
-        self.client.set_tag(run_id, "hpsearch.epochs", str(epochs))
+        tags = {TAG_STATUS: status, "hpsearch.epochs": str(epochs)}
         if status == "stopped":
-            self.client.set_tag(run_id, "hpsearch.stopped_at_epoch", str(epochs))
-            self.client.set_tag(run_id, "mlflow.note.content", f"Stopped early by the {self.settings.scheduler} "
-                                                                 f"scheduler at epoch {epochs} of {self.settings.max_epochs}.")
+            tags["hpsearch.stopped_at_epoch"] = str(epochs)
+            tags["mlflow.note.content"] = (f"Stopped early by the {self.settings.scheduler} scheduler at epoch "
+                                           f"{epochs} of {self.settings.max_epochs}.")
         if status == "failed":
-            self.client.set_tag(run_id, "hpsearch.error", (error or "unknown error")[:5000])
-            if traceback:
-                self.client.log_text(run_id, traceback, "traceback.txt")
-        self.client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+            tags["hpsearch.error"] = (error or "unknown error")[:5000]
+        self._tags(ref, tags)
+        if status == "failed" and traceback:
+            self.writer.submit({"op": "log_text", "ref": ref, "text": traceback, "file": "traceback.txt"})
+        self.writer.submit({"op": "set_status", "ref": ref, "status": "FAILED" if status == "failed" else "FINISHED"})
 
     def reconcile(self, trials) -> int:
         """After a resume, make MLflow hold everything Ray recorded; returns the metrics backfilled.
@@ -256,25 +374,26 @@ class SweepTracker:
         backfilled = 0
         for trial in trials:
             results = _ray_results(trial)
-            if not results and trial.trial_id not in self.children:
+            if not results and trial.trial_id not in self._known:
                 continue
-            run_id = self.child(trial)
-            have = {m.step for m in self.client.get_metric_history(run_id, self.settings.metric)}
+            run_id = self.writer.runs.get(f"trial:{trial.trial_id}")
+            ref = self.child(trial)
+            have = {m.step for m in self.client.get_metric_history(run_id, self.settings.metric)} if run_id else set()
             for result in results:
                 if int(result.get("epoch", 0) or 0) not in have:
                     self.add_result(trial, result)
                     backfilled += 1
-            self.flush(run_id)
-            run = self.client.get_run(run_id)
-            if trial.status in ("TERMINATED", "ERROR") and run.info.status == "RUNNING":
+            self.flush(ref)
+            running = run_id is None or self.client.get_run(run_id).info.status == "RUNNING"
+            if trial.status in ("TERMINATED", "ERROR") and running:
                 status = "failed" if trial.status == "ERROR" else _status(trial, self.settings.max_epochs)
                 self.end_trial(trial, status, error=_error_line(trial))
         return backfilled
 
     def retrying(self, trial) -> None:
-        run_id = self.child(trial)
-        self.flush(run_id)
-        self.client.set_tag(run_id, "hpsearch.retries", str(trial.num_failures))
+        ref = self.child(trial)
+        self.flush(ref)
+        self._tags(ref, {"hpsearch.retries": str(trial.num_failures)})
 
     def log_model(self, model, input_example) -> str:
         """Log the best trial's model on the parent run; ``mlflow.pytorch.load_model`` gives it back."""
@@ -303,34 +422,81 @@ class SweepTracker:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = old_env
-        self.client.set_tag(self.parent_id, "hpsearch.best_model_uri", info.model_uri)
+        self._tags("parent", {"hpsearch.best_model_uri": info.model_uri})
         return info.model_uri
 
     def finish(self, result, status: str = "FINISHED") -> None:
         """Close the sweep: best trial's metrics and a pointer to its child run on the parent."""
         self.flush()
+        now = int(time.time() * 1000)
         # Trials Ray never ended (a deadline, an interrupt) must not stay RUNNING in the UI.
         for t in result.trials:
-            run_id = self.children.get(t.trial_id)
-            if run_id and t.status in ("running", "pending"):
-                self.client.set_tag(run_id, TAG_STATUS, "interrupted")
-                self.client.set_terminated(run_id, "KILLED")
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        counts = result.counts()
-        metrics = [Metric(f"trials_{k}", float(v), now, 0) for k, v in counts.items()]
-        metrics += [Metric("total_epochs", float(result.total_epochs), now, 0),
-                    Metric("wall_seconds", float(result.wall_s), now, 0)]
+            if t.status in ("running", "pending") and t.trial_id in self._known:
+                self._tags(f"trial:{t.trial_id}", {TAG_STATUS: "interrupted"})
+                self.writer.submit({"op": "set_status", "ref": f"trial:{t.trial_id}", "status": "KILLED"})
+        metrics = [(f"trials_{k}", float(v), now, 0) for k, v in result.counts().items()]
+        metrics += [("total_epochs", float(result.total_epochs), now, 0), ("wall_seconds", float(result.wall_s), now, 0)]
+        tags = {}
         if result.best is not None:
-            for k, v in result.best.metrics.items():
-                if _plain_number(v) is not None:
-                    metrics.append(Metric(f"best_{k}", float(v), now, 0))
-            self.client.set_tag(self.parent_id, TAG_BEST, self.children.get(result.best.trial_id, ""))
-            self.client.set_tag(self.parent_id, "hpsearch.best_trial_id", result.best.trial_id)
-            self.client.set_tag(self.parent_id, "hpsearch.best_config", json.dumps(result.best.config)[:5000])
-        self.client.log_batch(self.parent_id, metrics=metrics)
-        self.client.set_terminated(self.parent_id, status)
+            metrics += [(f"best_{k}", float(v), now, 0) for k, v in result.best.metrics.items()
+                        if _plain_number(v) is not None]
+            tags = {TAG_BEST: self.children.get(result.best.trial_id, ""), "hpsearch.best_trial_id": result.best.trial_id,
+                    "hpsearch.best_config": json.dumps(result.best.config)[:5000]}
+        self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics, "tags": tags})
+        self.writer.submit({"op": "set_status", "ref": "parent", "status": status})
+
+    def close(self, storage_dir: str | Path) -> tuple[Path, int] | None:
+        """Deliver what is queued; if MLflow stays unreachable, keep the rest on disk for replay.
+
+        Returns the journal's path and how many writes it holds, or None when all were delivered.
+        """
+        self.flush()
+        left = self.writer.close(drain_seconds())
+        if not left:
+            return None
+        path = Path(storage_dir) / PENDING_FILE
+        with open(path, "a") as f:
+            f.write(json.dumps({"header": {"tracking_uri": self.uri, "experiment_id": self.experiment_id,
+                                           "parent_run_id": self.parent_id, "runs": self.writer.runs}}) + "\n")
+            for op in left:
+                f.write(json.dumps(op) + "\n")
+        log.warning("MLflow unreachable at the end of the sweep: %d writes kept in %s", len(left), path)
+        return path, len(left)
+
+
+def children_of(client, experiment_id: str, parent_run_id: str) -> dict[str, str]:
+    """References of the child runs a parent already has: ``trial:<id>`` -> run id."""
+    out = {}
+    for child in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=50000):
+        trial_id = child.data.tags.get(TAG_TRIAL)
+        if trial_id:
+            out[f"trial:{trial_id}"] = child.info.run_id
+    return out
+
+
+def replay(path: str | Path, tracking_uri: str | None = None, timeout: float = 600) -> int:
+    """Send the writes a sweep kept on disk while MLflow was unreachable; returns how many.
+
+    Child runs created meanwhile (by a resume, say) are found again by trial id, not duplicated.
+    """
+    from mlflow import MlflowClient
+
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    header = next(line["header"] for line in lines if "header" in line)
+    uri = tracking_uri or header["tracking_uri"]
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    runs = {**header["runs"], **children_of(client, header["experiment_id"], header["parent_run_id"])}
+    writer = _Writer(client, header["experiment_id"], runs)
+    ops = [line for line in lines if "header" not in line]
+    for op in ops:
+        writer.submit(op)
+    left = writer.close(timeout)
+    if left:
+        raise RuntimeError(f"replay: MLflow at {uri} took {len(ops) - len(left)} of {len(ops)} writes; "
+                           f"run replay again ({writer.last_error})")
+    Path(path).rename(Path(path).with_suffix(".replayed"))
+    return len(ops)
 
 
 def _ray_results(trial) -> list[dict[str, Any]]:

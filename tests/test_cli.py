@@ -72,9 +72,7 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("hpsearch: error: ") and message in lines[0], lines[0]
-    import ray
-
-    assert not ray.is_initialized()
+    # (connect, patched above, is the only way the command starts or joins Ray.)
 
 
 def test_plan_prints_rungs_and_budget(tiny, capsys):

@@ -125,6 +125,7 @@ def run(
     result = run_prepared(prep, address=address, progress=progress)
     print_result(result)
     print_tracking(result)
+    _exit_if_nothing_reported(result)
 
 
 @app.command()
@@ -205,6 +206,14 @@ def resume(
         _fail(str(exc))
     print_result(result)
     print_tracking(result)
+    _exit_if_nothing_reported(result)
+
+
+def _exit_if_nothing_reported(result) -> None:
+    if result.best is None and not any(t.status == "failed" for t in result.trials):
+        err.print(f"hpsearch: error: metric: no trial reported {result.metric!r}; does train() call "
+                  f"hpsearch.report(epoch=..., {result.metric}=...)?", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -283,7 +292,7 @@ def print_result(result) -> None:
                       *[_fmt(t.config.get(k)) for k in keys])
     out.print(table)
     if result.best is None:
-        out.print("[bold red]No trial reported the metric.[/]")
+        out.print(f"No trial reported {result.metric} (failed: {sum(t.status == 'failed' for t in result.trials)}).")
         return
     out.print(f"[bold]Best trial {result.best.trial_id}[/]: {result.metric} = {result.best_metric:.4g}")
     out.print(json.dumps(result.best_config, indent=None))

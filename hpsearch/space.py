@@ -737,7 +737,7 @@ def load_space_module(spec: str) -> SpaceModule:
     if loader_spec is None or loader_spec.loader is None:
         raise ValueError(f"space: cannot import {str(path)!r} as a Python module")
     module = importlib.util.module_from_spec(loader_spec)
-    sys.modules[module_name] = module  # Ray pickles TRAIN functions by module name
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
     try:
         loader_spec.loader.exec_module(module)
     except Exception as exc:  # a user's module may raise anything; report it as one line

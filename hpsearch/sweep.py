@@ -19,6 +19,7 @@ import math
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -218,6 +219,13 @@ def prepare(
         data = data if data is not None else (module.dataset if module and module.dataset else "mnist1d")
     if not callable(train_fn):
         raise ValueError(f"train: must be a function train(config), got {type(train_fn).__name__}")
+    if module is not None and getattr(train_fn, "__module__", None) in sys.modules and \
+            sys.modules[train_fn.__module__].__file__ == str(module.path):
+        # A space module is loaded from a path, not installed: workers cannot import it by name,
+        # so Ray must ship its code (TRAIN and what it uses) by value.
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[train_fn.__module__])
     warm = [sp.validate_config(p) for p in points_to_evaluate]
     from hpsearch.tracking import check_reachable, resolve_tracking_uri
 

@@ -89,6 +89,13 @@ def check_reachable(uri: str) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"tracking_uri: cannot create {str(path.parent)!r} for the SQLite store ({exc.strerror})") from None
+        from filelock import FileLock
+        from mlflow import MlflowClient
+
+        # MLflow creates and migrates a SQLite store's tables on first use; two sweeps starting
+        # together on a new store race there ("table ... already exists"). One at a time.
+        with FileLock(str(path) + ".lock", timeout=300):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     elif "://" not in uri and not uri.startswith("databricks"):
         raise ValueError(f"tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got {uri!r}")
 

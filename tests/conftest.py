@@ -61,19 +61,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a free port of 127.0.0.1, started by the project's mlflow/serve."""
+def start_mlflow_server(store, port: int):
+    """A real `mlflow server` on 127.0.0.1:port over ``store``, started by the project's mlflow/serve."""
     import subprocess
     import time
     from pathlib import Path
 
     import requests
 
-    store = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
     script = Path(__file__).resolve().parent.parent / "mlflow" / "serve"
-    log = open(store / "server.log", "w")
+    log = open(Path(store) / "server.log", "a")
     proc = subprocess.Popen([str(script), "--port", str(port), "--store", str(store)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
@@ -81,18 +78,32 @@ def mlflow_server(tmp_path_factory):
     while time.time() < deadline:
         try:
             if requests.get(uri + "/health", timeout=2).status_code == 200:
-                break
+                return proc, uri
         except requests.RequestException:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(store / 'server.log').read_text()[-2000:]}")
+            raise RuntimeError(f"mlflow server exited: {(Path(store) / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
-    else:
-        raise RuntimeError("mlflow server did not answer /health within 90 s")
-    yield {"uri": uri, "port": port, "store": store, "proc": proc}
+    stop_mlflow_server(proc)
+    raise RuntimeError("mlflow server did not answer /health within 90 s")
+
+
+def stop_mlflow_server(proc) -> None:
     import os
     import signal
 
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # all of it: the script, mlflow, uvicorn's workers
+    except ProcessLookupError:
+        pass
     proc.wait(timeout=30)
-    log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free port of 127.0.0.1, for the whole session."""
+    store = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc, uri = start_mlflow_server(store, port)
+    yield {"uri": uri, "port": port, "store": store, "proc": proc}
+    stop_mlflow_server(proc)

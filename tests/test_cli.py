@@ -51,11 +51,26 @@ BAD_INPUT = [
     (["run"], "Missing argument 'space'"),
     (["plan", "{tiny}", "--epoch-seconds", "-1"], "epoch_seconds: must be > 0, got -1.0"),
     (["resume", "never-ran", "--storage", "{tmp}"], "name: no sweep 'never-ran' under"),
+    (["replay", "never-ran", "--storage", "{tmp}"], "name: no sweep 'never-ran' under"),
+    (["run", "{imagenet}"], "dataset: unknown dataset 'imagenet' (have digits, mnist1d)"),
+    (["run", "{tiny}", "--tracking-uri", "http://127.0.0.1:{closed}"], "tracking_uri: cannot reach the MLflow server at http://127.0.0.1:"),
+    (["run", "{tiny}", "--tracking-uri", "mlflow.example"], "tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got 'mlflow.example'"),
+    (["run", "{tiny}", "--seed", "-1"], "seed: must be a whole number >= 0, got -1"),
+    (["run", "{tiny}", "--max-failures", "-1"], "max_failures: must be a whole number >= 0, got -1"),
+    (["run", "{tiny}", "--experiment", " "], "experiment: must be a non-empty name, got ' '"),
+    (["run", "{tiny}", "--strategy", "grid", "--trials", "0"], "trials: must be a whole number >= 1, got 0"),
+    (["plan", "{tiny}", "--workers", "0"], "workers: must be a whole number >= 1, got 0"),
+    (["report", "never-ran", "--tracking-uri", "sqlite:///{tmp}/empty/mlflow.db"], "name: no sweep 'never-ran' in the MLflow store"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", BAD_INPUT, ids=[" ".join(a)[:50] for a, _ in BAD_INPUT])
 def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, monkeypatch, capsys):
+    from tests.conftest import free_port
+
+    store = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    (tmp_path / "imagenet.py").write_text(TINY_MODULE.replace('DATASET = "mnist1d"', 'DATASET = "imagenet"'))
     (tmp_path / "nospace.py").write_text("X = 1\n")
     (tmp_path / "raises.py").write_text("raise ImportError('no such package: torchvision_extra')\n")
     sweep_module = sys.modules["hpsearch.sweep"]  # hpsearch.sweep is also the function's name
@@ -64,7 +79,8 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
         raise AssertionError("Ray was started for bad input")
 
     monkeypatch.setattr(sweep_module, "connect", no_ray)
-    args = [a.format(tiny=tiny, tmp=tmp_path, nospace=tmp_path / "nospace.py", raises=tmp_path / "raises.py") for a in argv]
+    args = [a.format(tiny=tiny, tmp=tmp_path, nospace=tmp_path / "nospace.py", raises=tmp_path / "raises.py",
+                     imagenet=tmp_path / "imagenet.py", closed=free_port()) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(args)
     assert exit_info.value.code == 2
@@ -73,6 +89,23 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("hpsearch: error: ") and message in lines[0], lines[0]
     # (connect, patched above, is the only way the command starts or joins Ray.)
+    assert not store.exists(), "something was written to MLflow"
+
+
+def test_bad_input_corpus_is_large_and_distinct():
+    assert len(BAD_INPUT) >= 25 and len({m for _, m in BAD_INPUT}) == len(BAD_INPUT) - 1  # trials 0 twice
+
+
+@pytest.mark.slow
+def test_a_trainable_that_never_reports_ends_with_one_clear_line(tmp_path):
+    module = tmp_path / "silent.py"
+    module.write_text("from hpsearch.space import Int, Space\nSPACE = Space(Int('x', 1, 2))\nMETRIC = 'acc'\n"
+                      "MODE = 'max'\nMAX_EPOCHS = 3\ndef TRAIN(config):\n    return None\n")
+    proc = _hpsearch("run", str(module), "--strategy", "grid", "--storage", str(tmp_path), "--no-progress")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    lines = [line for line in err.splitlines() if line.startswith("hpsearch: error:")]
+    assert lines == ["hpsearch: error: metric: no trial reported 'acc'; does train() call hpsearch.report(epoch=..., acc=...)?"]
 
 
 def test_plan_prints_rungs_and_budget(tiny, capsys):
@@ -112,46 +145,54 @@ def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path):
+@pytest.mark.parametrize("kill_after", [0, 2, 5], ids=["early", "mid", "late"])
+def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path, kill_after):
     module = tmp_path / "slow.py"
     module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", "MAX_EPOCHS = 25").replace(
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
-    storage = tmp_path / "runs"
+    storage, name = tmp_path / "runs", f"killed-{kill_after}"
     proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
-                     "--name", "killed", "--no-progress", "--concurrency", "2", start_new_session=True)
-    # Wait until at least one trial has finished, then kill the driver and everything it started.
+                     "--name", name, "--no-progress", "--concurrency", "2", start_new_session=True)
+    # Wait for the kill point (kill_after trials finished; early: a few epochs into the first ones),
+    # then kill the driver and everything it started.
     deadline = time.time() + 240
     finished: set[str] = set()
-    while time.time() < deadline and not finished:
-        time.sleep(1)
-        for progress in storage.glob("killed/*/progress.csv"):
+    started = False
+    while time.time() < deadline:
+        time.sleep(0.5)
+        finished = set()
+        for progress in storage.glob(f"{name}/*/progress.csv"):
             rows = progress.read_text().splitlines()
+            started = started or len(rows) > 3
             if len(rows) > 25:  # header + 25 epochs
                 finished.add(progress.parent.name)
-    assert finished, "no trial finished before the deadline"
+        if (kill_after == 0 and started) or (kill_after and len(finished) >= kill_after):
+            break
+    else:
+        pytest.fail(f"the sweep did not reach its kill point ({kill_after} finished) in time")
+    assert len(finished) < 6, "the sweep finished before the kill"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    before = {p.parent.name: len(p.read_text().splitlines()) for p in storage.glob("killed/*/progress.csv")}
-    resumed = _hpsearch("resume", "killed", "--storage", str(storage), "--no-progress")
+    before = {p.parent.name: len(p.read_text().splitlines()) for p in storage.glob(f"{name}/*/progress.csv")}
+    resumed = _hpsearch("resume", name, "--storage", str(storage), "--no-progress")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
-    assert "killed: 6 trials" in out
-    after = {p.parent.name: _epochs(p) for p in storage.glob("killed/*/progress.csv")}
+    assert f"{name}: 6 trials" in out
+    after = {p.parent.name: _epochs(p) for p in storage.glob(f"{name}/*/progress.csv")}
     assert len(after) == 6
-    for name in finished:
-        assert len(after[name]) == before[name] - 1, f"finished trial {name} ran again"
-    for name, epochs in after.items():
+    for trial in finished:
+        assert len(after[trial]) == before[trial] - 1, f"finished trial {trial} ran again"
+    for trial, epochs in after.items():
         # Every trial reached the budget; an interrupted one continued from its checkpoint.
-        assert set(epochs) == set(range(1, 26)) and epochs[0] == 1, (name, epochs)
-
+        assert set(epochs) == set(range(1, 26)) and epochs[0] == 1, (trial, epochs)
 
     # MLflow: the resumed sweep continued its own parent and children; nothing is left RUNNING.
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("slow")
-    runs = client.search_runs([exp.experiment_id], "tags.`hpsearch.sweep` = 'killed'", max_results=100)
+    runs = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'", max_results=100)
     parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

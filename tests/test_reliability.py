@@ -1,0 +1,247 @@
+"""Faults injected for real: tracking outages, failing trials, concurrent sweeps."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import hpsearch
+from tests.conftest import free_port, start_mlflow_server, stop_mlflow_server
+
+pytestmark = pytest.mark.slow
+
+TRIALS, EPOCHS = 6, 10
+
+
+def _slow_train():
+    # Built in a function so Ray ships it by value (workers cannot import this test module by name).
+    def slow_train(config):
+        state = hpsearch.load_checkpoint() or {"epoch": 0}
+        for epoch in range(state["epoch"] + 1, EPOCHS + 1):
+            time.sleep(0.3)
+            hpsearch.report(epoch=epoch, score=config["x"] * epoch, checkpoint={"epoch": epoch})
+
+    return slow_train
+
+
+SPACE = hpsearch.Space(hpsearch.Int("x", 1, TRIALS))
+
+
+def _sweep_in_thread(uri, storage, name):
+    box = {}
+
+    def run():
+        try:
+            box["result"] = hpsearch.sweep(SPACE, train=_slow_train(), metric="score", mode="max", strategy="grid",
+                                           scheduler="fifo", max_epochs=EPOCHS, storage=storage, name=name,
+                                           tracking_uri=uri, experiment="outage", progress=False)
+        except BaseException as exc:  # reported by the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def _wait_for_first_metrics(uri, timeout=60):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        exp = client.get_experiment_by_name("outage")
+        if exp and any(r.data.metrics for r in client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'")):
+            return
+        time.sleep(0.5)
+    raise AssertionError("no metric reached MLflow")
+
+
+def _check_everything_is_in_mlflow(uri, result):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([result.tracking["experiment_id"]], f"tags.`hpsearch.sweep` = '{result.name}'")
+    parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == TRIALS and all(c.info.status == "FINISHED" for c in children)
+    total = 0
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "score")]
+        assert steps == list(range(1, EPOCHS + 1)), (child.data.tags["hpsearch.trial_id"], steps)
+        total += len(steps)
+    assert total == TRIALS * EPOCHS
+    assert parents[0].data.metrics["best_score"] == TRIALS * EPOCHS
+    return total
+
+
+def test_tracking_outage_of_20_seconds_loses_nothing(ray_session, tmp_path):
+    store, port = tmp_path / "store", free_port()
+    store.mkdir()
+    server, uri = start_mlflow_server(store, port)
+    try:
+        thread, box = _sweep_in_thread(uri, str(tmp_path / "runs"), "outage-20s")
+        _wait_for_first_metrics(uri)
+        stop_mlflow_server(server)
+        down = time.time()
+        time.sleep(22)
+        assert thread.is_alive() or "result" in box, box.get("error")  # the sweep was not stopped
+        server, _ = start_mlflow_server(store, port)
+        thread.join(timeout=300)
+        assert "error" not in box, box.get("error")
+        result = box["result"]
+        assert time.time() - down >= 20
+        assert [t.status for t in result.trials] == ["completed"] * TRIALS
+        assert result.tracking["pending"] is None
+        assert _check_everything_is_in_mlflow(uri, result) == 60
+    finally:
+        stop_mlflow_server(server)
+
+
+def test_server_that_never_comes_back_keeps_writes_on_disk_for_replay(ray_session, tmp_path, monkeypatch):
+    monkeypatch.setenv("HPSEARCH_MLFLOW_DRAIN_S", "5")
+    store, port = tmp_path / "store", free_port()
+    store.mkdir()
+    server, uri = start_mlflow_server(store, port)
+    thread, box = _sweep_in_thread(uri, str(tmp_path / "runs"), "outage-forever")
+    _wait_for_first_metrics(uri)
+    stop_mlflow_server(server)
+    thread.join(timeout=300)
+    assert "error" not in box, box.get("error")
+    result = box["result"]
+    assert [t.status for t in result.trials] == ["completed"] * TRIALS  # the sweep itself finished
+    pending = result.tracking["pending"]
+    assert pending is not None and pending["writes"] > 0 and os.path.exists(pending["path"])
+
+    server, _ = start_mlflow_server(store, port)  # later, the server is back
+    try:
+        proc = subprocess.run([sys.executable, "-m", "hpsearch.cli", "replay", result.name, "--storage",
+                               str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"Sent {pending['writes']} writes" in proc.stdout
+        assert not os.path.exists(pending["path"])
+        assert _check_everything_is_in_mlflow(uri, result) == 60
+    finally:
+        stop_mlflow_server(server)
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(ray_session, mlflow_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    def train(config):
+        hpsearch.report(epoch=1, score=1.0)
+        if config["kind"] == "exception":
+            raise KeyError("feature_42")
+        if config["kind"] == "oom":  # what a trial sees when the GPU runs out of memory
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        hpsearch.report(epoch=2, score=2.0)
+
+    space = hpsearch.Space(hpsearch.Choice("kind", ["ok", "exception", "oom"]))
+    result = hpsearch.sweep(space, train=train, metric="score", mode="max", strategy="grid", scheduler="fifo",
+                            max_epochs=2, storage=str(tmp_path), experiment="failures", progress=False)
+    by_kind = {t.config["kind"]: t for t in result.trials}
+    assert by_kind["ok"].status == "completed"
+    assert by_kind["exception"].status == "failed" and "KeyError: 'feature_42'" in by_kind["exception"].error
+    assert by_kind["oom"].status == "failed" and "CUDA out of memory" in by_kind["oom"].error
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    for kind, needle in (("exception", "feature_42"), ("oom", "OutOfMemoryError")):
+        run = client.get_run(result.tracking["children"][by_kind[kind].trial_id])
+        assert run.info.status == "FAILED" and needle in run.data.tags["hpsearch.error"] + \
+            open(client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))).read()
+
+
+def test_two_sweeps_at_once_into_one_embedded_store(tmp_path):
+    from mlflow import MlflowClient
+
+    module = tmp_path / "twin.py"
+    module.write_text(
+        "import time, hpsearch\n"
+        "from hpsearch.space import Int, Space\n"
+        "SPACE = Space(Int('x', 1, 4))\nMETRIC = 'score'\nMODE = 'max'\nMAX_EPOCHS = 5\n"
+        "def TRAIN(config):\n"
+        "    for epoch in range(1, 6):\n"
+        "        time.sleep(0.1)\n"
+        "        hpsearch.report(epoch=epoch, score=config['x'] * epoch)\n")
+    uri = "sqlite:///" + str(tmp_path / "shared" / "mlflow.db")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "run", str(module), "--strategy", "grid",
+                               "--scheduler", "fifo", "--name", name, "--storage", str(tmp_path / "runs"),
+                               "--no-progress", "--cpus-per-trial", "0.5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for name in ("twin-a", "twin-b")]
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert "database is locked" not in out + err
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("twin")
+    for name in ("twin-a", "twin-b"):
+        runs = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'")
+        parents = [r for r in runs if r.data.tags["hpsearch.role"] == "sweep"]
+        children = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
+        assert len(parents) == 1 and len(children) == 4
+        assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+        assert all(len(client.get_metric_history(c.info.run_id, "score")) == 5 for c in children)
+    assert len(client.search_runs([exp.experiment_id])) == 2 * (1 + 4)
+
+
+def test_lost_worker_node_trials_resume_from_their_checkpoints(tmp_path):
+    # ray.cluster_utils.Cluster needs its own Ray; a fresh interpreter keeps the session's intact.
+    script = f"""
+import csv, json, threading, time
+import ray
+from ray.cluster_utils import Cluster
+import hpsearch
+
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
+survivor, doomed = cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+
+def train(config):
+    state = hpsearch.load_checkpoint() or {{"epoch": 0}}
+    for epoch in range(state["epoch"] + 1, 21):
+        time.sleep(0.25)
+        hpsearch.report(epoch=epoch, score=config["x"] * epoch, checkpoint={{"epoch": epoch}})
+
+def remove_node_while_trials_run():
+    import glob
+    deadline = time.time() + 120
+    while time.time() < deadline:  # once a trial on the doomed node is a few epochs in
+        for path in glob.glob({str(tmp_path)!r} + "/*/*/result.json"):
+            rows = [json.loads(line) for line in open(path) if line.strip()]
+            if rows and rows[-1]["node_id"] == doomed.node_id and rows[-1]["epoch"] >= 4:
+                cluster.remove_node(doomed, allow_graceful=False)
+                return
+        time.sleep(0.2)
+
+threading.Thread(target=remove_node_while_trials_run, daemon=True).start()
+result = hpsearch.sweep(hpsearch.Space(hpsearch.Int("x", 1, 4)), train=train, metric="score", mode="max",
+                        strategy="grid", scheduler="fifo", max_epochs=20, max_failures=3,
+                        address=cluster.address, storage={str(tmp_path)!r}, tracking_uri=False, progress=False)
+trials = {{}}
+for t in result.trials:
+    with open(t.path + "/result.json") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    trials[t.trial_id] = {{"status": t.status, "epochs": [r["epoch"] for r in rows], "nodes": [r["node_id"] for r in rows]}}
+print(json.dumps({{"doomed": doomed.node_id, "survivor": survivor.node_id, "trials": trials}}))
+ray.shutdown()
+cluster.shutdown()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    trials = out["trials"]
+    assert [t["status"] for t in trials.values()] == ["completed"] * 4
+    moved = [t for t in trials.values() if out["doomed"] in t["nodes"] and out["survivor"] in t["nodes"]]
+    assert moved, "no trial was running on the removed node"
+    for t in moved:
+        # It continued from its checkpoint on the surviving node: epoch 1 ran once, all 20 reached.
+        assert t["epochs"].count(1) == 1 and sorted(set(t["epochs"])) == list(range(1, 21))
+        first_on_survivor = t["nodes"].index(out["survivor"])
+        assert t["epochs"][first_on_survivor] > 1

@@ -36,6 +36,7 @@ def _quiet_libraries() -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow sets up its loggers
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import optuna  # it sets its own level on first use, so only its API sticks
@@ -140,7 +141,8 @@ def plan(
 ) -> None:
     """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time."""
     prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
-                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage)
+                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage,
+                    tracking_uri="off")  # a plan records nothing
     from hpsearch.schedulers import plan_budget
 
     s = prep.settings
@@ -230,6 +232,8 @@ def report(
 
     try:
         uri = resolve_tracking_uri(None if tracking_uri in (None, "off") else tracking_uri)
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+            _fail(f"tracking_uri: no MLflow store at {uri[len('sqlite:///'):]}")
         check_reachable(uri)
         client = MlflowClient(tracking_uri=uri)
         data = load_sweep(client, find_parent(client, name, experiment))

@@ -227,6 +227,7 @@ def prepare(
 
         cloudpickle.register_pickle_by_value(sys.modules[train_fn.__module__])
     warm = [sp.validate_config(p) for p in points_to_evaluate]
+    dataset = load_dataset(data) if data is not None else None
     from hpsearch.tracking import check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -235,7 +236,6 @@ def prepare(
         raise ValueError(f"experiment: must be a non-empty name, got {experiment!r}")
     if uri:
         check_reachable(uri)  # an unreachable server fails here, before any trial runs
-    dataset = load_dataset(data) if data is not None else None
     settings = SweepSettings(
         name=name, space_path=str(module.path) if module else None, metric=metric, mode=mode,
         strategy=strategy, scheduler=scheduler, trials=n, max_epochs=max_epochs, grace_period=grace_period,

@@ -89,13 +89,7 @@ def check_reachable(uri: str) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"tracking_uri: cannot create {str(path.parent)!r} for the SQLite store ({exc.strerror})") from None
-        from filelock import FileLock
-        from mlflow import MlflowClient
 
-        # MLflow creates and migrates a SQLite store's tables on first use; two sweeps starting
-        # together on a new store race there ("table ... already exists"). One at a time.
-        with FileLock(str(path) + ".lock", timeout=300):
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     elif "://" not in uri and not uri.startswith("databricks"):
         raise ValueError(f"tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got {uri!r}")
 
@@ -243,7 +237,16 @@ class SweepTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri, self.experiment_name, self.settings = settings.tracking_uri, settings.experiment, settings
-        self.client = MlflowClient(tracking_uri=self.uri)
+        if self.uri.startswith("sqlite:///"):
+            from filelock import FileLock
+
+            # MLflow creates and migrates a SQLite store's tables when a client first opens it; two
+            # sweeps starting together on a new store race there ("table ... already exists").
+            with FileLock(self.uri[len("sqlite:///"):] + ".lock", timeout=300):
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)
+        else:
+            self.client = MlflowClient(tracking_uri=self.uri)
         self.space = space
         self.resumed = False  # set when the parent run already existed: reconcile before going on
         self._buffers: dict[str, list] = {}

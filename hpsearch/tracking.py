@@ -253,6 +253,9 @@ class SweepTracker:
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
         self._known: set[str] = set()  # trials whose child run is created or queued
+        # Steps already sent per run: a trial resumed from a checkpoint older than its last report
+        # repeats an epoch (Ray snapshots its state periodically); its curve keeps one point a step.
+        self._steps: dict[str, set[int]] = {}
         self.experiment_id = self._experiment()
         runs = self._parent()  # synchronous: an unusable store fails here, before any trial
         self.parent_id = runs["parent"]
@@ -338,6 +341,10 @@ class SweepTracker:
     def add_result(self, trial, result: Mapping[str, Any]) -> None:
         ref = self.child(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
+        steps = self._steps.setdefault(ref, set())
+        if step in steps:
+            return
+        steps.add(step)
         when = int(float(result.get("timestamp") or time.time()) * 1000)  # Ray's time of the report
         metrics = [(k, v, when, step) for k, v in ((k, _plain_number(v)) for k, v in result.items()
                                                   if k not in _RAY_KEYS) if v is not None]
@@ -389,8 +396,9 @@ class SweepTracker:
             run_id = self.writer.runs.get(f"trial:{trial.trial_id}")
             ref = self.child(trial)
             have = {m.step for m in self.client.get_metric_history(run_id, self.settings.metric)} if run_id else set()
+            self._steps.setdefault(ref, set()).update(have)
             for result in results:
-                if int(result.get("epoch", 0) or 0) not in have:
+                if int(result.get("epoch", 0) or 0) not in self._steps[ref]:
                     self.add_result(trial, result)
                     backfilled += 1
             self.flush(ref)

@@ -26,12 +26,14 @@ fi
 
 _target="."
 [ -n "$_extras" ] && _target=".[$_extras]"
+# The stamp holds "<hash of pyproject.toml> <extras>" per install; an install with extras also
+# satisfies a plain one, so alternating ./scripts/demo and ./scripts/test installs once.
 _stamp=".venv/.hpsearch-installed"
-_want="$( (cat pyproject.toml; echo "$_target") | sha256sum | cut -c1-16)"
-if [ ! -f "$_stamp" ] || ! grep -qx "$_want" "$_stamp"; then
+_hash="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$_stamp" ] || ! grep -q "^$_hash ${_extras:-}" "$_stamp"; then
   echo "hpsearch: installing $_target into .venv (first run takes a few minutes)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/python -m pip install --quiet -e "$_target"
-  echo "$_want" >> "$_stamp"
+  echo "$_hash ${_extras:-}" >> "$_stamp"
 fi
 export PATH="$_root/.venv/bin:$PATH"

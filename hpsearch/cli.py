@@ -174,7 +174,8 @@ def plan(
 
 def measure_epoch_seconds(prep) -> float | None:
     """Median seconds of one epoch over three sampled configs, outside Ray (report keeps them local)."""
-    if "max_epochs" not in inspect.signature(prep.train_fn).parameters:
+    params = inspect.signature(prep.train_fn).parameters
+    if "max_epochs" not in params:
         return None
     import statistics
 
@@ -183,7 +184,7 @@ def measure_epoch_seconds(prep) -> float | None:
     times = []
     for config in prep.space.sample(3, seed=prep.settings.seed):
         kwargs: dict[str, Any] = {"max_epochs": 1}
-        if "data" in inspect.signature(prep.train_fn).parameters:
+        if "data" in params:
             kwargs["data"] = prep.data
         start = time.perf_counter()
         prep.train_fn(config, **kwargs)

@@ -441,11 +441,11 @@ class _ProgressCallback(_driver_callback_base()):
             self.progress.on_end(trial, "failed")
 
 
-def _tuner_kwargs(prep: PreparedSweep, callbacks: Sequence[Any], verbose: int):
+def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], verbose: int):
     from ray import tune
 
     s = prep.settings
-    run_config = tune.RunConfig(
+    return tune.RunConfig(
         name=s.name, storage_path=s.storage, stop={"epoch": s.max_epochs},
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         # Ray snapshots the experiment every num_to_keep trial checkpoints so that the state it
@@ -453,7 +453,6 @@ def _tuner_kwargs(prep: PreparedSweep, callbacks: Sequence[Any], verbose: int):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=list(callbacks), verbose=verbose,
     )
-    return run_config
 
 
 def trainable_for(prep: PreparedSweep):
@@ -500,7 +499,7 @@ def run_prepared(
             reuse_actors=True,
             max_concurrent_trials=s.concurrency,
         ),
-        run_config=_tuner_kwargs(prep, [bar.callback(), *callbacks], verbose=0),
+        run_config=_run_config(prep, [bar.callback(), *callbacks], verbose=0),
     )
     return _run(tuner, prep, bar, tracker)
 
@@ -533,8 +532,7 @@ def _run(tuner, prep: PreparedSweep, bar: Progress, tracker) -> SweepResult:
             tracker.close(Path(s.storage, s.name))
         raise
     wall = time.time() - start
-    trials = [r for r in _trials_of(grid)]
-    records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
+    records = records_from_trials(_trials_of(grid), prep.space, s.metric, s.max_epochs)
     result = SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
                          pick_best(records, s.mode))
     if tracker is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from hpsearch.space import Space
-from hpsearch.sweep import SweepSettings, _driver_callback_base, _status
+from hpsearch.sweep import SweepSettings, _driver_callback_base, _error_text, _status
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ class SweepTracker:
             running = run_id is None or self.client.get_run(run_id).info.status == "RUNNING"
             if trial.status in ("TERMINATED", "ERROR") and running:
                 status = "failed" if trial.status == "ERROR" else _status(trial, self.settings.max_epochs)
-                self.end_trial(trial, status, error=_error_line(trial))
+                self.end_trial(trial, status, error=_error_text(trial))
         return backfilled
 
     def retrying(self, trial) -> None:
@@ -532,12 +532,6 @@ def _ray_results(trial) -> list[dict[str, Any]]:
     return []
 
 
-def _error_line(trial) -> str | None:
-    from hpsearch.sweep import _error_text
-
-    return _error_text(trial)
-
-
 class MlflowCallback(_driver_callback_base()):
     """Feeds a ``SweepTracker`` from Ray Tune's driver-side events."""
 
@@ -575,7 +569,7 @@ class MlflowCallback(_driver_callback_base()):
             path = getattr(trial, "error_file", None)
             if path and os.path.exists(path):
                 text = Path(path).read_text(errors="replace")
-            self.tracker.end_trial(_Completed(trial, self.space), "failed", _error_line(trial), text)
+            self.tracker.end_trial(_Completed(trial, self.space), "failed", _error_text(trial), text)
 
 
 class _Completed:

@@ -43,15 +43,6 @@ class Dataset:
     def num_features(self) -> int:
         return int(np.prod(self.x_train.shape[1:]))
 
-    def fingerprint(self) -> str:
-        """A short hash of the data, recorded with every sweep so results are comparable."""
-        import hashlib
-
-        h = hashlib.sha1()
-        for a in (self.x_train, self.y_train, self.x_val, self.y_val):
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()[:12]
-
 
 def cache_dir() -> Path:
     return Path(os.environ.get("HPSEARCH_CACHE", Path.home() / ".cache" / "hpsearch")).expanduser()

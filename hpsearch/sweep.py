@@ -478,12 +478,9 @@ def run_prepared(
     s = prep.settings
     _quiet_ray()
     connect(address)
-    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
     Path(s.storage, s.name).mkdir(parents=True, exist_ok=True)
     Path(s.storage, s.name, SETTINGS_FILE).write_text(json.dumps(asdict(s), indent=2))
-    bar = Progress(s, plan.total_epochs, enabled=progress)
-    tracker = _tracker(prep)
-    callbacks = [*_tracking_callbacks(tracker), *callbacks]
+    bar, tracker, live = _live_callbacks(prep, progress)
     tuner = tune.Tuner(
         trainable_for(prep),
         # Ray takes pre-set points only for keys its param_space names; the points themselves come
@@ -499,25 +496,23 @@ def run_prepared(
             reuse_actors=True,
             max_concurrent_trials=s.concurrency,
         ),
-        run_config=_run_config(prep, [bar.callback(), *callbacks], verbose=0),
+        run_config=_run_config(prep, [*live, *callbacks], verbose=0),
     )
     return _run(tuner, prep, bar, tracker)
 
 
-def _tracker(prep: PreparedSweep):
-    if not prep.settings.tracking_uri:
-        return None
-    from hpsearch.tracking import SweepTracker
+def _live_callbacks(prep: PreparedSweep, progress: bool):
+    """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
+    the driver callbacks that feed them."""
+    s = prep.settings
+    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    bar = Progress(s, plan.total_epochs, enabled=progress)
+    if not s.tracking_uri:
+        return bar, None, [bar.callback()]
+    from hpsearch.tracking import MlflowCallback, SweepTracker
 
-    return SweepTracker(prep.settings, prep.space)
-
-
-def _tracking_callbacks(tracker) -> list:
-    if tracker is None:
-        return []
-    from hpsearch.tracking import MlflowCallback
-
-    return [MlflowCallback(tracker)]
+    tracker = SweepTracker(s, prep.space)
+    return bar, tracker, [bar.callback(), MlflowCallback(tracker)]
 
 
 def _run(tuner, prep: PreparedSweep, bar: Progress, tracker) -> SweepResult:
@@ -699,10 +694,8 @@ def resume_sweep(
     if not tune.Tuner.can_restore(path):
         raise ValueError(f"name: sweep {name!r} has no Ray experiment state under {path!r} to resume")
     tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
-    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
-    bar = Progress(s, plan.total_epochs, enabled=progress)
     # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
     # DriverCallback); hand it live ones. get_run_config() returns the object the run will use.
-    tracker = _tracker(prep)
-    tuner._local_tuner.get_run_config().callbacks = [bar.callback(), *_tracking_callbacks(tracker), *callbacks]
+    bar, tracker, live = _live_callbacks(prep, progress)
+    tuner._local_tuner.get_run_config().callbacks = [*live, *callbacks]
     return _run(tuner, prep, bar, tracker)

@@ -1,4 +1,4 @@
-"""The ``hpsearch`` command: run, plan, resume, report.
+"""The ``hpsearch`` command: run, plan, resume, report, replay, nightly.
 
 User mistakes print one line, ``hpsearch: error: ...``, and exit with status 2 before Ray starts.
 """
@@ -268,6 +268,29 @@ def replay(
     except ValueError as exc:
         _fail(str(exc))
     out.print(f"Sent {sent} writes of {name} to MLflow.")
+
+
+@app.command()
+def nightly(
+    config: Path = typer.Argument(..., help="The nightly config (TOML), e.g. scripts/nightly/mlp.toml."),
+    date: Optional[str] = typer.Option(None, "--date", help="The night, YYYY-MM-DD (default: today)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Tonight's sweep of a scheduled tuning job, and the morning verdict.
+
+    Exit status: 0 fine, 1 worse than recent nights (or no result), 2 bad input, 3 already running.
+    """
+    from hpsearch.nightly import Busy, EXIT_BUSY, load_config, parse_date, run_nightly
+
+    try:
+        outcome = run_nightly(load_config(config), parse_date(date), progress=progress,
+                              log=lambda m: out.print(m, markup=False, highlight=False))
+    except ValueError as exc:
+        _fail(str(exc))
+    except Busy as exc:
+        err.print(f"hpsearch nightly: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BUSY)
+    raise typer.Exit(outcome.exit_code)
 
 
 def print_tracking(result) -> None:

@@ -43,6 +43,22 @@ class Dataset:
     def num_features(self) -> int:
         return int(np.prod(self.x_train.shape[1:]))
 
+    def version(self) -> str:
+        """A short hash of the arrays: equal for equal data, so results can be reused across runs.
+
+        Example:
+            >>> load_dataset("digits").version() == load_dataset("digits").version()
+            True
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_val, self.y_val):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()[:12]
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("HPSEARCH_CACHE", Path.home() / ".cache" / "hpsearch")).expanduser()

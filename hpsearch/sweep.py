@@ -159,6 +159,30 @@ class PreparedSweep:
     train_fn: Callable[..., Any]
     data: Dataset | None
     points_to_evaluate: list[dict[str, Any]]
+    # config_hash -> a result recorded earlier with the same budget, data and code (see Replay);
+    # such a trial replays it instead of training again.
+    reuse: dict[str, "Replay"] = field(default_factory=dict)
+    deadline: float | None = None  # time.time() after which running trials are stopped
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A trial result recorded earlier, to be reported again rather than trained again.
+
+    ``curve`` holds one dict of metrics per epoch (``epoch`` included). ``checkpoint`` is the
+    directory of the checkpoint reported at ``checkpoint_epoch``: a trial the scheduler lets run
+    past the recorded curve continues training from there. ``source`` names where it came from.
+    """
+
+    curve: tuple[dict[str, Any], ...]
+    source: str
+    checkpoint: str | None = None
+    checkpoint_epoch: int = 0
+
+    def usable(self, max_epochs: int) -> bool:
+        """Whole to the budget, or resumable from its checkpoint."""
+        last = int(self.curve[-1]["epoch"]) if self.curve else 0
+        return last >= max_epochs or (self.checkpoint is not None and self.checkpoint_epoch >= 1)
 
 
 def prepare(
@@ -212,11 +236,13 @@ def prepare(
     if not _NAME.match(name):
         raise ValueError(f"name: letters, digits and _ . = - only (max 128), got {name!r}")
     train_fn = train or (module.train if module and module.train else None)
+    if data is None and module is not None and module.dataset:
+        data = module.dataset
     if train_fn is None:
         from hpsearch.train import train as reference_train
 
         train_fn = reference_train
-        data = data if data is not None else (module.dataset if module and module.dataset else "mnist1d")
+        data = data if data is not None else "mnist1d"
     if not callable(train_fn):
         raise ValueError(f"train: must be a function train(config), got {type(train_fn).__name__}")
     if module is not None and getattr(train_fn, "__module__", None) in sys.modules and \
@@ -241,7 +267,7 @@ def prepare(
         strategy=strategy, scheduler=scheduler, trials=n, max_epochs=max_epochs, grace_period=grace_period,
         reduction_factor=reduction_factor, seed=seed, cpus_per_trial=resources.cpus,
         gpus_per_trial=resources.gpus, concurrency=concurrency, max_failures=max_failures,
-        dataset=dataset.name if dataset else None, storage=str(Path(storage or default_storage()).expanduser()),
+        dataset=dataset.name if dataset else None, storage=str(Path(storage or default_storage()).expanduser().resolve()),
         tracking_uri=uri, experiment=experiment, space=sp.to_dict(),
     )
     return PreparedSweep(settings, sp, train_fn, dataset, warm)
@@ -249,13 +275,22 @@ def prepare(
 
 # -- the trial entry point --------------------------------------------------------------------
 
+REUSED_KEY = "hpsearch_reused"  # in a replayed result: where the recorded result came from
+_REPLAY_MARK = "replay.json"
+
+
 def _trial_entry(
-    config: dict[str, Any], *, train_fn: Callable[..., Any], data: Dataset | None, max_epochs: int, space: Space
+    config: dict[str, Any], *, train_fn: Callable[..., Any], data: Dataset | None, max_epochs: int, space: Space,
+    reuse: Mapping[str, Replay] | None = None,
 ) -> None:
     """Calls the user's ``train(config)``, passing ``data`` / ``max_epochs`` if it declares them.
 
     Ray fills inactive conditional parameters with None; the user sees them absent, as in the space.
+    A configuration with a recorded result (``reuse``) reports that result again instead.
     """
+    replay = (reuse or {}).get(space.config_hash(config))
+    if replay is not None and _replay(replay, max_epochs):
+        return
     params = inspect.signature(train_fn).parameters
     kwargs: dict[str, Any] = {}
     if "data" in params:
@@ -263,6 +298,45 @@ def _trial_entry(
     if "max_epochs" in params:
         kwargs["max_epochs"] = max_epochs
     train_fn(space.complete(config), **kwargs)
+
+
+def _replay(replay: Replay, max_epochs: int) -> bool:
+    """Report a recorded curve epoch by epoch, so the scheduler and searcher see it as if trained.
+
+    Returns True when the curve covers the budget; False when training must go on from the
+    recorded checkpoint (reported with the last replayed epoch, so ``load_checkpoint`` finds it).
+    Each earlier replayed epoch carries a small marker checkpoint: a trial paused mid-replay
+    (HyperBand) and resumed goes on replaying from there rather than from epoch 1.
+    """
+    import tempfile
+
+    from ray import tune
+
+    done = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            mark = Path(d, _REPLAY_MARK)
+            if not mark.exists():
+                return False  # resumed past the replay: the user's train() continues from its state
+            done = int(json.loads(mark.read_text())["epoch"])
+    whole = bool(replay.curve) and int(replay.curve[-1]["epoch"]) >= max_epochs
+    upto = max_epochs if whole else replay.checkpoint_epoch
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    for row in replay.curve:
+        epoch = int(row["epoch"])
+        if epoch <= done or epoch > upto:
+            continue
+        values = {**row, "node_id": node, REUSED_KEY: replay.source}
+        if epoch == upto and not whole:
+            tune.report(values, checkpoint=tune.Checkpoint.from_directory(replay.checkpoint))
+            continue
+        with tempfile.TemporaryDirectory(prefix="hpsearch-replay-") as tmp:
+            Path(tmp, _REPLAY_MARK).write_text(json.dumps({"epoch": epoch}))
+            tune.report(values, checkpoint=tune.Checkpoint.from_directory(tmp))
+    return whole
 
 
 # -- Ray ------------------------------------------------------------------------------------
@@ -325,9 +399,31 @@ def records_from_trials(trials, space: Space, metric: str, max_epochs: int) -> l
             metric=last.get(metric) if isinstance(last.get(metric), (int, float)) else None,
             metrics={k: last[k] for k in ("train_loss", "val_loss", "val_acc", metric) if k in last},
             error=_error_text(t) if t.status == "ERROR" else None,
-            node=last.get("node_id"), path=getattr(t, "local_path", None),
+            node=last.get("node_id"), path=_trial_dir(t),
             checkpoint=t.checkpoint.path if getattr(t, "checkpoint", None) is not None else None,
         ))
+    return out
+
+
+def _trial_dir(trial) -> str | None:
+    # After a restore, Ray's local_path can name its staging folder rather than the storage.
+    for folder in (getattr(trial, "path", None), getattr(trial, "local_path", None)):
+        if folder and Path(folder, "result.json").exists():
+            return folder
+    return getattr(trial, "local_path", None)
+
+
+def read_results(folder: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """Every result Ray persisted for a trial (its result.json, one JSON object a line)."""
+    path = Path(folder, "result.json") if folder else None
+    if not path or not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
     return out
 
 
@@ -446,7 +542,7 @@ def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], verbose: int):
 
     s = prep.settings
     return tune.RunConfig(
-        name=s.name, storage_path=s.storage, stop={"epoch": s.max_epochs},
+        name=s.name, storage_path=s.storage, stop=_Stop(s.max_epochs, prep.deadline),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         # Ray snapshots the experiment every num_to_keep trial checkpoints so that the state it
         # would resume from never names a deleted checkpoint; 2 halves those snapshots vs 1.
@@ -455,12 +551,36 @@ def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], verbose: int):
     )
 
 
+def _stopper_base():
+    from ray import tune
+
+    return tune.Stopper
+
+
+class _Stop(_stopper_base()):
+    """A trial stops at the epoch budget; every trial stops at the deadline, if there is one.
+
+    Ray's own ``time_budget_s`` counts seconds from each (re)start of the driver; a nightly run
+    needs a time of day that also holds for a sweep resumed the next morning.
+    """
+
+    def __init__(self, max_epochs: int, deadline: float | None = None) -> None:
+        self.max_epochs, self.deadline = max_epochs, deadline
+
+    def __call__(self, trial_id: str, result: Mapping[str, Any]) -> bool:
+        return int(result.get("epoch", 0) or 0) >= self.max_epochs
+
+    def stop_all(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+
 def trainable_for(prep: PreparedSweep):
     from ray import tune
 
     s = prep.settings
     fn = tune.with_parameters(
-        _trial_entry, train_fn=prep.train_fn, data=prep.data, max_epochs=s.max_epochs, space=prep.space
+        _trial_entry, train_fn=prep.train_fn, data=prep.data, max_epochs=s.max_epochs, space=prep.space,
+        reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},
     )
     return tune.with_resources(fn, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
 
@@ -528,6 +648,11 @@ def _run(tuner, prep: PreparedSweep, bar: Progress, tracker) -> SweepResult:
         raise
     wall = time.time() - start
     records = records_from_trials(_trials_of(grid), prep.space, s.metric, s.max_epochs)
+    deadline_hit = prep.deadline is not None and time.time() >= prep.deadline
+    if deadline_hit:  # Ray marks the trials it never started as terminated too
+        for r in records:
+            if r.status == "stopped" and r.epochs == 0:
+                r.status = "pending"
     result = SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
                          pick_best(records, s.mode))
     if tracker is not None:
@@ -553,7 +678,7 @@ def _close_tracking(tracker, prep: PreparedSweep, result: SweepResult) -> None:
             log_report(tracker.client, tracker.parent_id)
         except Exception as exc:  # the results are safe in MLflow; the extras must not lose them
             logging.getLogger(__name__).warning("best model / report not logged: %s: %s", type(exc).__name__, exc)
-    tracker.finish(result)
+    tracker.finish(result, deadline_hit=prep.deadline is not None and time.time() >= prep.deadline)
     pending = tracker.close(result.path)
     result.tracking = {"uri": prep.settings.tracking_uri, "experiment_id": tracker.experiment_id,
                        "parent_run_id": tracker.parent_id, "children": tracker.children,
@@ -673,8 +798,18 @@ def resume_sweep(
     A sweep started from a space module needs only its name; one started from a ``Space`` object
     needs ``train`` (and ``data``) again, since functions are not recorded.
     """
-    from ray import tune
+    prep = prepare_resume(name, storage=storage, train=train, data=data)
+    return resume_prepared(prep, address=address, progress=progress, callbacks=callbacks)
 
+
+def prepare_resume(
+    name: str,
+    *,
+    storage: str | None = None,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+) -> PreparedSweep:
+    """A recorded sweep, validated again (its module, data and tracking store) before Ray starts."""
     s = load_settings(name, storage)
     if s.space_path is None and train is None:
         raise ValueError(f"train: sweep {name!r} was started from a Space object; pass train= to resume it")
@@ -688,14 +823,26 @@ def resume_sweep(
         tracking_uri=s.tracking_uri if s.tracking_uri else False, experiment=s.experiment,
     )
     prep.space = Space.from_dict(s.space)  # the space as it was when the sweep started
+    return prep
+
+
+def resume_prepared(
+    prep: PreparedSweep, *, address: str | None = None, progress: bool = True, callbacks: Sequence[Any] = ()
+) -> SweepResult:
+    from ray import tune
+
+    s = prep.settings
     _quiet_ray()
     connect(address)
     path = str(Path(s.storage, s.name))
     if not tune.Tuner.can_restore(path):
-        raise ValueError(f"name: sweep {name!r} has no Ray experiment state under {path!r} to resume")
+        raise ValueError(f"name: sweep {s.name!r} has no Ray experiment state under {path!r} to resume")
     tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
     # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
-    # DriverCallback); hand it live ones. get_run_config() returns the object the run will use.
+    # DriverCallback); hand it live ones, and this start's deadline. get_run_config() returns the
+    # object the run will use.
     bar, tracker, live = _live_callbacks(prep, progress)
-    tuner._local_tuner.get_run_config().callbacks = [*live, *callbacks]
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [*live, *callbacks]
+    run_config.stop = _Stop(s.max_epochs, prep.deadline)
     return _run(tuner, prep, bar, tracker)

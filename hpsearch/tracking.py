@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from hpsearch.space import Space
-from hpsearch.sweep import SweepSettings, _driver_callback_base, _error_text, _status
+from hpsearch.sweep import REUSED_KEY, SweepSettings, _driver_callback_base, _error_text, _status, _trial_dir, read_results
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,8 @@ class SweepTracker:
         # Steps already sent per run: a trial resumed from a checkpoint older than its last report
         # repeats an epoch (Ray snapshots its state periodically); its curve keeps one point a step.
         self._steps: dict[str, set[int]] = {}
+        self._ended: set[str] = set()  # trials whose ending is queued
+        self._reused: dict[str, tuple[str, int]] = {}  # ref -> (source, epochs replayed)
         self.experiment_id = self._experiment()
         runs = self._parent()  # synchronous: an unusable store fails here, before any trial
         self.parent_id = runs["parent"]
@@ -345,6 +347,9 @@ class SweepTracker:
         if step in steps:
             return
         steps.add(step)
+        if REUSED_KEY in result:
+            source, n = self._reused.get(ref, (str(result[REUSED_KEY]), 0))
+            self._reused[ref] = (source, n + 1)
         when = int(float(result.get("timestamp") or time.time()) * 1000)  # Ray's time of the report
         metrics = [(k, v, when, step) for k, v in ((k, _plain_number(v)) for k, v in result.items()
                                                   if k not in _RAY_KEYS) if v is not None]
@@ -365,16 +370,28 @@ class SweepTracker:
 
     # -- endings ---------------------------------------------------------------------------
 
-    def end_trial(self, trial, status: str, error: str | None = None, traceback: str | None = None) -> None:
+    def end_trial(self, trial, status: str, error: str | None = None, traceback: str | None = None,
+                  by: str | None = None) -> None:
+        """``by``: what stopped a trial early: the scheduler (default), ``deadline`` or ``driver``."""
         ref = self.child(trial)
+        self._ended.add(trial.trial_id)
         self.flush(ref)
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0) or 0)
         tags = {TAG_STATUS: status, "hpsearch.epochs": str(epochs)}
+        notes = []
+        if ref in self._reused:
+            source, n = self._reused[ref]
+            tags.update({"hpsearch.reused_from": source, "hpsearch.reused_epochs": str(n)})
+            notes.append(f"Not trained again for {'epoch 1' if n == 1 else f'epochs 1-{n}'}: reused the result of "
+                         f"{source} (same configuration, budget, data and code version).")
         if status == "stopped":
             tags["hpsearch.stopped_at_epoch"] = str(epochs)
-            tags["mlflow.note.content"] = (f"Stopped early by the {self.settings.scheduler} scheduler at epoch "
-                                           f"{epochs} of {self.settings.max_epochs}.")
+            tags["hpsearch.stopped_by"] = by or self.settings.scheduler
+            notes.append(f"Stopped early by {'the ' + (by or self.settings.scheduler + ' scheduler')} at epoch "
+                         f"{epochs} of {self.settings.max_epochs}.")
+        if notes:
+            tags["mlflow.note.content"] = " ".join(notes)
         if status == "failed":
             tags["hpsearch.error"] = (error or "unknown error")[:5000]
         self._tags(ref, tags)
@@ -443,15 +460,19 @@ class SweepTracker:
         self._tags("parent", {"hpsearch.best_model_uri": info.model_uri})
         return info.model_uri
 
-    def finish(self, result, status: str = "FINISHED") -> None:
+    def finish(self, result, status: str = "FINISHED", deadline_hit: bool = False) -> None:
         """Close the sweep: best trial's metrics and a pointer to its child run on the parent."""
         self.flush()
         now = int(time.time() * 1000)
         # Trials Ray never ended (a deadline, an interrupt) must not stay RUNNING in the UI.
         for t in result.trials:
-            if t.status in ("running", "pending") and t.trial_id in self._known:
+            if t.trial_id not in self._known or t.trial_id in self._ended:
+                continue
+            if t.status in ("running", "pending"):
                 self._tags(f"trial:{t.trial_id}", {TAG_STATUS: "interrupted"})
                 self.writer.submit({"op": "set_status", "ref": f"trial:{t.trial_id}", "status": "KILLED"})
+            else:  # stopped by Ray without a trial event: the deadline
+                self.end_trial(_Ended(t), t.status, by="deadline" if deadline_hit else "driver")
         metrics = [(f"trials_{k}", float(v), now, 0) for k, v in result.counts().items()]
         metrics += [("total_epochs", float(result.total_epochs), now, 0), ("wall_seconds", float(result.wall_s), now, 0)]
         tags = {}
@@ -518,18 +539,8 @@ def replay(path: str | Path, tracking_uri: str | None = None, timeout: float = 6
 
 
 def _ray_results(trial) -> list[dict[str, Any]]:
-    """Every result Ray persisted for a trial (its result.json, one JSON object a line)."""
-    for folder in (getattr(trial, "path", None), getattr(trial, "local_path", None)):
-        path = Path(folder, "result.json") if folder else None
-        if path and path.exists():
-            out = []
-            for line in path.read_text().splitlines():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:  # a line cut short by the kill
-                    continue
-            return out
-    return []
+    """Every result Ray persisted for a trial."""
+    return read_results(_trial_dir(trial))
 
 
 class MlflowCallback(_driver_callback_base()):
@@ -570,6 +581,14 @@ class MlflowCallback(_driver_callback_base()):
             if path and os.path.exists(path):
                 text = Path(path).read_text(errors="replace")
             self.tracker.end_trial(_Completed(trial, self.space), "failed", _error_text(trial), text)
+
+
+class _Ended:
+    """A finished trial's record seen as the Ray trial ``end_trial`` expects."""
+
+    def __init__(self, record) -> None:
+        self.trial_id, self.config = record.trial_id, record.config
+        self.last_result = {"epoch": record.epochs}
 
 
 class _Completed:

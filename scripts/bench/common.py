@@ -1,0 +1,204 @@
+"""What every part of the suite shares: the one Ray instance, environment switches, medians, the
+MLflow server, and the shape of a figure in bench.json."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 2  # every arm runs 2 trials at a time: one per core of the reference machine
+
+
+def ray_up() -> None:
+    """One local Ray instance for every Ray-based arm, started once (not timed).
+
+    The setup hook instruments the reference trainable in every worker (see workloads.py), so
+    hpsearch runs ``hpsearch.train.train`` itself and still tells us how long each epoch trained.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    # address="local": always a new instance of our own, even where another Ray runs on this machine.
+    ray.init(address="local", num_cpus=WORKERS, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+             runtime_env={"worker_process_setup_hook": "bench.workloads.install_import_hook"})
+
+
+def ray_down() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+@contextlib.contextmanager
+def env(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, remove) environment variables for a block, then put them back."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def quiet(log_path: Path) -> Iterator[None]:
+    """Send what a library prints (Ray's status tables, Optuna's per-trial lines) to a log file.
+
+    File descriptors, not just sys.stdout: some of it comes from threads and C code.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as f:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def median(values: Sequence[float]) -> float | None:
+    """Median of the finite values; inf ("never reached") counts as a value, so a median of
+    [3, inf, inf] is inf. None for no values."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0 or math.isinf(b) and math.isinf(a):
+        return None
+    return a / b
+
+
+def start_mlflow_server(store: Path) -> tuple[subprocess.Popen, str]:
+    """A real ``mlflow server`` on 127.0.0.1 (through mlflow/serve, as a user starts it)."""
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(ROOT / "mlflow" / "serve"), "--port", str(port), "--store", str(store)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if requests.get(uri + "/health", timeout=1).status_code == 200:
+                return proc, uri
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    stop_mlflow_server(proc)
+    raise RuntimeError("mlflow server did not start")
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+
+
+def count_children(uri: str, parent_run_id: str) -> int:
+    """Child runs of a sweep's parent run, counted in the store itself."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    total, token = 0, None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                  max_results=5000, page_token=token)
+        total += len(page)
+        token = page.token
+        if not token:
+            return total
+
+
+def figure(part: str, name: str, value: Any, unit: str, *, baselines: dict[str, Any] | None = None,
+           ratio_value: float | None = None, ratio_text: str = "", goal: str = "", met: bool | None = None,
+           note: str = "") -> dict[str, Any]:
+    """One row of the results: a figure with its baselines beside it, and the verdict on its goal.
+
+    ``ratio_text`` says what the ratio divides (e.g. "random / hpsearch"); ``met`` is None where
+    the figure has no goal of its own.
+    """
+    baselines = baselines or {}
+    ratios = {k: ratio(value, v) for k, v in baselines.items()
+              if isinstance(value, (int, float)) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"part": part, "figure": name, "value": value, "unit": unit, "baselines": baselines,
+            "value_over_baseline": ratios, "ratio": ratio_value, "ratio_of": ratio_text, "goal": goal,
+            "met": met, "note": note}
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    import mlflow
+    import optuna
+    import ray
+    import torch
+
+    mem = None
+    with contextlib.suppress(OSError, ValueError):
+        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(), "cpu_model": cpu, "memory_gib": mem, "platform": platform.platform(),
+        "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+        "optuna": optuna.__version__, "mlflow": mlflow.__version__, "gpu": _gpu_name(),
+        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

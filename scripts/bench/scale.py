@@ -1,0 +1,112 @@
+"""Part 5, scale: one hpsearch sweep of many short (no-op) trials, tracking on (embedded SQLite).
+
+Figures: it completes; the driver's peak memory during the sweep (against its memory before);
+seconds per 1,000 trials, for each successive thousand (the first thousand is the baseline: a
+later thousand that takes longer means a cost that grows with the sweep); and the MLflow child
+runs counted in the store (must equal the trial count).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from bench.common import count_children, figure, median, quiet
+
+
+class _Completions(Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.times.append(time.perf_counter())
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _PeakRss:
+    """Samples the driver's resident memory every 0.2 s: the peak of this sweep alone (the
+    process-lifetime peak from getrusage would include earlier parts)."""
+
+    def __init__(self) -> None:
+        self.peak = self.before = _rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, _rss_mib())
+
+    def __enter__(self) -> "_PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mib())
+
+
+def run(trials: int, work: Path, log) -> dict[str, Any]:
+    import hpsearch
+    from mlflow import MlflowClient
+
+    from bench import workloads
+
+    uri = "sqlite:///" + str(work / "mlflow-scale" / "mlflow.db")
+    (work / "mlflow-scale").mkdir(parents=True, exist_ok=True)
+    with quiet(work / "setup-output.log"):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # schema, once, untimed
+    done = _Completions()
+    log(f"scale: {trials} no-op trials through hpsearch, tracking on")
+    error = None
+    with _PeakRss() as rss, quiet(work / "scale-output.log"):
+        start = time.perf_counter()
+        try:
+            result = hpsearch.sweep(
+                hpsearch.Space(hpsearch.Float("x", 0.0, 1.0)), train=workloads.noop_hpsearch, metric="score",
+                mode="max", strategy="random", scheduler="fifo", trials=trials, max_epochs=1,
+                storage=str(work / "ray"), tracking_uri=uri, experiment="bench-scale", progress=False,
+                callbacks=[done],
+            )
+        except Exception as exc:  # a failure at scale is a result, not a crash of the suite
+            result, error = None, f"{type(exc).__name__}: {exc}"
+        wall = time.perf_counter() - start
+    completed = result.counts().get("completed", 0) if result else 0
+    children = count_children(uri, result.tracking["parent_run_id"]) if result and result.tracking else 0
+    # Seconds per successive thousand trials, from the completion times (the last block may be short).
+    marks = [start] + done.times[999::1000]
+    per_1000 = [b - a for a, b in zip(marks, marks[1:])]
+    raw = {
+        "trials": trials, "completed": completed, "wall_s": wall, "fit_s": result.wall_s if result else None,
+        "error": error, "mlflow_children": children, "rss_before_mib": rss.before, "rss_peak_mib": rss.peak,
+        "seconds_per_1000": per_1000, "ms_per_trial": wall / trials * 1000,
+    }
+    log(f"scale: {completed}/{trials} completed in {wall:.0f} s; {children} MLflow children; peak RSS {rss.peak:.0f} MiB; "
+        f"per 1000: {', '.join(f'{s:.0f}' for s in per_1000)} s")
+    first = per_1000[0] if per_1000 else None
+    figs = [
+        figure("scale", f"{trials:,}-trial sweep completes (no-op trials, tracking on)", completed == trials and not error,
+               "", baselines={"trials": trials}, goal="all complete", met=completed == trials and not error,
+               note=error or f"{wall / 60:.1f} min wall, {wall / trials * 1000:.0f} ms per trial"),
+        figure("scale", "seconds per 1,000 trials (median over the thousands)", median(per_1000), "s",
+               baselines={"first 1,000": first, "last 1,000": per_1000[-1] if per_1000 else None},
+               ratio_value=per_1000[-1] / first if first else None, ratio_text="last / first thousand",
+               goal="", met=None),
+        figure("scale", "driver peak memory during the sweep", round(rss.peak), "MiB",
+               baselines={"before the sweep": round(rss.before)}, ratio_value=rss.peak / rss.before,
+               ratio_text="peak / before", goal="", met=None),
+        figure("scale", "MLflow child runs", children, "", baselines={"trials": trials},
+               ratio_value=children / trials, ratio_text="children / trials",
+               goal=f"= {trials:,}", met=children == trials),
+    ]
+    return {"raw": raw, "figures": figs}

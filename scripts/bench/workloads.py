@@ -1,0 +1,251 @@
+"""The work each arm runs. Importable by Ray workers and by spawned Optuna workers (``scripts/`` is
+on ``PYTHONPATH``), so every arm runs the very same functions.
+
+Part 1 uses trials that do (almost) nothing. Parts 2-4 use hpsearch's reference trainable,
+``hpsearch.train.train``, unchanged, in every arm: when a worker imports ``hpsearch.train``, the two
+names it calls the orchestrator by (``report`` and ``load_checkpoint``) are replaced with timed
+versions, so
+
+* hpsearch arms run the reference trainable itself (checkpoint every epoch, best model logged),
+  and the time spent in the trainable's own code is measured apart from the time in ``report``;
+* Ray Tune and Optuna used directly train the same model with the same loop; only where a report
+  goes differs (``tune.report`` without a checkpoint, or ``trial.report`` + pruning), as a user
+  who writes that loop by hand would do.
+
+Timings go to one small JSON-lines file per process (``BENCH_TIMING_DIR``), not into the reported
+metrics, so MLflow receives exactly what a user's sweep sends.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+# -- part 1: orchestration only -----------------------------------------------------------------
+
+
+def noop_hpsearch(config):
+    import hpsearch
+
+    hpsearch.report(epoch=1, score=float(config["x"]))
+
+
+def sleep_hpsearch(config):
+    import hpsearch
+
+    time.sleep(1.0)
+    hpsearch.report(epoch=1, score=float(config["x"]))
+
+
+def noop_ray(config):
+    from ray import tune
+
+    tune.report({"score": float(config["x"])})
+
+
+def sleep_ray(config):
+    from ray import tune
+
+    time.sleep(1.0)
+    tune.report({"score": float(config["x"])})
+
+
+def optuna_objective(trial, seconds: float = 0.0) -> float:
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if seconds:
+        time.sleep(seconds)
+    return x
+
+
+# -- parts 2-4: the reference trainable, timed ----------------------------------------------------
+
+_clock: dict[str, Any] = {"since": None, "tag": None}
+# Where the reference trainable's reports go in this process: None = hpsearch.session.report
+# (inside an hpsearch sweep); else a function(epoch, metrics) set by a direct Ray/Optuna arm.
+_sink: Callable[[int, dict[str, Any]], None] | None = None
+_log = None
+
+
+def install_import_hook() -> None:
+    """Ray's worker_process_setup_hook: instrument ``hpsearch.train`` when a worker first imports it.
+
+    Lazy on purpose: the hook runs in every Ray worker, including the fresh actor process that Ray
+    Tune's defaults start for every trial; importing torch there would charge that arm for our
+    instrument.
+    """
+    if not any(isinstance(f, _InstrumentOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstrumentOnImport())
+
+
+class _InstrumentOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "hpsearch.train":
+            return None
+        sys.meta_path.remove(self)  # once: let the normal finders locate the module
+        spec = importlib.util.find_spec(fullname)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            _instrument(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def instrument_worker() -> None:
+    """The Optuna pool's initializer: instrument now (those processes exist to train)."""
+    import hpsearch.train
+
+    _instrument(hpsearch.train)
+
+
+def _instrument(module) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per trial in every arm (Ray sets this, Optuna would not)
+    module.report = _timed_report
+    module.load_checkpoint = _timed_load_checkpoint
+
+
+def _timed_load_checkpoint():
+    import hpsearch.session
+
+    state = hpsearch.session.load_checkpoint()
+    # The trainable calls this once, after building its model: training starts when it returns.
+    _clock["since"] = time.perf_counter()
+    _write({"tag": _trial_tag() if _sink is None else _clock["tag"], "event": "start", "t": time.time()})
+    return state
+
+
+def _timed_report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
+    import hpsearch.session
+
+    start = time.perf_counter()
+    train_s = start - (_clock["since"] or start)
+    if _sink is None:
+        if os.environ.get("BENCH_DROP_CHECKPOINT") == "1":  # a profiling switch: what checkpoints cost
+            checkpoint = None
+        hpsearch.session.report(epoch, checkpoint=checkpoint, **metrics)
+        tag = _trial_tag()
+    else:
+        _sink(epoch, metrics)
+        tag = _clock["tag"]
+    end = time.perf_counter()
+    _clock["since"] = end
+    _write({"tag": tag, "epoch": epoch, "train_s": train_s, "report_s": end - start, "t": time.time(),
+            "val_acc": metrics.get("val_acc")})
+
+
+def _trial_tag() -> str | None:
+    try:
+        from ray import tune
+
+        return tune.get_context().get_trial_id()
+    except Exception:  # outside Ray
+        return None
+
+
+def _write(record: dict[str, Any]) -> None:
+    global _log
+    folder = os.environ.get("BENCH_TIMING_DIR")
+    if not folder:
+        return
+    if _log is None or _log.name != os.path.join(folder, f"{os.getpid()}.jsonl"):
+        os.makedirs(folder, exist_ok=True)
+        _log = open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a", buffering=1)  # a line at a time
+    _log.write(json.dumps(record) + "\n")
+
+
+def read_timings(folder: str, tags: set[str] | None = None) -> list[dict[str, Any]]:
+    """Every epoch timing written under ``folder`` (by tag, if given), oldest first."""
+    out = []
+    if not os.path.isdir(folder):
+        return out
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name)) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if tags is None or rec.get("tag") in tags:
+                    out.append(rec)
+    return sorted(out, key=lambda r: r["t"])
+
+
+def ray_direct_train(config, data=None, max_epochs: int = 81) -> None:
+    """Ray Tune used directly: the same training loop, each epoch's metrics to ``tune.report``.
+
+    No checkpoint: ASHA never pauses a trial, so a hand-written Ray set-up has no need for one.
+    """
+    global _sink
+    from ray import tune
+
+    import hpsearch.train
+
+    _sink = lambda epoch, metrics: tune.report({"epoch": epoch, **metrics})  # noqa: E731
+    _clock["tag"] = _trial_tag()
+    hpsearch.train.train(config, data=data, max_epochs=max_epochs)
+
+
+def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: int, trials: int,
+                  seed: int, timing_dir: str) -> list[dict[str, Any]]:
+    """One of two Optuna worker processes sharing a study in SQLite: TPE + Hyperband pruner.
+
+    Returns every report it made: time, epoch, validation accuracy.
+    """
+    global _sink
+    import optuna
+    from optuna.trial import TrialState
+
+    import hpsearch.train
+    from hpsearch.data import load_dataset
+    from hpsearch.space import load_space_module
+    from hpsearch.strategies import define_by_run
+
+    os.environ["BENCH_TIMING_DIR"] = timing_dir
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    module = load_space_module(space_path)
+    data = load_dataset(module.dataset)
+    suggest = define_by_run(module.space)
+    # Each process samples with its own seed: the same seed in both would propose the same
+    # start-up configurations twice.
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed),
+                              pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
+                                                                    reduction_factor=3))
+    reports: list[dict[str, Any]] = []
+
+    def objective(trial):
+        global _sink
+        constants = suggest(trial)  # suggests the tuned values, returns fixed and derived ones
+        config = module.space.complete({**trial.params, **constants})
+        _clock["tag"] = f"{study_name}:{trial.number}"
+        last = {}
+
+        def sink(epoch, metrics):
+            last.update(metrics)
+            reports.append({"t": time.time(), "epoch": epoch, "val_acc": metrics["val_acc"], "trial": trial.number})
+            trial.report(metrics["val_acc"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        _sink = sink
+        hpsearch.train.train(config, data=data, max_epochs=max_epochs)
+        return last["val_acc"]
+
+    # Both processes stop once the study holds ``trials`` trials, whoever ran them.
+    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=None)])
+    _sink = None
+    return reports
+
+
+def warm_up() -> int:
+    """A no-op task that makes a pool process start (and import torch) before timing starts."""
+    time.sleep(0.5)
+    return os.getpid()

@@ -13,7 +13,6 @@ arm samples one float at random: the sampler is not what is measured.
 from __future__ import annotations
 
 import functools
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -108,11 +107,11 @@ def _prepare_stores(work: Path) -> None:
         optuna.create_study(storage="sqlite:///" + str(work / "optuna.db"), study_name="schema")
 
 
-def run(noop_trials: int, sleep_trials: int, noop_repeats: int, sleep_repeats: int, log,
+def run(noop_trials: int, sleep_trials: int, noop_repeats: int, sleep_repeats: int, work: Path, log,
         ray_default_repeats: int | None = None) -> dict[str, Any]:
     """``ray_default_repeats`` caps the repeats of Ray Tune's defaults, which start a fresh actor
     process per trial (about a second each here): one run of N trials already averages N of them."""
-    work = Path(tempfile.mkdtemp(prefix="hpsearch-bench-overhead-"))
+    work = work / "overhead"
     _prepare_stores(work)
     runners = {
         "hpsearch": _hpsearch,
@@ -139,7 +138,7 @@ def run(noop_trials: int, sleep_trials: int, noop_repeats: int, sleep_repeats: i
                     f"{out['overhead_ms']:7.1f} ms/trial")
         raw[kind] = {"trials": n, "trial_seconds": seconds, "ideal_s": ideal, "repeats": repeats, "runs": runs,
                      "median_overhead_ms": {arm: median([r["overhead_ms"] for r in v]) for arm, v in runs.items()}}
-    return {"raw": raw, "figures": figures(raw), "work_dir": str(work)}
+    return {"raw": raw, "figures": figures(raw)}
 
 
 def figures(raw: dict[str, Any]) -> list[dict[str, Any]]:

@@ -24,18 +24,18 @@ from bench.common import ROOT, git_state, machine, ray_down, ray_up
 
 PARTS = ("overhead", "model", "tracking", "scale", "gpu")
 
-# Per-part budget, extrapolated from quick-mode runs on the 2-core reference machine (AMD EPYC,
-# quiet): seconds per trial or per epoch measured there, times the full sizes.
-#   overhead  ~11 min: no-op N=200 x 3 repeats (hpsearch ~15 s, Ray tuned ~6 s, Optuna ~1 s each),
-#             Ray defaults once (a fresh actor per trial, ~1.0 s a trial: ~200 s); one-second
-#             N=100 once per arm (50 s ideal; ~55 s each, Ray defaults ~185 s)
-#   model     ~20 min: per seed, 27 trials of up to 81 epochs: random/FIFO 2187 epochs ~180 s,
-#             ASHA ~60 s (x3 with tracking off / server), Hyperband ~95 s, TPE+ASHA ~85 s, Ray
-#             ASHA ~45 s, Optuna ~40 s: ~10 min a seed, 2 seeds. A third seed (~10 min more)
-#             does not fit beside parts 1 and 5 in 45 minutes.
-#   scale     ~8 min: 10,000 no-op trials at ~41-46 ms each, plus the end of the sweep
-#   total     ~40 min, leaving ~10% for a slower machine
-# Quick mode (< 5 min): overhead ~1.3 min, model ~1.5 min, scale ~0.8 min, start-up ~0.2 min.
+# Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from quick-mode
+# per-trial and per-epoch costs times the full sizes, checked by one full run (46.8 min while
+# another engineer's test suite kept the load at 2-7; ~41 min expected on a quiet machine):
+#   overhead  ~10.5 min: no-op N=200 x 3 repeats (hpsearch ~12 s, Ray tuned ~5 s, Optuna ~4 s),
+#             Ray defaults once (a fresh actor per trial, ~1.0 s a trial: ~205 s); one-second
+#             N=100 once per arm (50 s ideal; ~52-55 s each, Ray defaults ~150 s)
+#   model     ~21 min: per seed, 27 trials of up to 81 epochs: random/FIFO 2187 epochs ~180 s,
+#             random/ASHA ~30-65 s (x3: tracking SQLite / off / server), Hyperband ~105 s,
+#             TPE+ASHA ~60-90 s, Ray ASHA ~45-60 s, Optuna ~40-110 s: ~10.5 min a seed, 2 seeds.
+#             A third seed (~10 min more) does not fit beside parts 1 and 5 in 45 minutes.
+#   scale     ~8.5 min: 10,000 no-op trials at ~45-50 ms each (13.9 min at load 5-7)
+# Quick mode (< 5 min; measured 4.0 min): overhead ~1.2 min, model ~1.8 min, scale ~0.9 min.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "overhead": dict(noop_trials=30, sleep_trials=8, noop_repeats=1, sleep_repeats=1),
@@ -73,7 +73,7 @@ def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
     sizes = SIZES[mode]
     out: dict[str, Any] = {}
     if "overhead" in parts:
-        out["overhead"] = _timed(lambda: overhead.run(**sizes["overhead"], log=log))
+        out["overhead"] = _timed(lambda: overhead.run(**sizes["overhead"], work=work, log=log))
     if "model" in parts or "tracking" in parts:
         # Parts 2, 3 and 4 share their sweeps: one interleaved loop over seeds and arms.
         out.update(_timed_many(lambda: time_to_model.run(**sizes["model"], parts=parts, work=work, log=log)))

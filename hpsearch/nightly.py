@@ -527,7 +527,7 @@ def _close_night(cfg, ledger: Ledger, night: str, prep: PreparedSweep, result: S
         counts=result.counts(), trials_total=len(trials),
         reused_trials=sum(1 for t in trials if t["reused_epochs"] and not t["trained_epochs"]),
         reused_epochs=sum(t["reused_epochs"] for t in trials), trained_epochs=sum(t["trained_epochs"] for t in trials),
-        deadline_hit=prep.deadline is not None and time.time() >= prep.deadline,
+        deadline_hit=result.deadline_hit,
         parent_run_id=(result.tracking or {}).get("parent_run_id"),
     )
     entry.setdefault("warm_started", 0)

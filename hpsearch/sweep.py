@@ -108,6 +108,7 @@ class SweepResult:
     wall_s: float
     best: TrialRecord | None
     tracking: dict[str, Any] | None = None  # uri, experiment_id, parent_run_id, children (trial id -> run id)
+    deadline_hit: bool = False  # the sweep's deadline had passed when Ray returned: it stopped the trials
 
     @property
     def best_config(self) -> dict[str, Any] | None:
@@ -654,7 +655,7 @@ def _run(tuner, prep: PreparedSweep, bar: Progress, tracker) -> SweepResult:
             if r.status == "stopped" and r.epochs == 0:
                 r.status = "pending"
     result = SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
-                         pick_best(records, s.mode))
+                         pick_best(records, s.mode), deadline_hit=deadline_hit)
     if tracker is not None:
         _close_tracking(tracker, prep, result)
     return result
@@ -678,7 +679,7 @@ def _close_tracking(tracker, prep: PreparedSweep, result: SweepResult) -> None:
             log_report(tracker.client, tracker.parent_id)
         except Exception as exc:  # the results are safe in MLflow; the extras must not lose them
             logging.getLogger(__name__).warning("best model / report not logged: %s: %s", type(exc).__name__, exc)
-    tracker.finish(result, deadline_hit=prep.deadline is not None and time.time() >= prep.deadline)
+    tracker.finish(result, deadline_hit=result.deadline_hit)
     pending = tracker.close(result.path)
     result.tracking = {"uri": prep.settings.tracking_uri, "experiment_id": tracker.experiment_id,
                        "parent_run_id": tracker.parent_id, "children": tracker.children,

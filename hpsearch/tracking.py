@@ -407,7 +407,7 @@ class SweepTracker:
         """
         backfilled = 0
         for trial in trials:
-            results = _ray_results(trial)
+            results = read_results(_trial_dir(trial))
             if not results and trial.trial_id not in self._known:
                 continue
             run_id = self.writer.runs.get(f"trial:{trial.trial_id}")
@@ -536,11 +536,6 @@ def replay(path: str | Path, tracking_uri: str | None = None, timeout: float = 6
                            f"run replay again ({writer.last_error})")
     Path(path).rename(Path(path).with_suffix(".replayed"))
     return len(ops)
-
-
-def _ray_results(trial) -> list[dict[str, Any]]:
-    """Every result Ray persisted for a trial."""
-    return read_results(_trial_dir(trial))
 
 
 class MlflowCallback(_driver_callback_base()):

@@ -258,18 +258,19 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
 def test_the_deadline_stops_running_trials_and_the_night_still_gets_its_verdict(tmp_path, ray_session):
     from mlflow import MlflowClient
 
-    cfg = load_config(_setup(tmp_path, trials=40, scheduler="fifo", deadline_hours=0.004))  # 14.4 s
+    # 200 trials take about a minute here (40 can finish inside the 14.4 s on a quiet machine).
+    cfg = load_config(_setup(tmp_path, trials=200, scheduler="fifo", deadline_hours=0.004))  # 14.4 s
     start = time.time()
     outcome = run_nightly(cfg, parse_date("2026-11-20"), progress=False)
     assert time.time() - start < 60
     entry = json.loads((tmp_path / "runs" / "tiny.nightly" / "ledger.json").read_text())["nights"]["2026-11-20"]
     assert entry["status"] == "done" and entry["deadline_hit"] and outcome.verdicts["2026-11-20"].kind == "first"
     statuses = [t["status"] for t in entry["trials"]]
-    assert "completed" in statuses and "stopped" in statuses and len(statuses) < 40
+    assert "completed" in statuses and "stopped" in statuses and len(statuses) < 200
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id],
-                              "tags.`hpsearch.role` = 'trial'", max_results=100)
+                              "tags.`hpsearch.role` = 'trial'", max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
     cut = [r for r in runs if r.data.tags.get("hpsearch.stopped_by") == "deadline"]
-    assert cut and all(int(r.data.tags["hpsearch.epochs"]) < 4 for r in cut)
+    assert cut and all(int(r.data.tags["hpsearch.epochs"]) < 4 for r in cut), [r.data.tags for r in cut]
     assert len(runs) == sum(1 for s in statuses if s != "pending")

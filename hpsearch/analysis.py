@@ -152,6 +152,7 @@ def _range(p) -> str:
 
 def plot_metric_vs_params(data: SweepData, path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     params, rows = _tuned(data), _scored(data)
     n = max(len(params), 1)
@@ -166,6 +167,8 @@ def plot_metric_vs_params(data: SweepData, path: Path) -> Path:
             xs = [x for x, _, _ in pts]
             if getattr(p, "log", False) or isinstance(p, PowerOfTwo):
                 ax.set_xscale("log", base=2 if isinstance(p, PowerOfTwo) else 10)
+                # Unlabelled minor ticks: measuring their labels was half of this plot's 0.9 s.
+                ax.xaxis.set_minor_formatter(NullFormatter())
         colors = ["tab:blue" if s == "completed" else "tab:orange" for _, _, s in pts]
         ax.scatter(xs, [y for _, y, _ in pts], c=colors, s=22)
         ax.set_xlabel(p.name)
@@ -173,7 +176,8 @@ def plot_metric_vs_params(data: SweepData, path: Path) -> Path:
     for ax in list(axes.flat)[len(params):]:
         ax.set_visible(False)
     fig.suptitle(f"{data.metric} against each parameter (blue: completed, orange: stopped early)", fontsize=10)
-    fig.tight_layout()
+    # Fixed margins: tight_layout measured every tick label of every panel (0.5 s of 0.9 s here).
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.9, wspace=0.3, hspace=0.45)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -253,9 +257,13 @@ def write_report(data: SweepData, out_dir: Path) -> list[Path]:
     ]
 
 
-def log_report(client, parent_run_id: str) -> list[Path]:
-    """Write the report of a sweep and log it as artifacts of its parent run."""
-    data = load_sweep(client, client.get_run(parent_run_id))
+def log_report(client, parent_run_id: str, data: SweepData | None = None) -> list[Path]:
+    """Write the report of a sweep and log it as artifacts of its parent run.
+
+    ``data``: what the sweep that just ended holds in memory; without it, read back from MLflow
+    (one metric-history query per trial: seconds for a few thousand trials).
+    """
+    data = data if data is not None else load_sweep(client, client.get_run(parent_run_id))
     with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as tmp:
         paths = write_report(data, Path(tmp))
         client.log_artifacts(parent_run_id, tmp, ARTIFACT_DIR)

@@ -84,10 +84,11 @@ Name = typer.Option(None, "--name", help="Sweep name (default: SPACE-strategy-sc
 Storage = typer.Option(None, "--storage", help="Where Ray keeps results (default ~/ray_results or $HPSEARCH_STORAGE).")
 TrackingUri = typer.Option(None, "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
 Experiment = typer.Option(None, "--experiment", help="MLflow experiment (default: the space module's name).")
+Goal = typer.Option(None, "--goal", help="End the sweep once a trial reports the metric at or beyond this value.")
 
 
 def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor, cpus, gpus,
-             concurrency, max_failures, seed, name, storage, tracking_uri=None, experiment=None):
+             concurrency, max_failures, seed, name, storage, tracking_uri=None, experiment=None, goal=None):
     from hpsearch.sweep import Resources, prepare
 
     try:
@@ -96,7 +97,7 @@ def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduc
             grace_period=grace_period, reduction_factor=_number(reduction_factor), seed=seed,
             resources=Resources(cpus=_number(cpus), gpus=_number(gpus)), concurrency=concurrency,
             max_failures=max_failures, name=name, storage=storage,
-            tracking_uri=False if tracking_uri == "off" else tracking_uri, experiment=experiment,
+            tracking_uri=False if tracking_uri == "off" else tracking_uri, experiment=experiment, goal=goal,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -113,14 +114,14 @@ def run(
     reduction_factor: float = Eta, cpus_per_trial: float = Cpus, gpus_per_trial: float = Gpus,
     concurrency: Optional[int] = Concurrency, max_failures: int = MaxFailures, seed: int = Seed,
     name: Optional[str] = Name, storage: Optional[str] = Storage,
-    tracking_uri: Optional[str] = TrackingUri, experiment: Optional[str] = Experiment,
+    tracking_uri: Optional[str] = TrackingUri, experiment: Optional[str] = Experiment, goal: Optional[float] = Goal,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port (default: start one here)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run a sweep on Ray and print the best trial and a table of all trials."""
     prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
                     cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage,
-                    tracking_uri, experiment)
+                    tracking_uri, experiment, goal)
     from hpsearch.sweep import run_prepared
 
     result = run_prepared(prep, address=address, progress=progress)
@@ -322,6 +323,10 @@ def print_result(result) -> None:
     if result.best is None:
         out.print(f"No trial reported {result.metric} (failed: {sum(t.status == 'failed' for t in result.trials)}).")
         return
+    if result.stopped_by:
+        pending = sum(t.status == "pending" for t in result.trials)
+        out.print(f"Ended early: the {result.stopped_by} was reached; running trials were stopped"
+                  + (f", {pending} never started." if pending else "."))
     out.print(f"[bold]Best trial {result.best.trial_id}[/]: {result.metric} = {result.best_metric:.4g}")
     out.print(json.dumps(result.best_config, indent=None))
 

@@ -93,6 +93,32 @@ def test_hyperband_pauses_and_resumes_from_checkpoints(ray_session, storage, mni
     assert any(3 < t.epochs for t in result.trials if t.trial_id in {r.trial_id for r in result.trials[3:]})
 
 
+def test_goal_ends_the_sweep_once_a_trial_reaches_it(ray_session, storage, mnist1d, mlflow_uri):
+    from mlflow import MlflowClient
+
+    # FIFO over 40 configurations would train 160 epochs; 0.3 val_acc comes within a few trials.
+    result = _sweep(storage, mnist1d, strategy="random", scheduler="fifo", trials=40, max_epochs=4, seed=3,
+                    goal=0.3, tracking_uri=mlflow_uri, experiment="goal")
+    assert result.stopped_by == "goal" and result.best_metric >= 0.3
+    started = [t for t in result.trials if t.status != "pending"]
+    assert 1 <= len(started) < 40 and result.total_epochs < 40 * 4
+    # Trials still running when the goal was reached were stopped, and say by what.
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([result.tracking["experiment_id"]], f"tags.`hpsearch.sweep` = '{result.name}'")
+    parent = next(r for r in runs if r.data.tags["hpsearch.role"] == "sweep")
+    assert parent.data.tags["hpsearch.stopped_by"] == "goal" and parent.data.params["goal"] == "0.3"
+    children = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
+    assert len(children) == len(started) and all(r.info.status == "FINISHED" for r in children)
+    for r in children:
+        if r.data.tags["hpsearch.status"] == "stopped":
+            assert r.data.tags["hpsearch.stopped_by"] == "goal"
+
+
+def test_without_a_goal_every_trial_runs(ray_session, storage, mnist1d):
+    result = _sweep(storage, mnist1d, strategy="random", scheduler="fifo", trials=4, max_epochs=2, seed=3)
+    assert result.stopped_by is None and [t.status for t in result.trials] == ["completed"] * 4
+
+
 def test_diverged_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_session, storage, mnist1d):
     space = hpsearch.Space(hpsearch.Fixed("model", "mlp"), hpsearch.Fixed("optimizer", "sgd"),
                            hpsearch.Fixed("width", 16), hpsearch.Fixed("norm", "none"),

@@ -115,6 +115,20 @@ def test_report_command_rebuilds_table_and_plots_from_mlflow(embedded_sweep, tmp
     assert len(rows) == 1 + 8 and rows[0].startswith("trial_id,run_id,status,epochs,val_acc")
     for png in ("parallel_coordinates", "metric_vs_params", "learning_curves", "param_importance"):
         assert (folder / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    # The report the sweep logged from what it held in memory says exactly what MLflow holds.
+    from mlflow import MlflowClient
+
+    logged = MlflowClient(tracking_uri=uri).download_artifacts(result.tracking["parent_run_id"], "report/trials.csv",
+                                                               str(tmp_path / "logged"))
+    assert Path(logged).read_text().splitlines() == rows
+
+
+def test_embedded_store_is_in_write_ahead_log_mode(embedded_sweep):
+    import sqlite3
+
+    _, uri = embedded_sweep
+    with sqlite3.connect(uri[len("sqlite:///"):]) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, monkeypatch):

@@ -195,9 +195,11 @@ def ray_direct_train(config, data=None, max_epochs: int = 81) -> None:
 
 
 def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: int, trials: int,
-                  seed: int, timing_dir: str) -> list[dict[str, Any]]:
+                  seed: int, timing_dir: str, target: float | None = None) -> list[dict[str, Any]]:
     """One of two Optuna worker processes sharing a study in SQLite: TPE + Hyperband pruner.
 
+    With a ``target``, the study stops once either process reports it: ``study.stop()`` ends this
+    process's loop, and a flag file tells the other one at its next report.
     Returns every report it made: time, epoch, validation accuracy.
     """
     global _sink
@@ -220,6 +222,7 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
                               pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
                                                                     reduction_factor=3))
     reports: list[dict[str, Any]] = []
+    reached = os.path.join(timing_dir, f"{study_name}.reached")
 
     def objective(trial):
         global _sink
@@ -231,6 +234,10 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
         def sink(epoch, metrics):
             last.update(metrics)
             reports.append({"t": time.time(), "epoch": epoch, "val_acc": metrics["val_acc"], "trial": trial.number})
+            if target is not None and (metrics["val_acc"] >= target or os.path.exists(reached)):
+                open(reached, "a").close()
+                study.stop()
+                raise optuna.TrialPruned()  # ends this trial now; stop() ends the loop after it
             trial.report(metrics["val_acc"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()

@@ -39,13 +39,13 @@ PARTS = ("overhead", "model", "tracking", "scale", "gpu")
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "overhead": dict(noop_trials=30, sleep_trials=8, noop_repeats=1, sleep_repeats=1),
-        "model": dict(trials=9, search_trials=27, max_epochs=9, seeds=1),
+        "model": dict(trials=9, search_trials=27, max_epochs=9, seeds=1, tracking_seeds=1),
         "scale": dict(trials=1000),
         "gpu": dict(trials=8, max_epochs=3),
     },
     "full": {
         "overhead": dict(noop_trials=200, sleep_trials=100, noop_repeats=3, sleep_repeats=1, ray_default_repeats=1),
-        "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=3),
+        "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=3, tracking_seeds=2),
         "scale": dict(trials=10_000),
         "gpu": dict(trials=32, max_epochs=9),
     },

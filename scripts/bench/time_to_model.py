@@ -283,8 +283,8 @@ def to_target(curve: list, target: float) -> tuple[float, int]:
     return math.inf, math.inf
 
 
-def run(trials: int, search_trials: int, max_epochs: int, seeds: int, parts: list[str], work: Path,
-        log) -> dict[str, Any]:
+def run(trials: int, search_trials: int, max_epochs: int, seeds: int, tracking_seeds: int, parts: list[str],
+        work: Path, log) -> dict[str, Any]:
     model, tracking = "model" in parts, "tracking" in parts
     runner = Runner(trials, search_trials, max_epochs, work, log)
     runner.open(set(MODEL_ARMS if model else ()) | set(TRACKING_ARMS if tracking else ()))
@@ -304,14 +304,15 @@ def run(trials: int, search_trials: int, max_epochs: int, seeds: int, parts: lis
                 one("random_fifo", seed)
             target = statistics.median_low([r["best_val_acc"] for r in runs["random_fifo"]])
             log(f"model: target val_acc {target:.4f} (median best of random/FIFO over {seeds} seed(s))")
-        later = (list(SEARCH_ARMS) if model else []) + (list(TRACKING_ARMS) if tracking else [])
-        for seed in range(seeds):
+        for seed in range(max(seeds if model else 0, tracking_seeds if tracking else 0)):
+            later = (list(SEARCH_ARMS) if model and seed < seeds else []) + \
+                    (list(TRACKING_ARMS) if tracking and seed < tracking_seeds else [])
             for arm in later[seed % len(later):] + later[: seed % len(later)]:
                 one(arm, seed)
     finally:
         runner.close()
     size = {"trials": trials, "search_trials": search_trials, "max_epochs": max_epochs, "reduction_factor": REDUCTION,
-            "seeds": seeds, "workers": WORKERS}
+            "seeds": seeds, "tracking_seeds": tracking_seeds, "workers": WORKERS}
     out: dict[str, Any] = {}
     if model:
         out["model"] = _model_part(runs, size, target)

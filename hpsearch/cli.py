@@ -85,10 +85,12 @@ Storage = typer.Option(None, "--storage", help="Where Ray keeps results (default
 TrackingUri = typer.Option(None, "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
 Experiment = typer.Option(None, "--experiment", help="MLflow experiment (default: the space module's name).")
 Goal = typer.Option(None, "--goal", help="End the sweep once a trial reports the metric at or beyond this value.")
+TimeBudget = typer.Option(None, "--time-budget", help="End the sweep this many seconds after it starts.")
 
 
 def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor, cpus, gpus,
-             concurrency, max_failures, seed, name, storage, tracking_uri=None, experiment=None, goal=None):
+             concurrency, max_failures, seed, name, storage, tracking_uri=None, experiment=None, goal=None,
+             time_budget=None):
     from hpsearch.sweep import Resources, prepare
 
     try:
@@ -98,6 +100,7 @@ def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduc
             resources=Resources(cpus=_number(cpus), gpus=_number(gpus)), concurrency=concurrency,
             max_failures=max_failures, name=name, storage=storage,
             tracking_uri=False if tracking_uri == "off" else tracking_uri, experiment=experiment, goal=goal,
+            time_budget_s=time_budget,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -115,13 +118,14 @@ def run(
     concurrency: Optional[int] = Concurrency, max_failures: int = MaxFailures, seed: int = Seed,
     name: Optional[str] = Name, storage: Optional[str] = Storage,
     tracking_uri: Optional[str] = TrackingUri, experiment: Optional[str] = Experiment, goal: Optional[float] = Goal,
+    time_budget: Optional[float] = TimeBudget,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port (default: start one here)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run a sweep on Ray and print the best trial and a table of all trials."""
     prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
                     cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage,
-                    tracking_uri, experiment, goal)
+                    tracking_uri, experiment, goal, time_budget)
     from hpsearch.sweep import run_prepared
 
     result = run_prepared(prep, address=address, progress=progress)
@@ -325,7 +329,7 @@ def print_result(result) -> None:
         return
     if result.stopped_by:
         pending = sum(t.status == "pending" for t in result.trials)
-        out.print(f"Ended early: the {result.stopped_by} was reached; running trials were stopped"
+        out.print(f"Ended early: the {result.stopped_by.replace('_', ' ')} was reached; running trials were stopped"
                   + (f", {pending} never started." if pending else "."))
     out.print(f"[bold]Best trial {result.best.trial_id}[/]: {result.metric} = {result.best_metric:.4g}")
     out.print(json.dumps(result.best_config, indent=None))

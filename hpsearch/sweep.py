@@ -78,6 +78,7 @@ class SweepSettings:
     experiment: str
     space: dict[str, Any] = field(repr=False)
     goal: float | None = None  # the sweep ends once a trial reports the metric at or beyond this
+    time_budget_s: float | None = None  # the sweep ends this many seconds after it starts (or resumes)
 
 
 @dataclass
@@ -109,7 +110,7 @@ class SweepResult:
     wall_s: float
     best: TrialRecord | None
     tracking: dict[str, Any] | None = None  # uri, experiment_id, parent_run_id, children (trial id -> run id)
-    stopped_by: str | None = None  # "goal" or "deadline" when the sweep ended before its trials did
+    stopped_by: str | None = None  # "goal", "time_budget" or "deadline" when the sweep ended before its trials did
 
     @property
     def deadline_hit(self) -> bool:
@@ -214,6 +215,7 @@ def prepare(
     experiment: str | None = None,
     points_to_evaluate: Sequence[Mapping[str, Any]] = (),
     goal: float | None = None,
+    time_budget_s: float | None = None,
 ) -> PreparedSweep:
     """Validate everything and load the data; raises ValueError (one line) before any compute."""
     module, sp = _resolve_module(space)
@@ -237,6 +239,9 @@ def prepare(
     _whole("max_failures", max_failures, 0)
     if goal is not None and (not isinstance(goal, (int, float)) or isinstance(goal, bool) or not math.isfinite(goal)):
         raise ValueError(f"goal: must be a finite number ({metric} that ends the sweep once reached), got {goal!r}")
+    if time_budget_s is not None and (not isinstance(time_budget_s, (int, float)) or isinstance(time_budget_s, bool)
+                                      or not 0 < time_budget_s < math.inf):
+        raise ValueError(f"time_budget_s: must be a number of seconds > 0, got {time_budget_s!r}")
     if not isinstance(resources, Resources):
         raise ValueError(f"resources: must be hpsearch.Resources(cpus=..., gpus=...), got {resources!r}")
     if name is None:  # a random suffix keeps two sweeps started in the same second apart
@@ -277,7 +282,7 @@ def prepare(
         reduction_factor=reduction_factor, seed=seed, cpus_per_trial=resources.cpus,
         gpus_per_trial=resources.gpus, concurrency=concurrency, max_failures=max_failures,
         dataset=dataset.name if dataset else None, storage=str(Path(storage or default_storage()).expanduser().resolve()),
-        tracking_uri=uri, experiment=experiment, space=sp.to_dict(), goal=goal,
+        tracking_uri=uri, experiment=experiment, space=sp.to_dict(), goal=goal, time_budget_s=time_budget_s,
     )
     return PreparedSweep(settings, sp, train_fn, dataset, warm)
 
@@ -567,8 +572,8 @@ def _stopper_base():
 
 
 class _Stop(_stopper_base()):
-    """A trial stops at the epoch budget; every trial stops at the deadline or once a trial reaches
-    the goal, if there is one.
+    """A trial stops at the epoch budget; every trial stops at the deadline (a nightly's, or the
+    end of the time budget) or once a trial reaches the goal, if there is one.
 
     Ray's own ``time_budget_s`` counts seconds from each (re)start of the driver; a nightly run
     needs a time of day that also holds for a sweep resumed the next morning. Ray has no stopper
@@ -576,20 +581,27 @@ class _Stop(_stopper_base()):
     """
 
     def __init__(self, settings: SweepSettings, deadline: float | None = None) -> None:
-        self.max_epochs, self.deadline = settings.max_epochs, deadline
+        self.max_epochs, self.deadline, self.why = settings.max_epochs, deadline, "deadline"
+        if settings.time_budget_s is not None:  # counted from this start, as Ray's time_budget_s
+            end = time.time() + settings.time_budget_s
+            if deadline is None or end < deadline:
+                self.deadline, self.why = end, "time_budget"
         self.metric, self.mode, self.goal = settings.metric, settings.mode, settings.goal
-        self.reached: str | None = None  # "goal" or "deadline", once it has stopped everything
+        self.reached: str | None = None  # "goal", "time_budget" or "deadline", once it has stopped everything
 
     def __call__(self, trial_id: str, result: Mapping[str, Any]) -> bool:
-        value = result.get(self.metric)
-        if self.goal is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and \
-                (value >= self.goal if self.mode == "max" else value <= self.goal):
+        if self.meets_goal(result):
             self.reached = self.reached or "goal"
         return int(result.get("epoch", 0) or 0) >= self.max_epochs
 
+    def meets_goal(self, result: Mapping[str, Any]) -> bool:
+        value = result.get(self.metric)
+        return self.goal is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            (value >= self.goal if self.mode == "max" else value <= self.goal)
+
     def stop_all(self) -> bool:
         if self.reached is None and self.deadline is not None and time.time() >= self.deadline:
-            self.reached = "deadline"
+            self.reached = self.why
         return self.reached is not None
 
 
@@ -790,6 +802,7 @@ def sweep(
     tracking_uri: str | bool | None = None,
     experiment: str | None = None,
     goal: float | None = None,
+    time_budget_s: float | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
 ) -> SweepResult:
@@ -810,6 +823,7 @@ def sweep(
             False: no tracking. experiment: MLflow experiment (default: the space module's name).
         goal: end the sweep as soon as a trial reports the metric at or beyond this value (running
             trials are stopped, the rest not started), e.g. ``goal=0.9`` for ``val_acc``.
+        time_budget_s: end the sweep the same way this many seconds after it starts.
 
     Example:
         >>> hpsearch.sweep("mlp", strategy="tpe", trials=27, max_epochs=27)  # doctest: +SKIP
@@ -818,7 +832,7 @@ def sweep(
         space, train=train, data=data, metric=metric, mode=mode, strategy=strategy, scheduler=scheduler,
         trials=trials, max_epochs=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor,
         seed=seed, resources=resources, concurrency=concurrency, max_failures=max_failures, name=name,
-        storage=storage, tracking_uri=tracking_uri, experiment=experiment, goal=goal,
+        storage=storage, tracking_uri=tracking_uri, experiment=experiment, goal=goal, time_budget_s=time_budget_s,
     )
     return run_prepared(prep, address=address, callbacks=callbacks, progress=progress)
 
@@ -871,6 +885,7 @@ def prepare_resume(
         resources=Resources(s.cpus_per_trial, s.gpus_per_trial), concurrency=s.concurrency,
         max_failures=s.max_failures, name=s.name, storage=s.storage,
         tracking_uri=s.tracking_uri if s.tracking_uri else False, experiment=s.experiment, goal=s.goal,
+        time_budget_s=s.time_budget_s,
     )
     prep.space = Space.from_dict(s.space)  # the space as it was when the sweep started
     return prep
@@ -895,4 +910,6 @@ def resume_prepared(
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = [*live, *callbacks]
     run_config.stop = stopper = _Stop(s, prep.deadline)
+    if any(stopper.meets_goal(r) for d in Path(path).glob("*/") for r in read_results(d)):
+        stopper.reached = "goal"  # reached before the interruption: end now instead of going on
     return _run(tuner, prep, bar, tracker, stopper)

@@ -57,6 +57,7 @@ BAD_INPUT = [
     (["run", "{tiny}", "--tracking-uri", "mlflow.example"], "tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got 'mlflow.example'"),
     (["run", "{tiny}", "--seed", "-1"], "seed: must be a whole number >= 0, got -1"),
     (["run", "{tiny}", "--goal", "nan"], "goal: must be a finite number (val_acc that ends the sweep once reached), got nan"),
+    (["run", "{tiny}", "--time-budget", "0"], "time_budget_s: must be a number of seconds > 0, got 0.0"),
     (["run", "{tiny}", "--max-failures", "-1"], "max_failures: must be a whole number >= 0, got -1"),
     (["run", "{tiny}", "--experiment", " "], "experiment: must be a non-empty name, got ' '"),
     (["run", "{tiny}", "--strategy", "grid", "--trials", "0"], "trials: must be a whole number >= 1, got 0"),

@@ -114,6 +114,17 @@ def test_goal_ends_the_sweep_once_a_trial_reaches_it(ray_session, storage, mnist
             assert r.data.tags["hpsearch.stopped_by"] == "goal"
 
 
+def test_time_budget_ends_the_sweep(ray_session, storage, mnist1d):
+    import time
+
+    start = time.time()
+    result = _sweep(storage, mnist1d, strategy="random", scheduler="fifo", trials=200, max_epochs=4, seed=3,
+                    time_budget_s=12)
+    assert result.stopped_by == "time_budget" and time.time() - start < 60
+    statuses = [t.status for t in result.trials]
+    assert "completed" in statuses and "pending" in statuses
+
+
 def test_without_a_goal_every_trial_runs(ray_session, storage, mnist1d):
     result = _sweep(storage, mnist1d, strategy="random", scheduler="fifo", trials=4, max_epochs=2, seed=3)
     assert result.stopped_by is None and [t.status for t in result.trials] == ["completed"] * 4

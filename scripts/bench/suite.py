@@ -24,28 +24,26 @@ from bench.common import ROOT, git_state, machine, ray_down, ray_up
 
 PARTS = ("overhead", "model", "tracking", "scale", "gpu")
 
-# Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from quick-mode
-# per-trial and per-epoch costs times the full sizes, checked by one full run (46.8 min while
-# another engineer's test suite kept the load at 2-7; ~41 min expected on a quiet machine):
-#   overhead  ~10.5 min: no-op N=200 x 3 repeats (hpsearch ~12 s, Ray tuned ~5 s, Optuna ~4 s),
-#             Ray defaults once (a fresh actor per trial, ~1.0 s a trial: ~205 s); one-second
-#             N=100 once per arm (50 s ideal; ~52-55 s each, Ray defaults ~150 s)
-#   model     ~21 min: per seed, 27 trials of up to 81 epochs: random/FIFO 2187 epochs ~180 s,
-#             random/ASHA ~30-65 s (x3: tracking SQLite / off / server), Hyperband ~105 s,
-#             TPE+ASHA ~60-90 s, Ray ASHA ~45-60 s, Optuna ~40-110 s: ~10.5 min a seed, 2 seeds.
-#             A third seed (~10 min more) does not fit beside parts 1 and 5 in 45 minutes.
-#   scale     ~8.5 min: 10,000 no-op trials at ~45-50 ms each (13.9 min at load 5-7)
-# Quick mode (< 5 min; measured 4.0 min): overhead ~1.2 min, model ~1.8 min, scale ~0.9 min.
+# Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from a full run with
+# 3 seeds that took 63.5 minutes (2026-11-23: overhead 13.3, model + tracking 40, scale 9.8):
+#   overhead  ~13 min: no-op N=200 x 3 repeats (hpsearch ~13 s, Ray tuned ~7 s, Optuna <7 s), Ray
+#             defaults once (a fresh actor per trial, ~1.5 s a trial: ~5 min); one-second N=100 once
+#             per arm (50 s ideal; ~52-55 s each, Ray defaults ~200 s)
+#   model     ~16 min for 2 seeds: random/FIFO 2187 epochs ~165 s a seed; each of the 5 search arms
+#             stops at the target or after a third of random/FIFO's time (~55 s); tracking: 3 fixed
+#             random/ASHA sweeps of ~45 s for each of 2 seeds. A third seed (~8 min) does not fit.
+#   scale     ~10 min: 10,000 no-op trials at ~55 ms each, and a 40 s report at the end
+# Quick mode (< 5 min; measured 4.6 min): overhead ~1.5 min, model ~2 min, scale ~0.9 min.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "overhead": dict(noop_trials=30, sleep_trials=8, noop_repeats=1, sleep_repeats=1),
-        "model": dict(trials=9, search_trials=27, max_epochs=9, seeds=1, tracking_seeds=1),
+        "model": dict(trials=9, search_trials=27, max_epochs=9, seeds=1, tracking_seeds=1, cap_fraction=1),
         "scale": dict(trials=1000),
         "gpu": dict(trials=8, max_epochs=3),
     },
     "full": {
         "overhead": dict(noop_trials=200, sleep_trials=100, noop_repeats=3, sleep_repeats=1, ray_default_repeats=1),
-        "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=3, tracking_seeds=2),
+        "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=2, tracking_seeds=2, cap_fraction=3),
         "scale": dict(trials=10_000),
         "gpu": dict(trials=32, max_epochs=9),
     },

@@ -126,65 +126,71 @@ class Runner:
 
     # -- arms ----------------------------------------------------------------------------------
 
-    def run(self, arm: str, seed: int, target: float | None = None) -> dict[str, Any]:
-        """One sweep. The search arms run until ``target`` (up to ``search_trials`` configurations);
-        random/FIFO and the tracking arms run ``trials`` configurations whole."""
-        if arm in SEARCH_ARMS and target is None:
+    def run(self, arm: str, seed: int, target: float | None = None, cap_s: float | None = None) -> dict[str, Any]:
+        """One sweep. The search arms run until ``target``, for at most ``cap_s`` seconds and
+        ``search_trials`` configurations; random/FIFO and the tracking arms run ``trials``
+        configurations whole."""
+        if arm in SEARCH_ARMS and (target is None or cap_s is None):
             raise ValueError(f"{arm}: runs to the target of random/FIFO, which is not known yet")
         if arm == "ray_asha":
-            return self._ray(seed, target)
+            return self._ray(seed, target, cap_s)
         if arm == "optuna_tpe_hb":
-            return self._optuna(seed, target)
+            return self._optuna(seed, target, cap_s)
         strategy, scheduler = {"random_fifo": ("random", "fifo"), "hyperband": ("random", "hyperband"),
                                "tpe_asha": ("tpe", "asha")}.get(arm, ("random", "asha"))
         uri: Any = {"track_off": False, "track_server": self.server_uri}.get(arm, self.sqlite)
-        goal = target if arm in SEARCH_ARMS else None
-        return self._hpsearch(strategy, scheduler, uri, seed, goal)
+        if arm in SEARCH_ARMS:
+            return self._hpsearch(strategy, scheduler, uri, seed, self.search_trials, target, cap_s)
+        return self._hpsearch(strategy, scheduler, uri, seed, self.trials, None, None)
 
-    def _hpsearch(self, strategy: str, scheduler: str, uri: Any, seed: int, goal: float | None) -> dict[str, Any]:
+    def _hpsearch(self, strategy: str, scheduler: str, uri: Any, seed: int, trials: int, goal: float | None,
+                  cap_s: float | None) -> dict[str, Any]:
         import hpsearch
 
         rec = Recorder()
         with quiet(self.work / "hpsearch-output.log"):
             t0 = time.time()
             result = hpsearch.sweep(
-                SPACE, data=self.data, strategy=strategy, scheduler=scheduler,
-                trials=self.trials if goal is None else self.search_trials, goal=goal,
-                max_epochs=self.max_epochs, reduction_factor=REDUCTION, seed=seed, storage=str(self.work / "ray"),
-                tracking_uri=uri, experiment="bench-model", progress=False, callbacks=[rec],
+                SPACE, data=self.data, strategy=strategy, scheduler=scheduler, trials=trials, goal=goal,
+                time_budget_s=cap_s, max_epochs=self.max_epochs, reduction_factor=REDUCTION, seed=seed,
+                storage=str(self.work / "ray"), tracking_uri=uri, experiment="bench-model", progress=False,
+                callbacks=[rec],
             )
             wall = time.time() - t0
         out = self._summary(t0, wall, rec.results, {t.trial_id for t in result.trials}, goal)
-        out.update(trials=len(result.trials), counts=result.counts(), fit_s=result.wall_s, stopped_by=result.stopped_by)
+        out.update(trials=sum(1 for t in result.trials if t.status != "pending"), counts=result.counts(),
+                   fit_s=result.wall_s, stopped_by=result.stopped_by)
         if result.tracking:
             out["mlflow_children"] = count_children(uri, result.tracking["parent_run_id"])
             out["mlflow_pending"] = result.tracking.get("pending")
         return out
 
-    def _ray(self, seed: int, target: float) -> dict[str, Any]:
+    def _ray(self, seed: int, target: float, cap_s: float) -> dict[str, Any]:
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search import BasicVariantGenerator
 
         from bench import workloads
         from hpsearch.space import load_space_module
-        from hpsearch.strategies import to_ray_param_space
 
         module = load_space_module(SPACE)
         rec = Recorder()
         stopper = GoalStopper("val_acc", target)
         # Ray Tune as its documentation teaches it, with the settings an expert adds (actor reuse,
-        # no console tables, no per-result files); the same random search and ASHA rungs, and a
-        # Stopper that ends the experiment at the target.
+        # no console tables, no per-result files), the same ASHA rungs, a Stopper that ends the
+        # experiment at the target and Ray's own time budget. It runs the very configurations
+        # hpsearch random/ASHA runs for this seed (given as points to evaluate), so the two differ
+        # only in the orchestration: time to the target depends on the order good ones come in.
+        points = module.space.sample(self.search_trials, seed=seed)
         with env(RAY_AIR_NEW_OUTPUT=None, TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), \
                 quiet(self.work / "ray-output.log"):
             t0 = time.time()
             tuner = tune.Tuner(
                 tune.with_parameters(workloads.ray_direct_train, data=self.data, max_epochs=self.max_epochs),
-                param_space=to_ray_param_space(module.space),
+                param_space={name: None for name in module.space.names},
                 tune_config=tune.TuneConfig(
                     metric="val_acc", mode="max", num_samples=self.search_trials, reuse_actors=True,
-                    search_alg=BasicVariantGenerator(random_state=seed),
+                    time_budget_s=cap_s, search_alg=BasicVariantGenerator(points_to_evaluate=points),
                     scheduler=ASHAScheduler(time_attr="epoch", max_t=self.max_epochs, grace_period=1,
                                             reduction_factor=REDUCTION),
                 ),
@@ -199,7 +205,7 @@ class Runner:
                    stopped_by="goal" if stopper.reached else None)
         return out
 
-    def _optuna(self, seed: int, target: float) -> dict[str, Any]:
+    def _optuna(self, seed: int, target: float, cap_s: float) -> dict[str, Any]:
         import optuna
 
         from bench import workloads
@@ -210,7 +216,8 @@ class Runner:
         t0 = time.time()
         optuna.create_study(study_name=name, storage=storage, direction="maximize")
         futures = [self.pool.submit(workloads.optuna_worker, storage, name, SPACE, self.max_epochs, self.search_trials,
-                                    seed * 100 + k, str(self.work / "timings"), target) for k in range(WORKERS)]
+                                    seed * 100 + k, str(self.work / "timings"), target, t0 + cap_s)
+                   for k in range(WORKERS)]
         reports = sorted((r for f in futures for r in f.result()), key=lambda r: r["t"])
         wall = time.time() - t0
         study = optuna.load_study(study_name=name, storage=storage)
@@ -283,16 +290,18 @@ def to_target(curve: list, target: float) -> tuple[float, int]:
     return math.inf, math.inf
 
 
-def run(trials: int, search_trials: int, max_epochs: int, seeds: int, tracking_seeds: int, parts: list[str],
-        work: Path, log) -> dict[str, Any]:
+def run(trials: int, search_trials: int, max_epochs: int, seeds: int, tracking_seeds: int, cap_fraction: float,
+        parts: list[str], work: Path, log) -> dict[str, Any]:
+    """``cap_fraction``: a search arm stops after random/FIFO's median wall time divided by this.
+    One that has not reached the target by then has a speed-up below ``cap_fraction``."""
     model, tracking = "model" in parts, "tracking" in parts
     runner = Runner(trials, search_trials, max_epochs, work, log)
     runner.open(set(MODEL_ARMS if model else ()) | set(TRACKING_ARMS if tracking else ()))
     runs: dict[str, list[dict[str, Any]]] = {}
-    target = None
+    target = cap_s = None
 
     def one(arm: str, seed: int) -> None:
-        out = runner.run(arm, seed, target)
+        out = runner.run(arm, seed, target, cap_s)
         out["seed"] = seed
         runs.setdefault(arm, []).append(out)
         log(f"model seed {seed + 1}/{seeds} {arm:14s} wall {out['wall_s']:6.1f} s  {out['epochs']:5d} epochs  "
@@ -303,7 +312,9 @@ def run(trials: int, search_trials: int, max_epochs: int, seeds: int, tracking_s
             for seed in range(seeds):
                 one("random_fifo", seed)
             target = statistics.median_low([r["best_val_acc"] for r in runs["random_fifo"]])
-            log(f"model: target val_acc {target:.4f} (median best of random/FIFO over {seeds} seed(s))")
+            cap_s = median([r["wall_s"] for r in runs["random_fifo"]]) / cap_fraction
+            log(f"model: target val_acc {target:.4f} (median best of random/FIFO over {seeds} seed(s)); "
+                f"the search arms stop after {cap_s:.0f} s")
         for seed in range(max(seeds if model else 0, tracking_seeds if tracking else 0)):
             later = (list(SEARCH_ARMS) if model and seed < seeds else []) + \
                     (list(TRACKING_ARMS) if tracking and seed < tracking_seeds else [])
@@ -312,7 +323,8 @@ def run(trials: int, search_trials: int, max_epochs: int, seeds: int, tracking_s
     finally:
         runner.close()
     size = {"trials": trials, "search_trials": search_trials, "max_epochs": max_epochs, "reduction_factor": REDUCTION,
-            "seeds": seeds, "tracking_seeds": tracking_seeds, "workers": WORKERS}
+            "seeds": seeds, "tracking_seeds": tracking_seeds, "workers": WORKERS, "cap_s": cap_s,
+            "cap_fraction": cap_fraction}
     out: dict[str, Any] = {}
     if model:
         out["model"] = _model_part(runs, size, target)
@@ -341,7 +353,8 @@ def _model_part(runs: dict[str, list[dict]], size: dict, target: float) -> dict[
     figs = [figure("model", f"target: median best val_acc of random/FIFO, every trial to {size['max_epochs']} epochs",
                    round(target, 4), "", goal="", met=None,
                    note=f"random/FIFO: {size['trials']} configurations per seed; the others search until they "
-                        f"reach it, up to {size['search_trials']} configurations; {n} seed(s), 2 workers")]
+                        f"reach it, up to {size['search_trials']} configurations and {size['cap_s']:.0f} s (random/FIFO's "
+                        f"time / {size['cap_fraction']:g}); {n} seed(s), 2 workers")]
     direct = {"Ray Tune ASHA": per_arm["ray_asha"], "Optuna TPE+HB": per_arm["optuna_tpe_hb"]}
     for arm in HPSEARCH_ARMS[1:]:
         a = per_arm[arm]
@@ -350,7 +363,8 @@ def _model_part(runs: dict[str, list[dict]], size: dict, target: float) -> dict[
             speedup = ratio(rnd[f"median_{what}"], value) if math.isfinite(value) else None
             base = {"random/FIFO": rnd[f"median_{what}"], **{k: v[f"median_{what}"] for k, v in direct.items()}}
             met = None
-            notes = [f"reached target in {a['reached']} of {n} seeds"] if a["reached"] < n else []
+            notes = [f"reached target in {a['reached']} of {n} seeds (the others stopped at the {size['cap_s']:.0f}-s cap)"
+                     ] if a["reached"] < n else []
             if what == "seconds":
                 met = speedup is not None and speedup >= GOAL_SPEEDUP and all(
                     value <= v[f"median_{what}"] for v in direct.values())

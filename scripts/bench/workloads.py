@@ -195,11 +195,13 @@ def ray_direct_train(config, data=None, max_epochs: int = 81) -> None:
 
 
 def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: int, trials: int,
-                  seed: int, timing_dir: str, target: float | None = None) -> list[dict[str, Any]]:
+                  seed: int, timing_dir: str, target: float | None = None,
+                  deadline: float | None = None) -> list[dict[str, Any]]:
     """One of two Optuna worker processes sharing a study in SQLite: TPE + Hyperband pruner.
 
-    With a ``target``, the study stops once either process reports it: ``study.stop()`` ends this
-    process's loop, and a flag file tells the other one at its next report.
+    With a ``target``, the study stops once either process reports it, or at ``deadline``
+    (``time.time()``): ``study.stop()`` ends this process's loop, and a flag file tells the other
+    one at its next report (Optuna's own ``timeout`` waits for the running trial to finish).
     Returns every report it made: time, epoch, validation accuracy.
     """
     global _sink
@@ -234,7 +236,8 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
         def sink(epoch, metrics):
             last.update(metrics)
             reports.append({"t": time.time(), "epoch": epoch, "val_acc": metrics["val_acc"], "trial": trial.number})
-            if target is not None and (metrics["val_acc"] >= target or os.path.exists(reached)):
+            if target is not None and (metrics["val_acc"] >= target or os.path.exists(reached)
+                                       or (deadline is not None and time.time() >= deadline)):
                 open(reached, "a").close()
                 study.stop()
                 raise optuna.TrialPruned()  # ends this trial now; stop() ends the loop after it

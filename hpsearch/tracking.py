@@ -97,10 +97,10 @@ def check_reachable(uri: str) -> None:
 def _write_ahead_log(path: str) -> None:
     """Put a SQLite store in WAL mode (it stays so: the mode is kept in the file).
 
-    Each write then costs about two thirds of the time it does with the default rollback journal
-    (21 ms against 33 ms for one trial's five writes here), and the MLflow UI reading the store
-    no longer blocks the sweep writing it ("database is locked"). WAL needs the file on a local
-    disk, as SQLite itself does for safe locking.
+    Each write then takes about 60% of the time it takes with the default rollback journal (here
+    create_run 5.5 ms against 8.6 ms, log_batch 3.9 against 6.7, set_terminated 2.9 against 5.0),
+    and the MLflow UI reading the store no longer blocks the sweep writing it ("database is
+    locked"). WAL needs the file on a local disk, as SQLite itself does for safe locking.
     """
     import sqlite3
 

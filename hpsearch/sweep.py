@@ -707,10 +707,12 @@ def _run(tuner, prep: PreparedSweep, bar: Progress, tracker, stopper: _Stop) -> 
             tracker.close(Path(s.storage, s.name))
         raise
     wall = time.time() - start
-    records = records_from_trials(_trials_of(grid), prep.space, s.metric, s.max_epochs)
+    trials = _trials_of(grid)
+    records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
     if stopper.reached:  # Ray marks the trials it never started as terminated too
+        never_started = {t.trial_id for t in trials if not _started(t)}
         for r in records:
-            if r.status == "stopped" and r.epochs == 0:
+            if r.status == "stopped" and r.trial_id in never_started:
                 r.status = "pending"
     result = SweepResult(s.name, str(Path(s.storage, s.name)), s.metric, s.mode, s.max_epochs, records, wall,
                          pick_best(records, s.mode), stopped_by=stopper.reached)
@@ -771,6 +773,13 @@ def best_model(prep: PreparedSweep, best: TrialRecord | None):
         model.load_state_dict(held)
         return model.eval()
     return None
+
+
+def _started(trial) -> bool:
+    """Whether Ray ever ran the trial (it notes the time it first set it RUNNING). A trial started
+    just before the goal or deadline may end with no epoch: it is stopped, not pending, and has its
+    child run."""
+    return getattr(getattr(trial, "run_metadata", None), "start_time", None) is not None
 
 
 def _trials_of(grid) -> list:

@@ -119,6 +119,7 @@ def _scored(data: SweepData) -> list[TrialRow]:
 
 def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
 
     params, rows = _tuned(data), _scored(data)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * (len(params) + 1)), 4.5))
@@ -126,13 +127,20 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
         values = [r.value for r in rows]
         lo, hi = min(values), max(values)
         cmap = plt.get_cmap("viridis")
-        for r in sorted(rows, key=lambda r: r.value if data.mode == "max" else -r.value):
+        lines, colors = [], []
+        for r in sorted(rows, key=lambda r: r.value if data.mode == "max" else -r.value):  # best drawn last
             # Each axis is the parameter's unit interval: log parameters sit on a log axis.
             ys = [p.to_unit(_value(data.space, p.name, r.params[p.name])) if p.name in r.params else math.nan
                   for p in params]
             ys.append(0.5 if hi == lo else (r.value - lo) / (hi - lo))
             shade = 0.5 if hi == lo else (r.value - lo) / (hi - lo)
-            ax.plot(range(len(ys)), ys, color=cmap(shade if data.mode == "max" else 1 - shade), alpha=0.8)
+            lines.append(list(enumerate(ys)))
+            colors.append(cmap(shade if data.mode == "max" else 1 - shade))
+        # One collection rather than a line per trial: 10,000 trials draw in well under a second,
+        # not 6 s.
+        ax.add_collection(LineCollection(lines, colors=colors, alpha=0.8))
+        ax.set_xlim(-0.2, len(params) + 0.2)
+        ax.set_ylim(-0.05, 1.05)
         labels = [f"{p.name}\n({'log ' if getattr(p, 'log', False) or isinstance(p, PowerOfTwo) else ''}"
                   f"{_range(p)})" for p in params] + [f"{data.metric}\n({lo:.3g}..{hi:.3g})"]
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
@@ -185,16 +193,25 @@ def plot_metric_vs_params(data: SweepData, path: Path) -> Path:
 
 def plot_learning_curves(data: SweepData, path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    curves, colors, cuts, cut_colors = [], [], [], []
     for r in data.rows:
         if not r.curve:
             continue
-        xs, ys = zip(*r.curve)
         color = {"completed": "tab:blue", "stopped": "tab:orange", "failed": "tab:red"}.get(r.status, "tab:gray")
-        ax.plot(xs, ys, color=color, alpha=0.7, lw=1)
-        if r.status in ("stopped", "failed"):
-            ax.plot(xs[-1], ys[-1], marker="x", color=color, ms=7)  # where the scheduler cut it
+        curves.append(r.curve)
+        colors.append(color)
+        if r.status in ("stopped", "failed"):  # where the scheduler cut it
+            cuts.append(r.curve[-1])
+            cut_colors.append(color)
+    if curves:
+        # One collection for all curves (a line per trial took 9 s for 10,000 trials).
+        ax.add_collection(LineCollection(curves, colors=colors, alpha=0.7, linewidths=1))
+        if cuts:
+            ax.scatter(*zip(*cuts), marker="x", c=cut_colors, s=49, linewidths=1)
+        ax.autoscale_view()
     ax.set_xlabel("epoch")
     ax.set_ylabel(data.metric)
     ax.set_title(f"{data.name}: learning curves (x: cut by the scheduler, red: failed)", fontsize=10)

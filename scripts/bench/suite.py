@@ -24,15 +24,16 @@ from bench.common import ROOT, git_state, machine, ray_down, ray_up
 
 PARTS = ("overhead", "model", "tracking", "scale", "gpu")
 
-# Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from a full run with
-# 3 seeds that took 63.5 minutes (2026-11-23: overhead 13.3, model + tracking 40, scale 9.8):
-#   overhead  ~13 min: no-op N=200 x 3 repeats (hpsearch ~13 s, Ray tuned ~7 s, Optuna <7 s), Ray
-#             defaults once (a fresh actor per trial, ~1.5 s a trial: ~5 min); one-second N=100 once
-#             per arm (50 s ideal; ~52-55 s each, Ray defaults ~200 s)
-#   model     ~16 min for 2 seeds: random/FIFO 2187 epochs ~165 s a seed; each of the 5 search arms
-#             stops at the target or after a third of random/FIFO's time (~55 s); tracking: 3 fixed
-#             random/ASHA sweeps of ~45 s for each of 2 seeds. A third seed (~8 min) does not fit.
-#   scale     ~10 min: 10,000 no-op trials at ~55 ms each, and a 40 s report at the end
+# Per-part budget of the full mode on the 2-core reference machine (AMD EPYC). A run with 2 seeds
+# and search arms capped at a third of random search's time was on course for ~45 minutes
+# (2026-11-23: overhead 12.8, model + tracking 21.2, scale ~10), so the cap is now a quarter:
+#   overhead  ~13 min: no-op N=200 x 3 repeats (hpsearch ~13 s, Ray tuned ~6 s, Optuna <6 s), Ray
+#             defaults once (a fresh actor per trial, ~1.4 s a trial: ~4.6 min); one-second N=100
+#             once per arm (50 s ideal; ~52-55 s each, Ray defaults ~200 s)
+#   model     ~19 min for 2 seeds: random/FIFO 2187 epochs ~185 s a seed; each of the 5 search arms
+#             stops at the target or after a quarter of random/FIFO's time (~47 s); tracking: 3
+#             fixed random/ASHA sweeps of 30-65 s for each of 2 seeds. A third seed does not fit.
+#   scale     ~10 min: 10,000 no-op trials at ~55 ms each, then the report
 # Quick mode (< 5 min; measured 4.6 min): overhead ~1.5 min, model ~2 min, scale ~0.9 min.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
@@ -43,7 +44,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "full": {
         "overhead": dict(noop_trials=200, sleep_trials=100, noop_repeats=3, sleep_repeats=1, ray_default_repeats=1),
-        "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=2, tracking_seeds=2, cap_fraction=3),
+        "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=2, tracking_seeds=2, cap_fraction=4),
         "scale": dict(trials=10_000),
         "gpu": dict(trials=32, max_epochs=9),
     },

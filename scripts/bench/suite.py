@@ -34,7 +34,7 @@ PARTS = ("overhead", "model", "tracking", "scale", "gpu")
 #             stops at the target or after a quarter of random/FIFO's time (~47 s); tracking: 3
 #             fixed random/ASHA sweeps of 30-65 s for each of 2 seeds. A third seed does not fit.
 #   scale     ~10 min: 10,000 no-op trials at ~55 ms each, then the report
-# Quick mode (< 5 min; measured 4.6 min): overhead ~1.5 min, model ~2 min, scale ~0.9 min.
+# Quick mode (< 5 min; measured 4.4 min): overhead ~1.5 min, model ~2 min, scale ~0.9 min.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "overhead": dict(noop_trials=30, sleep_trials=8, noop_repeats=1, sleep_repeats=1),

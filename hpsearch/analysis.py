@@ -132,8 +132,8 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
             # Each axis is the parameter's unit interval: log parameters sit on a log axis.
             ys = [p.to_unit(_value(data.space, p.name, r.params[p.name])) if p.name in r.params else math.nan
                   for p in params]
-            ys.append(0.5 if hi == lo else (r.value - lo) / (hi - lo))
             shade = 0.5 if hi == lo else (r.value - lo) / (hi - lo)
+            ys.append(shade)  # the metric's own axis
             lines.append(list(enumerate(ys)))
             colors.append(cmap(shade if data.mode == "max" else 1 - shade))
         # One collection rather than a line per trial: 10,000 trials draw in well under a second,

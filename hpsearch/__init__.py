@@ -5,15 +5,18 @@ The public API is what this module exports; everything else is private.
 
 from hpsearch import session
 from hpsearch.data import Dataset, load_dataset
+from hpsearch.engine import resume_sweep, sweep
+from hpsearch.results import SweepResult, TrialRecord
 from hpsearch.session import TrialFailed, load_checkpoint, report
+from hpsearch.settings import Resources, SweepSettings
 from hpsearch.space import Choice, Derived, Fixed, Float, Int, PowerOfTwo, Space, load_space_module
-from hpsearch.sweep import Resources, SweepResult, TrialRecord, resume_sweep, sweep
+from hpsearch.vocab import Scheduler, StopReason, Strategy, TrialStatus
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Choice", "Dataset", "Derived", "Fixed", "Float", "Int", "PowerOfTwo", "Resources", "Space", "SweepResult",
-    "TrialFailed", "TrialRecord",
+    "Choice", "Dataset", "Derived", "Fixed", "Float", "Int", "PowerOfTwo", "Resources", "Scheduler", "Space",
+    "StopReason", "Strategy", "SweepResult", "SweepSettings", "TrialFailed", "TrialRecord", "TrialStatus",
     "load_checkpoint", "load_dataset", "load_space_module", "report", "resume_sweep", "session", "sweep",
     "__version__",
 ]

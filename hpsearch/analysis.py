@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.space import Choice, Fixed, Float, Int, PowerOfTwo, Space
+from hpsearch.vocab import ROLE_SWEEP, TAG_EPOCHS, TAG_PARENT, TAG_ROLE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, TrialStatus
 
 ARTIFACT_DIR = "report"
 
@@ -49,7 +50,7 @@ def find_parent(client, name: str, experiment: str | None = None):
     """The parent run of a sweep, by sweep name."""
     exps = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
     ids = [e.experiment_id for e in exps if e is not None]
-    runs = client.search_runs(ids, f"tags.`hpsearch.sweep` = '{name}' and tags.`hpsearch.role` = 'sweep'",
+    runs = client.search_runs(ids, f"tags.`{TAG_SWEEP}` = '{name}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'",
                               max_results=1) if ids else []
     if not runs:
         raise ValueError(f"name: no sweep {name!r} in the MLflow store" + (f" (experiment {experiment!r})" if experiment else ""))
@@ -62,7 +63,7 @@ def load_sweep(client, parent) -> SweepData:
     metric, mode = params["metric"], params["mode"]
     space_path = client.download_artifacts(parent.info.run_id, "space.json", tempfile.mkdtemp(prefix="hpsearch-"))
     space = Space.from_json(Path(space_path).read_text())
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'",
                                   max_results=50000)
     rows = []
     for child in children:
@@ -70,12 +71,12 @@ def load_sweep(client, parent) -> SweepData:
         curve = sorted({m.step: m.value for m in history}.items())
         tags = child.data.tags
         rows.append(TrialRow(
-            run_id=child.info.run_id, trial_id=tags.get("hpsearch.trial_id", ""), status=tags.get("hpsearch.status", "?"),
-            epochs=int(tags.get("hpsearch.epochs", len(curve)) or 0), params=dict(child.data.params),
+            run_id=child.info.run_id, trial_id=tags.get(TAG_TRIAL, ""), status=tags.get(TAG_STATUS, "?"),
+            epochs=int(tags.get(TAG_EPOCHS, len(curve)) or 0), params=dict(child.data.params),
             value=curve[-1][1] if curve else None, curve=curve,
         ))
     rows.sort(key=lambda r: r.trial_id)
-    return SweepData(parent.data.tags.get("hpsearch.sweep", ""), parent.info.run_id, metric, mode,
+    return SweepData(parent.data.tags.get(TAG_SWEEP, ""), parent.info.run_id, metric, mode,
                      int(params["max_epochs"]), space, rows)
 
 
@@ -114,7 +115,7 @@ def _tuned(data: SweepData) -> list:
 
 
 def _scored(data: SweepData) -> list[TrialRow]:
-    return [r for r in data.rows if r.value is not None and math.isfinite(r.value) and r.status != "failed"]
+    return [r for r in data.rows if r.value is not None and math.isfinite(r.value) and r.status != TrialStatus.FAILED]
 
 
 def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
@@ -177,7 +178,7 @@ def plot_metric_vs_params(data: SweepData, path: Path) -> Path:
                 ax.set_xscale("log", base=2 if isinstance(p, PowerOfTwo) else 10)
                 # Unlabelled minor ticks: measuring their labels was half of this plot's 0.9 s.
                 ax.xaxis.set_minor_formatter(NullFormatter())
-        colors = ["tab:blue" if s == "completed" else "tab:orange" for _, _, s in pts]
+        colors = ["tab:blue" if s == TrialStatus.COMPLETED else "tab:orange" for _, _, s in pts]
         ax.scatter(xs, [y for _, y, _ in pts], c=colors, s=22)
         ax.set_xlabel(p.name)
         ax.set_ylabel(data.metric)
@@ -200,10 +201,11 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
     for r in data.rows:
         if not r.curve:
             continue
-        color = {"completed": "tab:blue", "stopped": "tab:orange", "failed": "tab:red"}.get(r.status, "tab:gray")
+        color = {TrialStatus.COMPLETED: "tab:blue", TrialStatus.STOPPED: "tab:orange",
+                 TrialStatus.FAILED: "tab:red"}.get(r.status, "tab:gray")
         curves.append(r.curve)
         colors.append(color)
-        if r.status in ("stopped", "failed"):  # where the scheduler cut it
+        if r.status in (TrialStatus.STOPPED, TrialStatus.FAILED):  # where the scheduler cut it
             cuts.append(r.curve[-1])
             cut_colors.append(color)
     if curves:

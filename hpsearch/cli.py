@@ -1,15 +1,18 @@
-"""The ``hpsearch`` command: run, plan, resume, report, replay, nightly.
+"""The ``hpsearch`` command: run, plan, resume, report, sync, nightly.
 
 User mistakes print one line, ``hpsearch: error: ...``, and exit with status 2 before Ray starts.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
 import sys
 import time
+from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,6 +20,9 @@ import typer
 from typer.exceptions import TyperException  # typer vendors click: its errors derive from this
 from rich.console import Console
 from rich.table import Table
+
+from hpsearch.settings import SweepSettings, option_help
+from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, fmt, sqlite_path
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -67,66 +73,105 @@ def _fail(message: str) -> None:
     raise UserError(message)
 
 
-# Options shared by run and plan (typer has no option groups; these keep the two in step).
+# Each sweep option's flag and type on the command line; its help and default come from its
+# SweepSettings field. A new sweep option is one field in settings.py plus one line here.
+SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
+    "strategy": ("--strategy", Strategy),
+    "scheduler": ("--scheduler", Scheduler),
+    "trials": ("--trials", Optional[int]),
+    "max_epochs": ("--max-epochs", Optional[int]),
+    "grace_period": ("--grace-period", int),
+    "reduction_factor": ("--reduction-factor", float),
+    "seed": ("--seed", int),
+    "cpus_per_trial": ("--cpus-per-trial", float),
+    "gpus_per_trial": ("--gpus-per-trial", float),
+    "concurrency": ("--concurrency", Optional[int]),
+    "max_failures": ("--max-failures", int),
+    "metric": ("--metric", Optional[str]),
+    "mode": ("--mode", Optional[Mode]),
+    "dataset": ("--dataset", Optional[str]),
+    "name": ("--name", Optional[str]),
+    "storage": ("--storage", Optional[str]),
+    "tracking_uri": ("--tracking-uri", Optional[str]),
+    "experiment": ("--experiment", Optional[str]),
+    "goal": ("--goal", Optional[float]),
+    "time_budget_s": ("--time-budget", Optional[float]),
+}
+
+
+def _choice(enum):
+    """An enum's values as an option's parser: a wrong value gets the same one line as the Python
+    API gives, from the enum itself (click would wrap a ValueError in its own words)."""
+
+    def parse(value):
+        try:
+            return enum.parse(value)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+    return parse
+
+
+def _option(name: str) -> inspect.Parameter:
+    flag, kind = SWEEP_OPTIONS[name]
+    default = next(f.default for f in fields(SweepSettings) if f.name == name)
+    enum = next((e for e in (Strategy, Scheduler, Mode) if kind in (e, Optional[e])), None)
+    extra = {"parser": _choice(enum), "metavar": "[" + "|".join(m.value for m in enum) + "]"} if enum else {}
+    option = typer.Option(default.value if isinstance(default, Enum) else default, flag, help=option_help(name),
+                          show_default=default is not None, **extra)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                             annotation=Optional[str] if enum else kind)
+
+
+def sweep_options(*, exclude: tuple[str, ...] = ()):
+    """Give a command every sweep option as a flag, collected into ``settings: SweepSettings``."""
+    names = [n for n in SWEEP_OPTIONS if n not in exclude]
+
+    def decorate(command):
+        own = [p for p in inspect.signature(command).parameters.values() if p.name != "settings"]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values = {n: kwargs.pop(n) for n in names}
+            try:
+                settings = SweepSettings(**values)
+            except ValueError as exc:
+                _fail(str(exc))
+            return command(settings=settings, **kwargs)
+
+        params = own + [_option(n) for n in names]
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # typer must read the signature above, not the command's
+        return wrapper
+
+    return decorate
+
+
 SpaceArg = typer.Argument(..., help="Space module: a path (spaces/mlp.py) or a short name (mlp).")
-Strategy = typer.Option("random", "--strategy", help="grid | random | tpe")
-Scheduler = typer.Option("asha", "--scheduler", help="fifo | asha | hyperband")
-Trials = typer.Option(None, "--trials", help="Number of trials (grid: default the whole grid).")
-MaxEpochs = typer.Option(None, "--max-epochs", help="Epoch budget per trial (default: the module's).")
-Grace = typer.Option(1, "--grace-period", help="Epochs before a trial can be cut (asha).")
-Eta = typer.Option(3.0, "--reduction-factor", help="Keep 1/eta of trials at each rung (>= 2).")
-Cpus = typer.Option(1.0, "--cpus-per-trial")
-Gpus = typer.Option(0.0, "--gpus-per-trial", help="Fractions pack several trials on one GPU.")
-Concurrency = typer.Option(None, "--concurrency", help="At most this many trials at once.")
-MaxFailures = typer.Option(0, "--max-failures", help="Retries of a failed trial, from its last checkpoint.")
-Seed = typer.Option(0, "--seed")
-Name = typer.Option(None, "--name", help="Sweep name (default: SPACE-strategy-scheduler-time).")
-Storage = typer.Option(None, "--storage", help="Where Ray keeps results (default ~/ray_results or $HPSEARCH_STORAGE).")
-TrackingUri = typer.Option(None, "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
-Experiment = typer.Option(None, "--experiment", help="MLflow experiment (default: the space module's name).")
-Goal = typer.Option(None, "--goal", help="End the sweep once a trial reports the metric at or beyond this value.")
-TimeBudget = typer.Option(None, "--time-budget", help="End the sweep this many seconds after it starts.")
+Storage = typer.Option(None, "--storage", help=option_help("storage"))
 
 
-def _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor, cpus, gpus,
-             concurrency, max_failures, seed, name, storage, tracking_uri=None, experiment=None, goal=None,
-             time_budget=None):
-    from hpsearch.sweep import Resources, prepare
+def _prepare(space: str, settings: SweepSettings):
+    from hpsearch.engine import prepare
 
     try:
-        return prepare(
-            space, strategy=strategy, scheduler=scheduler, trials=trials, max_epochs=max_epochs,
-            grace_period=grace_period, reduction_factor=_number(reduction_factor), seed=seed,
-            resources=Resources(cpus=_number(cpus), gpus=_number(gpus)), concurrency=concurrency,
-            max_failures=max_failures, name=name, storage=storage,
-            tracking_uri=False if tracking_uri == "off" else tracking_uri, experiment=experiment, goal=goal,
-            time_budget_s=time_budget,
-        )
+        return prepare(space, settings)
     except ValueError as exc:
         _fail(str(exc))
 
 
-def _number(x: float) -> float | int:
-    return int(x) if float(x).is_integer() else x
-
-
 @app.command()
+@sweep_options()
 def run(
-    space: str = SpaceArg, strategy: str = Strategy, scheduler: str = Scheduler,
-    trials: Optional[int] = Trials, max_epochs: Optional[int] = MaxEpochs, grace_period: int = Grace,
-    reduction_factor: float = Eta, cpus_per_trial: float = Cpus, gpus_per_trial: float = Gpus,
-    concurrency: Optional[int] = Concurrency, max_failures: int = MaxFailures, seed: int = Seed,
-    name: Optional[str] = Name, storage: Optional[str] = Storage,
-    tracking_uri: Optional[str] = TrackingUri, experiment: Optional[str] = Experiment, goal: Optional[float] = Goal,
-    time_budget: Optional[float] = TimeBudget,
+    space: str = SpaceArg,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port (default: start one here)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    *, settings: SweepSettings,
 ) -> None:
     """Run a sweep on Ray and print the best trial and a table of all trials."""
-    prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
-                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage,
-                    tracking_uri, experiment, goal, time_budget)
-    from hpsearch.sweep import run_prepared
+    prep = _prepare(space, settings)
+    from hpsearch.engine import run_prepared
 
     result = run_prepared(prep, address=address, progress=progress)
     print_result(result)
@@ -135,19 +180,15 @@ def run(
 
 
 @app.command()
+@sweep_options(exclude=("tracking_uri", "experiment"))
 def plan(
-    space: str = SpaceArg, strategy: str = Strategy, scheduler: str = Scheduler,
-    trials: Optional[int] = Trials, max_epochs: Optional[int] = MaxEpochs, grace_period: int = Grace,
-    reduction_factor: float = Eta, cpus_per_trial: float = Cpus, gpus_per_trial: float = Gpus,
-    concurrency: Optional[int] = Concurrency, max_failures: int = MaxFailures, seed: int = Seed,
-    name: Optional[str] = Name, storage: Optional[str] = Storage,
+    space: str = SpaceArg,
     epoch_seconds: Optional[float] = typer.Option(None, "--epoch-seconds", help="Seconds per epoch (default: measure one epoch here)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Trials at once (default: CPUs here / cpus per trial)."),
+    *, settings: SweepSettings,
 ) -> None:
     """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time."""
-    prep = _prepare(space, strategy, scheduler, trials, max_epochs, grace_period, reduction_factor,
-                    cpus_per_trial, gpus_per_trial, concurrency, max_failures, seed, name, storage,
-                    tracking_uri="off")  # a plan records nothing
+    prep = _prepare(space, settings.replace(tracking_uri=False))  # a plan records nothing
     from hpsearch.schedulers import plan_budget
 
     s = prep.settings
@@ -206,7 +247,7 @@ def resume(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Finish an interrupted sweep: completed trials are kept, unfinished ones continue."""
-    from hpsearch.sweep import resume_sweep
+    from hpsearch.engine import resume_sweep
 
     try:
         result = resume_sweep(name, storage=storage, address=address, progress=progress)
@@ -218,7 +259,7 @@ def resume(
 
 
 def _exit_if_nothing_reported(result) -> None:
-    if result.best is None and not any(t.status == "failed" for t in result.trials):
+    if result.best is None and not any(t.status == TrialStatus.FAILED for t in result.trials):
         err.print(f"hpsearch: error: metric: no trial reported {result.metric!r}; does train() call "
                   f"hpsearch.report(epoch=..., {result.metric}=...)?", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -227,19 +268,22 @@ def _exit_if_nothing_reported(result) -> None:
 @app.command()
 def report(
     name: str = typer.Argument(..., help="The sweep's name."),
-    tracking_uri: Optional[str] = TrackingUri, experiment: Optional[str] = Experiment,
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store to read (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db)."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: search them all)."),
     out_dir: Path = typer.Option(Path("report"), "--out", help="Folder for trials.csv and the plots."),
 ) -> None:
     """Table and plots of a finished sweep, from what MLflow holds."""
     from mlflow import MlflowClient
 
     from hpsearch.analysis import find_parent, load_sweep, write_report
-    from hpsearch.tracking import check_reachable, resolve_tracking_uri
+    from hpsearch.settings import check_reachable, resolve_tracking_uri
 
+    if tracking_uri == "off":
+        _fail("tracking_uri: report reads a sweep back from MLflow, so it needs a store, got 'off'")
     try:
-        uri = resolve_tracking_uri(None if tracking_uri in (None, "off") else tracking_uri)
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-            _fail(f"tracking_uri: no MLflow store at {uri[len('sqlite:///'):]}")
+        uri = resolve_tracking_uri(tracking_uri)
+        if sqlite_path(uri) is not None and not Path(sqlite_path(uri)).exists():
+            _fail(f"tracking_uri: no MLflow store at {sqlite_path(uri)}")
         check_reachable(uri)
         client = MlflowClient(tracking_uri=uri)
         data = load_sweep(client, find_parent(client, name, experiment))
@@ -255,21 +299,20 @@ def report(
 
 
 @app.command()
-def replay(
+def sync(
     name: str = typer.Argument(..., help="The sweep's name."),
     storage: Optional[str] = Storage,
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Send to this store instead of the sweep's."),
 ) -> None:
     """Send to MLflow the writes a sweep kept on disk while the tracking server was unreachable."""
-    from hpsearch.sweep import load_settings
-    from hpsearch.tracking import PENDING_FILE, replay as replay_writes
+    from hpsearch.settings import SweepRecord
+    from hpsearch.writer import sync as send_pending
 
     try:
-        s = load_settings(name, storage)
-        path = Path(s.storage, s.name, PENDING_FILE)
+        path = SweepRecord.load(name, storage).folder / PENDING_FILE
         if not path.exists():
             _fail(f"name: sweep {name!r} has no writes waiting for MLflow ({path} does not exist)")
-        sent = replay_writes(path, tracking_uri)
+        sent = send_pending(path, tracking_uri)
     except ValueError as exc:
         _fail(str(exc))
     out.print(f"Sent {sent} writes of {name} to MLflow.")
@@ -304,9 +347,9 @@ def print_tracking(result) -> None:
     t = result.tracking
     if t.get("pending"):
         err.print(f"hpsearch: MLflow was unreachable: {t['pending']['writes']} writes kept in {t['pending']['path']}; "
-                  f"send them with: hpsearch replay {result.name}", markup=False)
+                  f"send them with: hpsearch sync {result.name}", markup=False)
     out.print(f"MLflow: experiment {t['experiment_id']}, sweep run {t['parent_run_id']} in {t['uri']}")
-    if t["uri"].startswith("sqlite:///"):
+    if sqlite_path(t["uri"]) is not None:
         out.print(f"Open the UI: mlflow/serve, then http://127.0.0.1:5000/#/experiments/{t['experiment_id']}/runs")
     elif t["uri"].startswith("http"):
         out.print(f"Open the UI: {t['uri']}/#/experiments/{t['experiment_id']}/runs")
@@ -322,23 +365,17 @@ def print_result(result) -> None:
     for t in order:
         status = t.status + (f" ({t.error})" if t.error else "")
         table.add_row(t.trial_id, status, str(t.epochs), "-" if t.metric is None else f"{t.metric:.4g}",
-                      *[_fmt(t.config.get(k)) for k in keys])
+                      *[fmt(t.config.get(k), none="") for k in keys])
     out.print(table)
     if result.best is None:
-        out.print(f"No trial reported {result.metric} (failed: {sum(t.status == 'failed' for t in result.trials)}).")
+        out.print(f"No trial reported {result.metric} (failed: {sum(t.status == TrialStatus.FAILED for t in result.trials)}).")
         return
     if result.stopped_by:
-        pending = sum(t.status == "pending" for t in result.trials)
-        out.print(f"Ended early: the {result.stopped_by.replace('_', ' ')} was reached; running trials were stopped"
+        pending = sum(t.status == TrialStatus.PENDING for t in result.trials)
+        out.print(f"Ended early: the {str(result.stopped_by).replace('_', ' ')} was reached; running trials were stopped"
                   + (f", {pending} never started." if pending else "."))
     out.print(f"[bold]Best trial {result.best.trial_id}[/]: {result.metric} = {result.best_metric:.4g}")
     out.print(json.dumps(result.best_config, indent=None))
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,6 @@ survives between runs.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import socket
@@ -41,40 +40,37 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date as Date, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
-from hpsearch.sweep import (
-    REUSED_KEY, _NAME, _REPLAY_MARK, PreparedSweep, Replay, Resources, SweepResult, prepare,
-    prepare_resume, read_results, resume_prepared, run_prepared,
-)
+from hpsearch.engine import PreparedSweep, prepare, prepare_resume, resume_prepared, run_prepared
+from hpsearch.ledger import Ledger, reusable, trial_entries, warm_start_points
+from hpsearch.results import SweepResult
+from hpsearch.settings import SweepSettings, option_names
+from hpsearch.verdict import EXIT_OK, EXIT_WORSE, Verdict, judge, record_verdict
+from hpsearch.vocab import NAME, is_number, sqlite_path
 
-EXIT_OK, EXIT_WORSE, EXIT_BUSY = 0, 1, 3
+EXIT_BUSY = 3
+__all__ = ["EXIT_BUSY", "EXIT_OK", "EXIT_WORSE", "Busy", "Ledger", "NightlyConfig", "judge", "load_config",
+           "parse_date", "run_nightly"]
+
+# What a nightly sweep does unless its config says otherwise (a sweep's own defaults otherwise).
+NIGHTLY_DEFAULTS: dict[str, Any] = {"strategy": "tpe", "max_failures": 1}
 
 
 # -- the config -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class NightlyConfig:
-    """What a nightly run does; read from TOML by ``load_config`` (keys as the field names)."""
+    """What a nightly run does; read from TOML by ``load_config``.
+
+    The TOML is flat: ``name``, ``space`` and the keys below are the nightly's own; every other key
+    is an option of the sweep (any ``SweepSettings`` field but ``name``), checked by it.
+    """
 
     name: str  # nights are sweeps named <name>-<YYYY-MM-DD>
     space: str  # a space module: a path (relative to the config file) or a short name
-    strategy: str = "tpe"
-    scheduler: str = "asha"
-    trials: int | None = None
-    max_epochs: int | None = None
-    grace_period: int = 1
-    reduction_factor: float = 3
-    seed: int = 0  # tonight's seed is this plus the date's ordinal, so each night explores anew
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
-    concurrency: int | None = None
-    max_failures: int = 1
-    dataset: str | None = None
+    sweep: SweepSettings = SweepSettings(**NIGHTLY_DEFAULTS)  # seed: tonight's is this plus the date's ordinal
     address: str | None = None  # Ray cluster: auto or ray://host:10001 (default: start one here)
-    storage: str | None = None  # Ray results and the nightly ledger (default ~/ray_results)
-    tracking_uri: str | bool | None = None  # false: no MLflow
-    experiment: str | None = None  # default: name
     deadline_hours: float = 8.0  # from the start; running trials are stopped then
     warm_start: int = 3  # best configurations of earlier nights evaluated first
     history: int = 7  # earlier nights the verdict compares with
@@ -82,19 +78,34 @@ class NightlyConfig:
     code_version: str | None = None  # default: git commit (+ uncommitted diff) and the space module's text
     source: str = field(default="", compare=False)  # the config file
 
+    def __post_init__(self) -> None:
+        for key in ("name", "space", "address", "code_version"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{key}: must be a string, got {value!r}")
+        if not NAME.match(self.name) or len(self.name) > 100:
+            raise ValueError(f"name: letters, digits and _ . = - only (max 100), got {self.name!r}")
+        if not is_number(self.deadline_hours) or not 0 < self.deadline_hours < math.inf:
+            raise ValueError(f"deadline_hours: must be a number > 0, got {self.deadline_hours!r}")
+        for key, low in (("warm_start", 0), ("history", 1)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{key}: must be a whole number >= {low}, got {value!r}")
+        t = self.regression_threshold
+        if not is_number(t) or not 0 <= t < math.inf:
+            raise ValueError(f"regression_threshold: must be a number >= 0, got {t!r}")
 
-_INTS = {"trials", "max_epochs", "grace_period", "seed", "concurrency", "max_failures", "warm_start", "history"}
-_NUMBERS = {"reduction_factor", "cpus_per_trial", "gpus_per_trial", "deadline_hours", "regression_threshold"}
-_STRINGS = {"name", "space", "strategy", "scheduler", "dataset", "address", "storage", "experiment", "code_version"}
+
+_OWN = [f.name for f in fields(NightlyConfig) if f.name not in ("sweep", "source")]
 
 
 def load_config(path: str | os.PathLike) -> NightlyConfig:
     """Read and check a nightly config; every mistake is one ``ValueError`` line naming the key.
 
     Example:
-        >>> cfg = load_config("scripts/nightly/mlp.toml")  # doctest: +SKIP
-        >>> cfg.name, cfg.deadline_hours                     # doctest: +SKIP
-        ('mlp-nightly', 6.0)
+        >>> cfg = load_config(Path(__file__).parents[1] / "scripts/nightly/mlp.toml")
+        >>> cfg.name, cfg.deadline_hours, str(cfg.sweep.strategy), cfg.sweep.trials
+        ('mlp-nightly', 6, 'tpe', 32)
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -108,45 +119,26 @@ def load_config(path: str | os.PathLike) -> NightlyConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config: {path} is not valid TOML: {exc}") from None
-    known = [f.name for f in fields(NightlyConfig) if f.name != "source"]
+    sweep_keys = [k for k in option_names() if k != "name"]
     for key in raw:
-        if key not in known:
-            raise ValueError(f"config: unknown key {key!r} in {path} (known: {', '.join(known)})")
+        if key not in _OWN and key not in sweep_keys:
+            raise ValueError(f"config: unknown key {key!r} in {path} (known: {', '.join(_OWN + sweep_keys)})")
     for key in ("name", "space"):
         if key not in raw:
             raise ValueError(f"{key}: required in {path}")
-    for key, value in raw.items():
-        if key in _INTS and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ValueError(f"{key}: must be a whole number, got {value!r}")
-        if key in _NUMBERS and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ValueError(f"{key}: must be a number, got {value!r}")
-        if key in _STRINGS and not isinstance(value, str):
-            raise ValueError(f"{key}: must be a string, got {value!r}")
-        if key == "tracking_uri" and not (isinstance(value, str) or value is False):
-            raise ValueError(f"tracking_uri: must be a URI or false, got {value!r}")
-    if not _NAME.match(raw["name"]) or len(raw["name"]) > 100:
-        raise ValueError(f"name: letters, digits and _ . = - only (max 100), got {raw['name']!r}")
-    deadline = raw.get("deadline_hours", NightlyConfig.deadline_hours)
-    if not deadline > 0 or math.isinf(deadline):
-        raise ValueError(f"deadline_hours: must be a number > 0, got {deadline!r}")
-    for key, low in (("warm_start", 0), ("history", 1)):
-        if key in raw and raw[key] < low:
-            raise ValueError(f"{key}: must be >= {low}, got {raw[key]!r}")
-    threshold = raw.get("regression_threshold", 0.0)
-    if not threshold >= 0 or math.isinf(threshold):
-        raise ValueError(f"regression_threshold: must be a number >= 0, got {threshold!r}")
     here = path.resolve().parent
     # Paths are relative to the config file, not to wherever cron starts; a space without a slash
     # or .py is a short name.
     space = raw["space"]
-    if space.endswith(".py") or "/" in space:
+    if isinstance(space, str) and (space.endswith(".py") or "/" in space):
         raw["space"] = str((here / Path(space).expanduser()).resolve())
-    if "storage" in raw:
+    if isinstance(raw.get("storage"), str):
         raw["storage"] = str((here / Path(raw["storage"]).expanduser()).resolve())
-    uri = raw.get("tracking_uri")
-    if isinstance(uri, str) and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_absolute():
-        raw["tracking_uri"] = "sqlite:///" + str(here / uri[len("sqlite:///"):])
-    return NightlyConfig(**raw, source=str(path))
+    db = sqlite_path(raw.get("tracking_uri") if isinstance(raw.get("tracking_uri"), str) else None)
+    if db is not None and not Path(db).is_absolute():
+        raw["tracking_uri"] = "sqlite:///" + str(here / db)
+    settings = SweepSettings(**{**NIGHTLY_DEFAULTS, **{k: v for k, v in raw.items() if k in sweep_keys}})
+    return NightlyConfig(**{k: v for k, v in raw.items() if k in _OWN}, sweep=settings, source=str(path))
 
 
 def parse_date(text: str | None) -> Date:
@@ -186,219 +178,6 @@ def reuse_key(prep: PreparedSweep, cfg: NightlyConfig) -> str:
     return f"epochs={prep.settings.max_epochs} data={data} code={code_version(cfg, prep.settings.space_path)}"
 
 
-# -- the ledger -------------------------------------------------------------------------------
-
-class Ledger:
-    """Every night's record, in ``<storage>/<name>.nightly/ledger.json`` (rewritten atomically)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.path = folder / "ledger.json"
-        self.nights: dict[str, dict[str, Any]] = (
-            json.loads(self.path.read_text())["nights"] if self.path.exists() else {}
-        )
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"nights": self.nights}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
-
-    def done_before(self, night: str) -> list[dict[str, Any]]:
-        return [self.nights[d] for d in sorted(self.nights) if d < night and self.nights[d]["status"] == "done"]
-
-
-def _better(mode: str, a: float, b: float) -> bool:
-    return a > b if mode == "max" else a < b
-
-
-def warm_start_points(ledger: Ledger, night: str, prep: PreparedSweep, k: int) -> list[dict[str, Any]]:
-    """The ``k`` best distinct configurations of earlier nights that still fit the space."""
-    mode, space = prep.settings.mode, prep.space
-    seen, scored = set(), []
-    for entry in ledger.done_before(night):
-        for t in entry["trials"]:
-            if t["metric"] is not None and t["status"] != "failed" and math.isfinite(t["metric"]):
-                scored.append(t)
-    scored.sort(key=lambda t: t["metric"], reverse=(mode == "max"))
-    points = []
-    for t in scored:
-        if len(points) >= k:
-            break
-        try:
-            config = space.validate_config(t["config"])
-        except ValueError:  # the space changed since: this winner is no longer a valid point
-            continue
-        h = space.config_hash(config)
-        if h not in seen:
-            seen.add(h)
-            points.append(config)
-    return points
-
-
-def reusable(ledger: Ledger, night: str, key: str) -> dict[str, Replay]:
-    """config_hash -> the longest curve recorded under the same budget, data and code version."""
-    out: dict[str, Replay] = {}
-    for entry in ledger.done_before(night):
-        if entry["key"] != key:
-            continue
-        for t in entry["trials"]:
-            if t["status"] == "failed" or not t["curve"]:
-                continue
-            ckpt = t.get("checkpoint")
-            replay = Replay(
-                curve=tuple(t["curve"]), source=t["source"],
-                checkpoint=ckpt["path"] if ckpt and Path(ckpt["path"]).is_dir() else None,
-                checkpoint_epoch=ckpt["epoch"] if ckpt else 0,
-            )
-            old = out.get(t["config_hash"])
-            if old is None or len(replay.curve) >= len(old.curve):
-                out[t["config_hash"]] = replay
-    return out
-
-
-def _trial_entries(result: SweepResult, prep: PreparedSweep) -> list[dict[str, Any]]:
-    """What a later night needs of each trial: its curve, its last real checkpoint, where it came from."""
-    from hpsearch.tracking import _RAY_KEYS
-
-    out = []
-    for r in result.trials:
-        rows = read_results(r.path)
-        by_epoch: dict[int, dict[str, Any]] = {}
-        ckpt = None
-        for row in rows:
-            epoch = int(row.get("epoch", 0) or 0)
-            if epoch < 1:
-                continue
-            by_epoch[epoch] = row  # a resumed trial may repeat an epoch: the later report stands
-            name = row.get("checkpoint_dir_name")
-            if name and r.path and Path(r.path, name).is_dir() and not Path(r.path, name, _REPLAY_MARK).exists():
-                ckpt = {"epoch": epoch, "path": str(Path(r.path, name))}
-        curve = [{"epoch": e, **{k: v for k, v in row.items() if k not in _RAY_KEYS and k != REUSED_KEY
-                                 and isinstance(v, (int, float)) and not isinstance(v, bool)}}
-                 for e, row in sorted(by_epoch.items())]
-        replayed = sum(1 for row in by_epoch.values() if REUSED_KEY in row)
-        sources = [row[REUSED_KEY] for row in by_epoch.values() if REUSED_KEY in row]
-        out.append({
-            "trial_id": r.trial_id, "config": r.config, "config_hash": prep.space.config_hash(r.config),
-            "status": r.status, "epochs": r.epochs, "metric": r.metric, "curve": curve, "checkpoint": ckpt,
-            "reused_epochs": replayed, "trained_epochs": len(by_epoch) - replayed,
-            "source": sources[0] if sources else f"{result.name}/trial-{r.trial_id}",
-        })
-    return out
-
-
-# -- the verdict ------------------------------------------------------------------------------
-
-@dataclass
-class Verdict:
-    kind: str  # first | better | same | worse | no-result
-    exit_code: int
-    tonight: float | None
-    reference: float | None
-    reference_night: str | None
-    change: float | None  # positive: better, in metric units
-    markdown: str
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "–" if v is None else str(v)
-
-
-def _signed(v: float | None) -> str:
-    return "–" if v is None else f"{v:+.4g}"
-
-
-def judge(cfg: NightlyConfig, ledger: Ledger, night: str) -> Verdict:
-    """Tonight's best against the best of the last ``history`` nights before it."""
-    entry = ledger.nights[night]
-    metric, mode = entry["metric"], entry["mode"]
-    earlier = [e for e in ledger.done_before(night) if e["best"] is not None][-cfg.history:]
-    best = entry["best"]
-    tonight = best["metric"] if best else None
-    ref = None
-    for e in earlier:
-        if ref is None or _better(mode, e["best"]["metric"], ref["best"]["metric"]):
-            ref = e
-    sign = 1 if mode == "max" else -1
-    change = None if tonight is None or ref is None else sign * (tonight - ref["best"]["metric"])
-    if tonight is None:
-        kind, code = "no-result", EXIT_WORSE
-    elif ref is None:
-        kind, code = "first", EXIT_OK
-    elif change < -cfg.regression_threshold:
-        kind, code = "worse", EXIT_WORSE
-    elif change > cfg.regression_threshold:
-        kind, code = "better", EXIT_OK
-    else:
-        kind, code = "same", EXIT_OK
-
-    headline = {
-        "first": "first night: nothing to compare with yet",
-        "better": f"better by {_fmt(change)} {metric}",
-        "same": f"within {_fmt(cfg.regression_threshold)} of the best recent night (change {_signed(change)})",
-        "worse": f"WORSE by {_fmt(-change) if change is not None else ''} {metric} (threshold {_fmt(cfg.regression_threshold)})",
-        "no-result": "NO RESULT: no trial reported the metric",
-    }[kind]
-    lines = [f"# {cfg.name}, night of {night}: {headline}", ""]
-    lines += [f"| | {metric} ({mode}) | night |", "|---|---|---|",
-              f"| tonight | **{_fmt(tonight)}** | {night} |"]
-    if ref is not None:
-        rel = f" ({100 * change / abs(ref['best']['metric']):+.1f}%)" if change is not None and ref["best"]["metric"] else ""
-        lines += [f"| best of the {len(earlier)} nights before | {_fmt(ref['best']['metric'])} | {ref['night']} |",
-                  f"| change | {_signed(change)}{rel} | |"]
-    trend = [(e["night"], e["best"]["metric"]) for e in earlier] + ([(night, tonight)] if tonight is not None else [])
-    if len(trend) > 1:
-        lines += ["", "Trend: " + " → ".join(f"{_fmt(v)} ({d[5:]})" for d, v in trend)]
-    if best:
-        lines += ["", "## Winning configuration", "",
-                  f"Trial {best['trial_id']}" + (f", reused from {best['source']}" if best.get("reused") else "") + ".", ""]
-        before = ref["best"]["config"] if ref else {}
-        lines += ["| parameter | tonight | " + (f"best before ({ref['night']})" if ref else "") + " |", "|---|---|---|"]
-        for k in sorted(set(best["config"]) | set(before)):
-            a, b = best["config"].get(k), before.get(k)
-            changed = ref is not None and _fmt(a) != _fmt(b)
-            lines.append(f"| {'**' + k + '**' if changed else k} | {_fmt(a)} | {_fmt(b) if ref else ''} |")
-        if ref is not None:
-            diff = [k for k in sorted(set(best["config"]) | set(before)) if _fmt(best["config"].get(k)) != _fmt(before.get(k))]
-            lines += ["", "Changed: " + (", ".join(diff) if diff else "nothing (the same configuration won)") + "."]
-    c = entry["counts"]
-    lines += ["", "## The night", "",
-              f"- {entry['trials_total']} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) + ".",
-              f"- Reused without training: {entry['reused_trials']} trials ({entry['reused_epochs']} epochs); "
-              f"trained: {entry['trained_epochs']} epochs; warm-started from {entry['warm_started']} earlier winners.",
-              f"- Wall time {entry['wall_s']:.0f} s; deadline {'reached: running trials were stopped' if entry['deadline_hit'] else 'not reached'}.",
-              f"- Sweep `{entry['sweep']}`" + (f", MLflow run `{entry['parent_run_id']}`" if entry.get("parent_run_id") else "") + "."]
-    return Verdict(kind, code, tonight, ref["best"]["metric"] if ref else None, ref["night"] if ref else None,
-                   change, "\n".join(lines) + "\n")
-
-
-def _record_verdict(entry: dict[str, Any], verdict: Verdict, tracking_uri: str | None, folder: Path) -> None:
-    (folder / "verdicts").mkdir(exist_ok=True)
-    (folder / "verdicts" / f"{entry['night']}.md").write_text(verdict.markdown)
-    entry["verdict"] = {"kind": verdict.kind, "exit_code": verdict.exit_code, "change": verdict.change,
-                        "reference": verdict.reference, "reference_night": verdict.reference_night}
-    if not tracking_uri or not entry.get("parent_run_id"):
-        return
-    try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
-        run_id = entry["parent_run_id"]
-        client.log_text(run_id, verdict.markdown, "verdict.md")
-        tags = {"hpsearch.nightly": entry["name"], "hpsearch.night": entry["night"], "hpsearch.verdict": verdict.kind,
-                "hpsearch.verdict.reused_trials": str(entry["reused_trials"]),
-                "mlflow.note.content": verdict.markdown}
-        if verdict.change is not None:
-            tags["hpsearch.verdict.change"] = f"{verdict.change:.6g}"
-            tags["hpsearch.verdict.reference_night"] = str(verdict.reference_night)
-        for k, v in tags.items():
-            client.set_tag(run_id, k, v)
-    except Exception as exc:  # the verdict is on disk and printed; MLflow being down must not hide it
-        print(f"hpsearch nightly: verdict not logged to MLflow: {type(exc).__name__}: {exc}", file=sys.stderr)
-
-
 # -- one start --------------------------------------------------------------------------------
 
 class Busy(RuntimeError):
@@ -436,14 +215,10 @@ class NightlyOutcome:
     messages: list[str]
 
 
-def _prepare_night(cfg: NightlyConfig, night: Date, storage: str | None = None) -> PreparedSweep:
-    return prepare(
-        cfg.space, data=cfg.dataset, strategy=cfg.strategy, scheduler=cfg.scheduler, trials=cfg.trials,
-        max_epochs=cfg.max_epochs, grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor,
-        seed=cfg.seed + night.toordinal(), resources=Resources(cfg.cpus_per_trial, cfg.gpus_per_trial),
-        concurrency=cfg.concurrency, max_failures=cfg.max_failures, name=f"{cfg.name}-{night.isoformat()}",
-        storage=storage or cfg.storage, tracking_uri=cfg.tracking_uri, experiment=cfg.experiment or cfg.name,
-    )
+def _prepare_night(cfg: NightlyConfig, night: Date) -> PreparedSweep:
+    s = cfg.sweep
+    return prepare(cfg.space, s.replace(seed=s.seed + night.toordinal(), name=f"{cfg.name}-{night.isoformat()}",
+                                        experiment=s.experiment or cfg.name))
 
 
 def run_nightly(cfg: NightlyConfig, night: Date, *, progress: bool = True, log=print) -> NightlyOutcome:
@@ -516,7 +291,7 @@ def _finish_interrupted(cfg, ledger: Ledger, night: str, storage: str, deadline:
 
 def _close_night(cfg, ledger: Ledger, night: str, prep: PreparedSweep, result: SweepResult, outcome, say) -> None:
     entry = ledger.nights[night]
-    trials = _trial_entries(result, prep)
+    trials = trial_entries(result, prep)
     best = None
     if result.best is not None:
         t = next(t for t in trials if t["trial_id"] == result.best.trial_id)
@@ -532,7 +307,7 @@ def _close_night(cfg, ledger: Ledger, night: str, prep: PreparedSweep, result: S
     )
     entry.setdefault("warm_started", 0)
     verdict = judge(cfg, ledger, night)
-    _record_verdict(entry, verdict, prep.settings.tracking_uri, ledger.folder)
+    record_verdict(entry, verdict, prep.settings.tracking_uri, ledger.folder)
     ledger.save()
     outcome.verdicts[night], outcome.results[night] = verdict, result
     outcome.exit_code = max(outcome.exit_code, verdict.exit_code)

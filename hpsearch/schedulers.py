@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SCHEDULERS = ("fifo", "asha", "hyperband")
+from hpsearch.vocab import Scheduler, is_number, whole
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,17 @@ class BudgetPlan:
         return 1.0 - self.total_epochs / self.full_epochs if self.full_epochs else 0.0
 
 
-def check_budget(max_epochs: int, grace_period: int, reduction_factor: float) -> None:
-    """Raise ``ValueError`` (one line naming the option) for an impossible budget."""
-    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
-        raise ValueError(f"max_epochs: must be a whole number >= 1, got {max_epochs!r}")
-    if not isinstance(grace_period, int) or isinstance(grace_period, bool) or grace_period < 1:
-        raise ValueError(f"grace_period: must be a whole number >= 1, got {grace_period!r}")
-    if grace_period > max_epochs:
+def check_budget(max_epochs: int | None, grace_period: int, reduction_factor: float) -> None:
+    """Raise ``ValueError`` (one line naming the option) for an impossible budget.
+
+    ``max_epochs`` None: not known yet (the space module's default); the rest is checked.
+    """
+    if max_epochs is not None:
+        whole("max_epochs", max_epochs, 1)
+    whole("grace_period", grace_period, 1)
+    if max_epochs is not None and grace_period > max_epochs:
         raise ValueError(f"grace_period: must be <= max_epochs, got grace_period={grace_period}, max_epochs={max_epochs}")
-    if not isinstance(reduction_factor, (int, float)) or isinstance(reduction_factor, bool) or reduction_factor < 2:
+    if not is_number(reduction_factor) or not reduction_factor >= 2 or math.isinf(reduction_factor):
         raise ValueError(f"reduction_factor: must be >= 2, got {reduction_factor!r}")
 
 
@@ -149,13 +151,12 @@ def plan_budget(
         [(0, 4, [27]), (1, 6, [9, 27]), (2, 12, [3, 9, 27]), (3, 5, [1, 3, 9, 27])]
     """
     check_budget(max_epochs, grace_period, reduction_factor)
+    scheduler = Scheduler.parse(scheduler)
     if scheduler == "fifo":
         return BudgetPlan("fifo", trials, max_epochs, (Bracket(0, trials, (Rung(max_epochs, trials),)),))
     if scheduler == "asha":
         return asha_plan(trials, max_epochs, grace_period, reduction_factor)
-    if scheduler == "hyperband":
-        return hyperband_plan(trials, max_epochs, reduction_factor)
-    raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    return hyperband_plan(trials, max_epochs, reduction_factor)
 
 
 def make_scheduler(scheduler: str, max_epochs: int, grace_period: int, reduction_factor: float):
@@ -166,6 +167,7 @@ def make_scheduler(scheduler: str, max_epochs: int, grace_period: int, reduction
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
     check_budget(max_epochs, grace_period, reduction_factor)
+    scheduler = Scheduler.parse(scheduler)
     if scheduler == "fifo":
         return FIFOScheduler()
     if scheduler == "asha":
@@ -173,8 +175,4 @@ def make_scheduler(scheduler: str, max_epochs: int, grace_period: int, reduction
             time_attr="epoch", max_t=max_epochs,
             grace_period=grace_period, reduction_factor=reduction_factor, brackets=1,
         )
-    if scheduler == "hyperband":
-        return HyperBandScheduler(
-            time_attr="epoch", max_t=max_epochs, reduction_factor=reduction_factor,
-        )
-    raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    return HyperBandScheduler(time_attr="epoch", max_t=max_epochs, reduction_factor=reduction_factor)

@@ -17,20 +17,14 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from hpsearch.space import Choice, Derived, Fixed, Float, Int, Param, PowerOfTwo, Space
-
-STRATEGIES = ("grid", "random", "tpe")
-
-
-def check_strategy(strategy: str) -> None:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+from hpsearch.vocab import Strategy, whole
 
 
 def planned_trials(space: Space, strategy: str, trials: int | None) -> int:
     """How many trials a strategy will run: the grid's size for grid (unless capped), else ``trials``."""
-    check_strategy(strategy)
-    if trials is not None and (not isinstance(trials, int) or isinstance(trials, bool) or trials < 1):
-        raise ValueError(f"trials: must be a whole number >= 1, got {trials!r}")
+    strategy = Strategy.parse(strategy)
+    if trials is not None:
+        whole("trials", trials, 1)
     if strategy == "grid":
         size = len(space.grid())
         return size if trials is None else min(trials, size)
@@ -147,7 +141,7 @@ def make_search_alg(
 
     OptunaSearch gets metric and mode here: given its own space, it ignores TuneConfig's.
     """
-    check_strategy(strategy)
+    strategy = Strategy.parse(strategy)
     warm = [space.validate_config(p) for p in points_to_evaluate]
     if strategy == "tpe":
         import optuna

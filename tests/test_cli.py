@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch import cli
+from hpsearch import cli, engine
 
 TINY_MODULE = '''
 from hpsearch.space import Choice, Fixed, Float, PowerOfTwo, Space
@@ -51,18 +51,20 @@ BAD_INPUT = [
     (["run"], "Missing argument 'space'"),
     (["plan", "{tiny}", "--epoch-seconds", "-1"], "epoch_seconds: must be > 0, got -1.0"),
     (["resume", "never-ran", "--storage", "{tmp}"], "name: no sweep 'never-ran' under"),
-    (["replay", "never-ran", "--storage", "{tmp}"], "name: no sweep 'never-ran' under"),
+    (["sync", "never-ran", "--storage", "{tmp}"], "name: no sweep 'never-ran' under"),
     (["run", "{imagenet}"], "dataset: unknown dataset 'imagenet' (have digits, mnist1d)"),
     (["run", "{tiny}", "--tracking-uri", "http://127.0.0.1:{closed}"], "tracking_uri: cannot reach the MLflow server at http://127.0.0.1:"),
     (["run", "{tiny}", "--tracking-uri", "mlflow.example"], "tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got 'mlflow.example'"),
     (["run", "{tiny}", "--seed", "-1"], "seed: must be a whole number >= 0, got -1"),
-    (["run", "{tiny}", "--goal", "nan"], "goal: must be a finite number (val_acc that ends the sweep once reached), got nan"),
+    (["run", "{tiny}", "--goal", "nan"], "goal: must be a finite number (the metric's value that ends the sweep), got nan"),
     (["run", "{tiny}", "--time-budget", "0"], "time_budget_s: must be a number of seconds > 0, got 0.0"),
     (["run", "{tiny}", "--max-failures", "-1"], "max_failures: must be a whole number >= 0, got -1"),
     (["run", "{tiny}", "--experiment", " "], "experiment: must be a non-empty name, got ' '"),
     (["run", "{tiny}", "--strategy", "grid", "--trials", "0"], "trials: must be a whole number >= 1, got 0"),
     (["plan", "{tiny}", "--workers", "0"], "workers: must be a whole number >= 1, got 0"),
     (["report", "never-ran", "--tracking-uri", "sqlite:///{tmp}/empty/mlflow.db"], "tracking_uri: no MLflow store at "),
+    (["report", "never-ran", "--tracking-uri", "off"], "tracking_uri: report reads a sweep back from MLflow, so it needs a store, got 'off'"),
+    (["run", "{tiny}", "--mode", "up"], "mode: must be one of max, min, got 'up'"),
 ]
 
 
@@ -75,12 +77,10 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
     (tmp_path / "imagenet.py").write_text(TINY_MODULE.replace('DATASET = "mnist1d"', 'DATASET = "imagenet"'))
     (tmp_path / "nospace.py").write_text("X = 1\n")
     (tmp_path / "raises.py").write_text("raise ImportError('no such package: torchvision_extra')\n")
-    sweep_module = sys.modules["hpsearch.sweep"]  # hpsearch.sweep is also the function's name
-
     def no_ray(*a, **k):
         raise AssertionError("Ray was started for bad input")
 
-    monkeypatch.setattr(sweep_module, "connect", no_ray)
+    monkeypatch.setattr(engine, "connect", no_ray)
     args = [a.format(tiny=tiny, tmp=tmp_path, nospace=tmp_path / "nospace.py", raises=tmp_path / "raises.py",
                      imagenet=tmp_path / "imagenet.py", closed=free_port()) for a in argv]
     with pytest.raises(SystemExit) as exit_info:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch import cli
+from hpsearch import cli, engine
 from hpsearch.nightly import Busy, Ledger, NightlyConfig, _lock, judge, load_config, parse_date, run_nightly
 
 TINY = '''
@@ -57,15 +57,16 @@ BAD_CONFIGS = [
     ('name = "x"\nspace = "tiny.py"\ndeadline = 3\n', "config: unknown key 'deadline' in"),
     ('name = "x"\nspace = "tiny.py"\ndeadline_hours = -1\n', "deadline_hours: must be a number > 0, got -1"),
     ('name = "x"\nspace = "tiny.py"\ndeadline_hours = 0\n', "deadline_hours: must be a number > 0, got 0"),
-    ('name = "x"\nspace = "tiny.py"\ntrials = "many"\n', "trials: must be a whole number, got 'many'"),
+    ('name = "x"\nspace = "tiny.py"\ntrials = "many"\n', "trials: must be a whole number >= 1, got 'many'"),
     ('name = "x"\nspace = "tiny.py"\ntrials = -3\n', "trials: must be a whole number >= 1, got -3"),
-    ('name = "x"\nspace = "tiny.py"\nwarm_start = -1\n', "warm_start: must be >= 0, got -1"),
-    ('name = "x"\nspace = "tiny.py"\nhistory = 0\n', "history: must be >= 1, got 0"),
+    ('name = "x"\nspace = "tiny.py"\nwarm_start = -1\n', "warm_start: must be a whole number >= 0, got -1"),
+    ('name = "x"\nspace = "tiny.py"\nhistory = 0\n', "history: must be a whole number >= 1, got 0"),
     ('name = "x"\nspace = "tiny.py"\nregression_threshold = -0.1\n', "regression_threshold: must be a number >= 0, got -0.1"),
     ('name = "bad name"\nspace = "tiny.py"\n', "name: letters, digits and _ . = - only (max 100), got 'bad name'"),
     ('name = "x"\nspace = "tiny.py"\nstrategy = "bayes"\n', "strategy: must be one of grid, random, tpe, got 'bayes'"),
     ('name = "x"\nspace = "nope.py"\n', "space: no such file"),
-    ('name = "x"\nspace = "tiny.py"\ntracking_uri = true\n', "tracking_uri: must be a URI or false, got True"),
+    ('name = "x"\nspace = "tiny.py"\ntracking_uri = 5\n', "tracking_uri: give a URI such as http://127.0.0.1:5000 or sqlite:///path, or false for none, got 5"),
+    ('name = "x"\nspace = "tiny.py"\ngoal = "high"\n', "goal: must be a finite number (the metric's value that ends the sweep), got 'high'"),
     ('name = "x"\nspace = "tiny.py"\ntracking_uri = "http://127.0.0.1:{closed}"\n', "tracking_uri: cannot reach the MLflow server"),
     ('name = "x"\nspace = \n', "config: {toml} is not valid TOML"),
 ]
@@ -84,7 +85,7 @@ def test_bad_config_is_one_line_exit_2_and_nothing_started(text, message, tmp_pa
     def no_ray(*a, **k):
         raise AssertionError("Ray was started for bad input")
 
-    monkeypatch.setattr(sys.modules["hpsearch.sweep"], "connect", no_ray)
+    monkeypatch.setattr(engine, "connect", no_ray)
     with pytest.raises(SystemExit) as e:
         cli.main(["nightly", str(toml)])
     assert e.value.code == 2
@@ -101,7 +102,7 @@ def test_bad_date_is_rejected():
 
 def test_paths_in_a_config_are_relative_to_it(tmp_path):
     cfg = load_config(_setup(tmp_path))
-    assert cfg.space == str(tmp_path / "tiny.py") and cfg.storage == str(tmp_path / "runs")
+    assert cfg.space == str(tmp_path / "tiny.py") and cfg.sweep.storage == str(tmp_path / "runs")
 
 
 def test_shipped_config_and_schedules_agree(tmp_path):

@@ -102,7 +102,7 @@ def test_tracking_outage_of_20_seconds_loses_nothing(ray_session, tmp_path):
         stop_mlflow_server(server)
 
 
-def test_server_that_never_comes_back_keeps_writes_on_disk_for_replay(ray_session, tmp_path, monkeypatch):
+def test_server_that_never_comes_back_keeps_writes_on_disk_for_sync(ray_session, tmp_path, monkeypatch):
     monkeypatch.setenv("HPSEARCH_MLFLOW_DRAIN_S", "5")
     store, port = tmp_path / "store", free_port()
     store.mkdir()
@@ -119,7 +119,7 @@ def test_server_that_never_comes_back_keeps_writes_on_disk_for_replay(ray_sessio
 
     server, _ = start_mlflow_server(store, port)  # later, the server is back
     try:
-        proc = subprocess.run([sys.executable, "-m", "hpsearch.cli", "replay", result.name, "--storage",
+        proc = subprocess.run([sys.executable, "-m", "hpsearch.cli", "sync", result.name, "--storage",
                                str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"Sent {pending['writes']} writes" in proc.stdout

@@ -134,7 +134,7 @@ def test_embedded_store_is_in_write_ahead_log_mode(embedded_sweep):
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, monkeypatch):
     from tests.conftest import free_port
 
-    sweep_module = sys.modules["hpsearch.sweep"]
+    from hpsearch import engine as sweep_module
     monkeypatch.setattr(sweep_module, "connect", lambda *a: pytest.fail("Ray started"))
     with pytest.raises(ValueError, match=r"tracking_uri: cannot reach the MLflow server at http://127.0.0.1:\d+"):
         hpsearch.sweep(SPACE, train=reference_train, metric="val_acc", mode="max", max_epochs=2,

@@ -1,0 +1,409 @@
+"""The driver: a space and ``SweepSettings`` -> trials on Ray Tune -> a ``SweepResult``.
+
+``prepare`` resolves the settings against the space module and checks everything a user can get
+wrong before Ray starts; ``run_prepared`` builds the Tuner (resources, failure policy, storage,
+callbacks) and runs it; ``resume_prepared`` restores an interrupted sweep. ``sweep`` and
+``resume_sweep`` are the public one-call forms.
+
+Example:
+    >>> import hpsearch
+    >>> result = hpsearch.sweep("mlp", strategy="random", scheduler="asha", trials=4,
+    ...                         max_epochs=3, tracking_uri=False)      # doctest: +SKIP
+    >>> result.best_config["lr"]                                      # doctest: +SKIP
+    0.0123
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from hpsearch.data import Dataset, load_dataset
+from hpsearch.progress import Progress
+from hpsearch.results import SweepResult, TrialRecord, pick_best, read_results, records_from_trials, started
+from hpsearch.schedulers import make_scheduler, plan_budget
+from hpsearch.settings import (
+    Resources, SweepRecord, SweepSettings, check_reachable, default_storage, option_names, resolve_tracking_uri,
+)
+from hpsearch.space import Space, SpaceModule, load_space_module
+from hpsearch.stopper import SweepStop
+from hpsearch.strategies import make_search_alg, planned_trials
+from hpsearch.trial import Replay, trial_entry
+from hpsearch.vocab import StopReason, TrialStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedSweep:
+    """A sweep checked and ready: resolved settings, the space, the trainable and its data."""
+
+    settings: SweepSettings  # every field resolved
+    space: Space
+    space_path: str | None  # the space module, if the sweep came from one
+    train_fn: Callable[..., Any]
+    data: Dataset | None
+    points_to_evaluate: list[dict[str, Any]]
+    # config_hash -> a result recorded earlier with the same budget, data and code (see Replay);
+    # such a trial replays it instead of training again.
+    reuse: dict[str, Replay] = field(default_factory=dict)
+    deadline: float | None = None  # time.time() after which running trials are stopped
+
+    @property
+    def path(self) -> Path:
+        return Path(self.settings.storage, self.settings.name)
+
+    @property
+    def record(self) -> SweepRecord:
+        return SweepRecord(self.settings, self.space_path, self.space.to_dict())
+
+
+def _resolve_module(space: str | SpaceModule | Space) -> tuple[SpaceModule | None, Space]:
+    if isinstance(space, Space):
+        return None, space
+    if isinstance(space, SpaceModule):
+        return space, space.space
+    module = load_space_module(space)
+    return module, module.space
+
+
+def prepare(
+    space: str | SpaceModule | Space,
+    settings: SweepSettings = SweepSettings(),
+    *,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] = (),
+) -> PreparedSweep:
+    """Resolve ``settings`` against the space module, check everything and load the data; raises
+    ValueError (one line) before any compute."""
+    module, sp = _resolve_module(space)
+    s = settings
+    metric = s.metric or (module.metric if module else None)
+    if not metric:
+        raise ValueError("metric: name the reported metric to optimise (e.g. metric='val_acc')")
+    mode = s.mode or (module.mode if module else None)
+    if mode is None:
+        raise ValueError("mode: must be 'max' or 'min', got None")
+    max_epochs = s.max_epochs if s.max_epochs is not None else (module.max_epochs if module else None)
+    if max_epochs is None:
+        raise ValueError("max_epochs: give the epoch budget per trial (e.g. max_epochs=27)")
+    trials = planned_trials(sp, s.strategy, s.trials)
+    name = s.name
+    if name is None:  # a random suffix keeps two sweeps started in the same second apart
+        stem = module.name if module else "sweep"
+        name = f"{stem}-{s.strategy}-{s.scheduler}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    train_fn = train or (module.train if module and module.train else None)
+    if data is None:
+        data = s.dataset or (module.dataset if module is not None else None)
+    if train_fn is None:
+        from hpsearch.train import train as reference_train
+
+        train_fn = reference_train
+        data = data if data is not None else "mnist1d"
+    if not callable(train_fn):
+        raise ValueError(f"train: must be a function train(config), got {type(train_fn).__name__}")
+    if module is not None and getattr(train_fn, "__module__", None) in sys.modules and \
+            sys.modules[train_fn.__module__].__file__ == str(module.path):
+        # A space module is loaded from a path, not installed: workers cannot import it by name,
+        # so Ray must ship its code (TRAIN and what it uses) by value.
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[train_fn.__module__])
+    warm = [sp.validate_config(p) for p in points_to_evaluate]
+    dataset = load_dataset(data) if data is not None else None
+    uri = resolve_tracking_uri(s.tracking_uri)
+    if uri:
+        check_reachable(uri)  # an unreachable server fails here, before any trial runs
+    resolved = s.replace(
+        metric=metric, mode=mode, trials=trials, max_epochs=max_epochs, name=name,
+        dataset=dataset.name if dataset else None, tracking_uri=uri or False,
+        storage=str(Path(s.storage or default_storage()).expanduser().resolve()),
+        experiment=s.experiment or (module.name if module else "hpsearch"),
+    )
+    return PreparedSweep(resolved, sp, str(module.path) if module else None, train_fn, dataset, warm)
+
+
+def prepare_resume(
+    name: str,
+    *,
+    storage: str | None = None,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+) -> PreparedSweep:
+    """A recorded sweep, validated again (its module, data and tracking store) before Ray starts."""
+    record = SweepRecord.load(name, storage)
+    if record.space_path is None and train is None:
+        raise ValueError(f"train: sweep {name!r} was started from a Space object; pass train= to resume it")
+    space_or_module: Any = load_space_module(record.space_path) if record.space_path else Space.from_dict(record.space)
+    prep = prepare(space_or_module, record.settings, train=train, data=data)
+    prep.space = Space.from_dict(record.space)  # the space as it was when the sweep started
+    return prep
+
+
+# -- Ray ------------------------------------------------------------------------------------
+
+def quiet_ray() -> None:
+    """Our progress bar replaces Ray's console output. Ray's new output engine prints an
+    experiment box even at verbosity 0, the legacy one is silent there; and per-epoch checkpoints
+    make Ray warn about its (intended) experiment snapshots once a second."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def connect(address: str | None) -> dict[str, float]:
+    """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``) or start Ray on this machine.
+
+    Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    return dict(ray.cluster_resources())
+
+
+def trainable_for(prep: PreparedSweep):
+    from ray import tune
+
+    s = prep.settings
+    fn = tune.with_parameters(
+        trial_entry, train_fn=prep.train_fn, data=prep.data, max_epochs=s.max_epochs, space=prep.space,
+        reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},
+    )
+    return tune.with_resources(fn, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+
+
+def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepStop):
+    from ray import tune
+
+    s = prep.settings
+    return tune.RunConfig(
+        name=s.name, storage_path=s.storage, stop=stopper,
+        failure_config=tune.FailureConfig(max_failures=s.max_failures),
+        # Ray snapshots the experiment every num_to_keep trial checkpoints so that the state it
+        # would resume from never names a deleted checkpoint; 2 halves those snapshots vs 1.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=list(callbacks), verbose=0,
+    )
+
+
+def _live_callbacks(prep: PreparedSweep, progress: bool):
+    """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
+    the driver callbacks that feed them."""
+    from hpsearch.callbacks import NoTensorBoard
+
+    s = prep.settings
+    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    bar = Progress(s, plan.total_epochs, enabled=progress)
+    if not s.tracking_uri:
+        return bar, None, [bar.callback(), NoTensorBoard()]
+    from hpsearch.tracking import MlflowCallback, SweepTracker
+
+    tracker = SweepTracker(s, prep.space)
+    return bar, tracker, [bar.callback(), MlflowCallback(tracker), NoTensorBoard()]
+
+
+def run_prepared(
+    prep: PreparedSweep, *, address: str | None = None, callbacks: Sequence[Any] = (), progress: bool = True,
+) -> SweepResult:
+    """Run a validated sweep on Ray and collect its result."""
+    from ray import tune
+
+    s = prep.settings
+    quiet_ray()
+    connect(address)
+    prep.record.save()
+    bar, tracker, live = _live_callbacks(prep, progress)
+    stopper = SweepStop(s, prep.deadline)
+    tuner = tune.Tuner(
+        trainable_for(prep),
+        # Ray takes pre-set points only for keys its param_space names; the points themselves come
+        # from the space (already validated), so the keys carry no Ray domain.
+        param_space={name: None for name in prep.space.names},
+        tune_config=tune.TuneConfig(
+            metric=s.metric, mode=str(s.mode), num_samples=s.trials,
+            search_alg=make_search_alg(s.strategy, prep.space, s.metric, str(s.mode), s.trials, s.seed,
+                                       s.concurrency, prep.points_to_evaluate),
+            scheduler=make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
+            # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
+            # it is safe because each trial builds its own model and optimizer from its config.
+            reuse_actors=True,
+            max_concurrent_trials=s.concurrency,
+        ),
+        run_config=_run_config(prep, [*live, *callbacks], stopper),
+    )
+    return _run(tuner, prep, bar, tracker, stopper)
+
+
+def resume_prepared(
+    prep: PreparedSweep, *, address: str | None = None, progress: bool = True, callbacks: Sequence[Any] = ()
+) -> SweepResult:
+    """Restore an interrupted sweep's Ray experiment and run it to its end."""
+    from ray import tune
+
+    s = prep.settings
+    quiet_ray()
+    connect(address)
+    path = str(prep.path)
+    if not tune.Tuner.can_restore(path):
+        raise ValueError(f"name: sweep {s.name!r} has no Ray experiment state under {path!r} to resume")
+    tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
+    # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
+    # DriverCallback); hand it live ones, and this start's deadline. get_run_config() returns the
+    # object the run will use.
+    bar, tracker, live = _live_callbacks(prep, progress)
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [*live, *callbacks]
+    run_config.stop = stopper = SweepStop(s, prep.deadline)
+    if any(stopper.meets_goal(r) for d in Path(path).glob("*/") for r in read_results(d)):
+        stopper.reached = StopReason.GOAL  # reached before the interruption: end now instead of going on
+    return _run(tuner, prep, bar, tracker, stopper)
+
+
+def _run(tuner, prep: PreparedSweep, bar: Progress, tracker, stopper: SweepStop) -> SweepResult:
+    s = prep.settings
+    start = time.time()
+    try:
+        with bar:
+            grid = tuner.fit()
+    except BaseException:
+        if tracker is not None:
+            tracker.abandon(prep.path)
+        raise
+    wall = time.time() - start
+    # ResultGrid keeps the Trial objects it was built from; their status and error file are
+    # what the table needs, and the public Result has neither the scheduler's stop nor the status.
+    trials = list(grid._experiment_analysis.trials)
+    records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
+    if stopper.reached:  # Ray marks the trials it never started as terminated too
+        never_started = {t.trial_id for t in trials if not started(t)}
+        for r in records:
+            if r.status == TrialStatus.STOPPED and r.trial_id in never_started:
+                r.status = TrialStatus.PENDING
+    result = SweepResult(s.name, str(prep.path), s.metric, str(s.mode), s.max_epochs, records, wall,
+                         pick_best(records, s.mode), stopped_by=stopper.reached)
+    if tracker is not None:
+        from hpsearch.tracking import close_sweep
+
+        close_sweep(tracker, result, lambda: best_model(prep, result.best), prep.data)
+    return result
+
+
+def best_model(prep: PreparedSweep, best: TrialRecord | None):
+    """The trained model of the best trial, from its last checkpoint; None if it holds no model.
+
+    A checkpoint may be an ``nn.Module``, a dict with one under ``"model"``, or (the reference
+    trainable) a dict whose ``"model"`` is a state dict, rebuilt here from the trial's config.
+    """
+    if best is None or not best.checkpoint:
+        return None
+    from torch import nn
+
+    from hpsearch.session import read_checkpoint_dir
+
+    state = read_checkpoint_dir(best.checkpoint)
+    if isinstance(state, nn.Module):
+        return state.eval()
+    if not isinstance(state, dict):
+        return None
+    held = state.get("model")
+    if isinstance(held, nn.Module):
+        return held.eval()
+    from hpsearch.train import build_model, train as reference_train
+
+    if prep.train_fn is reference_train and isinstance(held, dict) and prep.data is not None:
+        model = build_model(best.config, prep.data.num_features, prep.data.num_classes)
+        model.load_state_dict(held)
+        return model.eval()
+    return None
+
+
+# -- the public one-call forms ----------------------------------------------------------------
+
+def settings_from(options: Mapping[str, Any], resources: Resources | None = None) -> SweepSettings:
+    """``SweepSettings`` from keyword options; an unknown one is one line with the nearest name."""
+    known = option_names()
+    for key in options:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            raise ValueError(f"{key}: not an option of a sweep" + (f" (did you mean {near[0]}?)" if near else "")
+                             + f"; options: {', '.join(known)}")
+    if resources is not None:
+        if not isinstance(resources, Resources):
+            raise ValueError(f"resources: must be hpsearch.Resources(cpus=..., gpus=...), got {resources!r}")
+        options = {**options, "cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus}
+    return SweepSettings(**options)
+
+
+def sweep(
+    space: str | SpaceModule | Space,
+    *,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+    resources: Resources | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    **options: Any,
+) -> SweepResult:
+    """Run a hyperparameter sweep on Ray Tune and return the best trial and a table of all trials.
+
+    Args:
+        space: a space module path (``spaces/mlp.py``), short name (``mlp``), ``SpaceModule`` or ``Space``.
+        train: ``train(config)`` calling ``hpsearch.report(epoch=..., **metrics)``; default: the
+            module's ``TRAIN`` or the reference PyTorch trainable.
+        data: dataset name, ``Dataset`` or a function returning one; passed to ``train`` if it
+            declares a ``data`` argument, through Ray's object store (put once).
+        resources: per trial, e.g. ``Resources(cpus=1, gpus=0.25)``.
+        address: None starts Ray here; ``auto`` or ``ray://host:port`` joins a cluster.
+        **options: any field of ``hpsearch.SweepSettings`` (``strategy``, ``scheduler``, ``trials``,
+            ``max_epochs``, ``metric``, ``goal``, ``tracking_uri``...; see its fields for each
+            one's meaning and default). ``tracking_uri=False`` turns MLflow off.
+
+    Example:
+        >>> hpsearch.sweep("mlp", strategy="tpe", trials=27, max_epochs=27)  # doctest: +SKIP
+    """
+    prep = prepare(space, settings_from(options, resources), train=train, data=data)
+    return run_prepared(prep, address=address, callbacks=callbacks, progress=progress)
+
+
+# help(sweep) and IDEs that read signatures show every option as a keyword.
+sweep.__signature__ = inspect.signature(sweep).replace(parameters=[
+    *[p for p in inspect.signature(sweep).parameters.values() if p.kind != p.VAR_KEYWORD],
+    *[inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+      for f in fields(SweepSettings)],
+])
+
+
+def resume_sweep(
+    name: str,
+    *,
+    storage: str | None = None,
+    train: Callable[..., Any] | None = None,
+    data: str | Dataset | Callable[[], Dataset] | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> SweepResult:
+    """Finish an interrupted sweep: finished trials stay, unfinished ones continue from checkpoints.
+
+    A sweep started from a space module needs only its name; one started from a ``Space`` object
+    needs ``train`` (and ``data``) again, since functions are not recorded.
+    """
+    prep = prepare_resume(name, storage=storage, train=train, data=data)
+    return resume_prepared(prep, address=address, progress=progress, callbacks=callbacks)

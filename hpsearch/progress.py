@@ -1,0 +1,102 @@
+"""The live progress bar of a sweep (rich), fed by a Ray Tune callback instead of Ray's tables."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Mapping
+
+from hpsearch.callbacks import DriverCallback
+from hpsearch.results import status_of
+from hpsearch.settings import SweepSettings
+from hpsearch.vocab import TrialStatus
+
+_ENDED = (TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.FAILED)
+
+
+class Progress:
+    """Epochs done against the plan's expected epochs, trial counts and the best metric so far."""
+
+    def __init__(self, settings: SweepSettings, expected_epochs: int, enabled: bool = True) -> None:
+        self.settings, self.expected = settings, max(expected_epochs, 1)
+        self.enabled = enabled
+        self.epochs = 0
+        self.counts = {s: 0 for s in _ENDED}
+        self.running: set[str] = set()
+        self.best: float | None = None
+        self._lock = threading.Lock()
+        self._bar = None
+
+    def callback(self) -> "ProgressCallback":
+        return ProgressCallback(self)
+
+    def on_result(self, result: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.epochs += 1
+            value = result.get(self.settings.metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                better = self.best is None or (value > self.best if self.settings.mode == "max" else value < self.best)
+                self.best = value if better else self.best
+        self.refresh()
+
+    def on_end(self, trial, status: TrialStatus) -> None:
+        with self._lock:
+            self.running.discard(trial.trial_id)
+            self.counts[status if status in self.counts else TrialStatus.STOPPED] += 1
+        self.refresh()
+
+    def __enter__(self) -> "Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.settings.name, total=self.expected, status="starting")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self.refresh()
+            self._bar.stop()
+
+    def refresh(self) -> None:
+        if self._bar is None:
+            return
+        c = self.counts
+        done = sum(c.values())
+        best = "-" if self.best is None else f"{self.best:.4g}"
+        status = (f"{done}/{self.settings.trials} trials: {len(self.running)} running, {c[TrialStatus.COMPLETED]} "
+                  f"completed, {c[TrialStatus.STOPPED]} stopped early, {c[TrialStatus.FAILED]} failed | "
+                  f"best {self.settings.metric} {best}")
+        # Expected epochs come from the plan; schedulers may spend a little more, so grow the total.
+        total = max(self.expected, self.epochs)
+        self._bar.update(self._task, completed=self.epochs, total=total, status=status)
+
+
+class ProgressCallback(DriverCallback):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    @property
+    def live(self) -> bool:
+        return getattr(self, "progress", None) is not None
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self.live:
+            self.progress.running.add(trial.trial_id)
+            self.progress.refresh()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.live:
+            self.progress.on_result(result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.live:
+            self.progress.on_end(trial, status_of(trial, self.progress.settings.max_epochs, ended=True))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if self.live:
+            self.progress.on_end(trial, TrialStatus.FAILED)

@@ -1,0 +1,235 @@
+"""One validated object for every option of a sweep: ``SweepSettings``.
+
+The Python API (``sweep(...)``), the ``hpsearch`` command, ``resume`` and the nightly config all
+build this object and pass it down. Each option is checked on its own when the object is built,
+with one line naming the option, the rule and the value. Options that depend on the space module
+(``metric``, ``mode``, ``max_epochs``, the default ``name``...) start as None and are filled in by
+``engine.prepare``, which returns the settings with every field resolved; that resolved object is
+what a sweep records beside Ray's results and what ``resume`` reads back.
+
+A new option is one field here (with its ``help``) plus its flag in ``cli.SWEEP_OPTIONS``.
+
+Example:
+    >>> s = SweepSettings(strategy="tpe", trials=27, reduction_factor=3.0)
+    >>> s.strategy, s.trials, s.reduction_factor
+    (<Strategy.TPE: 'tpe'>, 27, 3)
+    >>> SweepSettings(trials=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: trials: must be a whole number >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hpsearch.schedulers import check_budget
+from hpsearch.vocab import NAME, SETTINGS_FILE, Mode, Scheduler, Strategy, is_number, sqlite_path, whole
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial gets. Fractional ``gpus`` pack several trials on one GPU.
+
+    Example:
+        >>> Resources(cpus=1, gpus=0.25)
+        Resources(cpus=1, gpus=0.25)
+    """
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("cpus", "gpus"):
+            value = getattr(self, name)
+            if not is_number(value) or value < 0 or math.isnan(value):
+                raise ValueError(f"{name}_per_trial: must be a number >= 0, got {value!r}")
+        if self.cpus == 0 and self.gpus == 0:
+            raise ValueError("cpus_per_trial: a trial needs some CPU or GPU, got cpus=0 and gpus=0")
+        if self.gpus > 1 and self.gpus != int(self.gpus):
+            raise ValueError(f"gpus_per_trial: above 1 must be a whole number of GPUs, got {self.gpus!r}")
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Every option of a sweep, validated. None means "the space module's, or a default"."""
+
+    metric: str | None = _opt(None, "Reported metric to optimise (default: the module's METRIC).")
+    mode: Mode | None = _opt(None, "max or min (default: the module's MODE).")
+    strategy: Strategy = _opt(Strategy.RANDOM, "How configurations are proposed.")
+    scheduler: Scheduler = _opt(Scheduler.ASHA, "How the epoch budget is shared between trials.")
+    trials: int | None = _opt(None, "Number of trials (grid: default the whole grid; else 20).")
+    max_epochs: int | None = _opt(None, "Epoch budget per trial (default: the module's MAX_EPOCHS).")
+    grace_period: int = _opt(1, "Epochs before a trial can be cut (asha).")
+    reduction_factor: float = _opt(3, "Keep 1/eta of trials at each rung (>= 2).")
+    seed: int = _opt(0, "Seeds the strategy's proposals.")
+    cpus_per_trial: float = _opt(1, "CPUs each trial holds.")
+    gpus_per_trial: float = _opt(0, "GPUs each trial holds; fractions pack several trials on one GPU.")
+    concurrency: int | None = _opt(None, "At most this many trials at once.")
+    max_failures: int = _opt(0, "Retries of a failed trial, from its last checkpoint.")
+    dataset: str | None = _opt(None, "Dataset name (default: the module's DATASET).")
+    name: str | None = _opt(None, "Sweep name (default: SPACE-strategy-scheduler-time).")
+    storage: str | None = _opt(None, "Where Ray keeps results (default ~/ray_results or $HPSEARCH_STORAGE).")
+    tracking_uri: str | bool | None = _opt(
+        None, "MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
+    experiment: str | None = _opt(None, "MLflow experiment (default: the space module's name).")
+    goal: float | None = _opt(None, "End the sweep once a trial reports the metric at or beyond this value.")
+    time_budget_s: float | None = _opt(None, "End the sweep this many seconds after it starts (or resumes).")
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        if self.metric is not None and (not isinstance(self.metric, str) or not self.metric):
+            raise ValueError(f"metric: name the reported metric to optimise (e.g. metric='val_acc'), got {self.metric!r}")
+        if self.mode is not None:
+            set_("mode", Mode.parse(self.mode))
+        set_("strategy", Strategy.parse(self.strategy))
+        set_("scheduler", Scheduler.parse(self.scheduler))
+        if self.trials is not None:
+            whole("trials", self.trials, 1)
+        check_budget(self.max_epochs, self.grace_period, self.reduction_factor)
+        whole("seed", self.seed, 0)
+        if self.concurrency is not None:
+            whole("concurrency", self.concurrency, 1)
+        whole("max_failures", self.max_failures, 0)
+        Resources(self.cpus_per_trial, self.gpus_per_trial)
+        for key in ("reduction_factor", "cpus_per_trial", "gpus_per_trial"):  # 3.0 from the CLI prints as 3
+            value = getattr(self, key)
+            if isinstance(value, float) and value.is_integer():
+                set_(key, int(value))
+        for key in ("dataset", "storage", "experiment"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{key}: must be a non-empty name, got {value!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not NAME.match(self.name)):
+            raise ValueError(f"name: letters, digits and _ . = - only (max 128), got {self.name!r}")
+        if self.tracking_uri == "off":
+            set_("tracking_uri", False)
+        if not (self.tracking_uri is None or isinstance(self.tracking_uri, bool) or
+                (isinstance(self.tracking_uri, str) and self.tracking_uri)):
+            raise ValueError(f"tracking_uri: give a URI such as http://127.0.0.1:5000 or sqlite:///path, "
+                             f"or false for none, got {self.tracking_uri!r}")
+        if self.goal is not None and (not is_number(self.goal) or not math.isfinite(self.goal)):
+            raise ValueError(f"goal: must be a finite number (the metric's value that ends the sweep), got {self.goal!r}")
+        if self.time_budget_s is not None and (not is_number(self.time_budget_s) or not 0 < self.time_budget_s < math.inf):
+            raise ValueError(f"time_budget_s: must be a number of seconds > 0, got {self.time_budget_s!r}")
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.cpus_per_trial, self.gpus_per_trial)
+
+    def replace(self, **changes: Any) -> "SweepSettings":
+        """A copy with some options changed, validated again."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], where: str = "") -> "SweepSettings":
+        """Settings from plain keys (a TOML table, JSON); an unknown key is one line naming it."""
+        known = option_names()
+        for key in values:
+            if key not in known:
+                raise ValueError(f"config: unknown key {key!r}{where} (known: {', '.join(known)})")
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, (Strategy, Scheduler, Mode)) else v) for k, v in asdict(self).items()}
+
+
+def option_names() -> list[str]:
+    """The options a sweep takes, in the order of the fields."""
+    return [f.name for f in fields(SweepSettings)]
+
+
+def option_help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(SweepSettings) if f.name == name)
+
+
+# -- where things are kept ------------------------------------------------------------------
+
+def default_storage() -> str:
+    return str(Path(os.environ.get("HPSEARCH_STORAGE", "~/ray_results")).expanduser())
+
+
+def embedded_uri() -> str:
+    """SQLite at ``mlflow/mlflow.db`` under the current directory (the repository, for the scripts)."""
+    return "sqlite:///" + str(Path.cwd() / "mlflow" / "mlflow.db")
+
+
+def resolve_tracking_uri(uri: str | bool | None) -> str | None:
+    """False turns tracking off; None means $MLFLOW_TRACKING_URI, else the embedded store.
+
+    Example:
+        >>> resolve_tracking_uri(False) is None
+        True
+    """
+    if uri is False or uri == "off":
+        return None
+    if uri is None or uri is True:
+        return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
+    if not isinstance(uri, str) or not uri:
+        raise ValueError(f"tracking_uri: give a URI such as http://127.0.0.1:5000 or sqlite:///path, got {uri!r}")
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """Fail with one line, before any trial runs, when the tracking store cannot be used."""
+    path = sqlite_path(uri)
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=5)
+        except requests.RequestException as exc:
+            raise ValueError(f"tracking_uri: cannot reach the MLflow server at {uri} ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise ValueError(f"tracking_uri: {uri}/health answered HTTP {response.status_code}, not an MLflow server")
+    elif path is not None:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"tracking_uri: cannot create {str(Path(path).parent)!r} for the SQLite store ({exc.strerror})") from None
+    elif "://" not in uri and not uri.startswith("databricks"):
+        raise ValueError(f"tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got {uri!r}")
+
+
+# -- the record of a sweep ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What a sweep writes beside Ray's results (``hpsearch.json``): its resolved settings, the
+    space module it came from, and the space as it was, so ``resume`` rebuilds the same sweep."""
+
+    settings: SweepSettings
+    space_path: str | None
+    space: dict[str, Any]
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.settings.storage, self.settings.name)
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = {"settings": self.settings.to_json(), "space_path": self.space_path, "space": self.space}
+        (self.folder / SETTINGS_FILE).write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, name: str, storage: str | None = None) -> "SweepRecord":
+        """The record of a sweep, by name."""
+        root = Path(storage or default_storage()).expanduser()
+        path = root / name / SETTINGS_FILE
+        if not path.exists():
+            known = sorted(p.parent.name for p in root.glob(f"*/{SETTINGS_FILE}")) if root.is_dir() else []
+            raise ValueError(f"name: no sweep {name!r} under {str(root)!r} (known: {', '.join(known[-5:]) or 'none'})")
+        data = json.loads(path.read_text())
+        if "settings" not in data:  # written before November 2026: one flat object
+            data = {"space_path": data.pop("space_path"), "space": data.pop("space"), "settings": data}
+            data["settings"]["tracking_uri"] = data["settings"]["tracking_uri"] or False  # None meant off
+        return cls(SweepSettings(**data["settings"]), data["space_path"], data["space"])

@@ -9,10 +9,11 @@ from hpsearch.engine import resume_sweep, sweep
 from hpsearch.results import SweepResult, TrialRecord
 from hpsearch.session import TrialFailed, load_checkpoint, report
 from hpsearch.settings import Resources, SweepSettings
-from hpsearch.space import Choice, Derived, Fixed, Float, Int, PowerOfTwo, Space, load_space_module
-from hpsearch.vocab import Scheduler, StopReason, Strategy, TrialStatus
+from hpsearch.modules import load_space_module
+from hpsearch.space import Choice, Derived, Fixed, Float, Int, PowerOfTwo, Space
+from hpsearch.vocab import VERSION, Scheduler, StopReason, Strategy, TrialStatus
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "Choice", "Dataset", "Derived", "Fixed", "Float", "Int", "PowerOfTwo", "Resources", "Scheduler", "Space",

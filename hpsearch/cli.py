@@ -225,7 +225,7 @@ def measure_epoch_seconds(prep) -> float | None:
         return None
     import statistics
 
-    from hpsearch import session
+    from hpsearch.session import history  # reports made outside a sweep
 
     times = []
     for config in prep.space.sample(3, seed=prep.settings.seed):
@@ -235,7 +235,7 @@ def measure_epoch_seconds(prep) -> float | None:
         start = time.perf_counter()
         prep.train_fn(config, **kwargs)
         times.append(time.perf_counter() - start)
-    session.history.clear()
+    history.clear()
     return statistics.median(times)
 
 

@@ -34,7 +34,8 @@ from hpsearch.schedulers import make_scheduler, plan_budget
 from hpsearch.settings import (
     Resources, SweepRecord, SweepSettings, check_reachable, default_storage, option_names, resolve_tracking_uri,
 )
-from hpsearch.space import Space, SpaceModule, load_space_module
+from hpsearch.modules import SpaceModule, load_space_module
+from hpsearch.space import Space
 from hpsearch.stopper import SweepStop
 from hpsearch.strategies import make_search_alg, planned_trials
 from hpsearch.trial import Replay, trial_entry
@@ -182,7 +183,7 @@ def trainable_for(prep: PreparedSweep):
 
     s = prep.settings
     fn = tune.with_parameters(
-        trial_entry, train_fn=prep.train_fn, data=prep.data, max_epochs=s.max_epochs, space=prep.space,
+        trial_entry, train_fn=prep.train_fn, data=prep.data, settings=s, space=prep.space,
         reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},
     )
     return tune.with_resources(fn, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})

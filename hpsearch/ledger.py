@@ -24,7 +24,7 @@ from typing import Any
 from hpsearch.engine import PreparedSweep
 from hpsearch.results import SweepResult, read_results
 from hpsearch.trial import Replay
-from hpsearch.vocab import RAY_KEYS, REPLAY_MARK, REUSED_KEY, TrialStatus
+from hpsearch.vocab import RAY_KEYS, REPLAY_MARK, REUSED_KEY, TrialStatus, is_number
 
 
 class Ledger:
@@ -107,7 +107,7 @@ def trial_entries(result: SweepResult, prep: PreparedSweep) -> list[dict[str, An
             if name and r.path and Path(r.path, name).is_dir() and not Path(r.path, name, REPLAY_MARK).exists():
                 ckpt = {"epoch": epoch, "path": str(Path(r.path, name))}
         curve = [{"epoch": e, **{k: v for k, v in row.items() if k not in RAY_KEYS and k != REUSED_KEY
-                                 and isinstance(v, (int, float)) and not isinstance(v, bool)}}
+                                 and is_number(v)}}
                  for e, row in sorted(by_epoch.items())]
         replayed = sum(1 for row in by_epoch.values() if REUSED_KEY in row)
         sources = [row[REUSED_KEY] for row in by_epoch.values() if REUSED_KEY in row]

@@ -47,7 +47,7 @@ from hpsearch.ledger import Ledger, reusable, trial_entries, warm_start_points
 from hpsearch.results import SweepResult
 from hpsearch.settings import SweepSettings, option_names
 from hpsearch.verdict import EXIT_OK, EXIT_WORSE, Verdict, judge, record_verdict
-from hpsearch.vocab import NAME, is_number, sqlite_path
+from hpsearch.vocab import NAME, VERSION, is_number, sqlite_path, whole
 
 EXIT_BUSY = 3
 __all__ = ["EXIT_BUSY", "EXIT_OK", "EXIT_WORSE", "Busy", "Ledger", "NightlyConfig", "judge", "load_config",
@@ -88,9 +88,7 @@ class NightlyConfig:
         if not is_number(self.deadline_hours) or not 0 < self.deadline_hours < math.inf:
             raise ValueError(f"deadline_hours: must be a number > 0, got {self.deadline_hours!r}")
         for key, low in (("warm_start", 0), ("history", 1)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{key}: must be a whole number >= {low}, got {value!r}")
+            whole(key, getattr(self, key), low)
         t = self.regression_threshold
         if not is_number(t) or not 0 <= t < math.inf:
             raise ValueError(f"regression_threshold: must be a number >= 0, got {t!r}")
@@ -157,9 +155,7 @@ def code_version(cfg: NightlyConfig, space_path: str | None) -> str:
     and, where the module lives in git, the commit and any uncommitted change."""
     if cfg.code_version:
         return cfg.code_version
-    from hpsearch import __version__
-
-    h = hashlib.sha256(__version__.encode())
+    h = hashlib.sha256(VERSION.encode())
     if space_path:
         h.update(Path(space_path).read_bytes())
         folder = str(Path(space_path).parent)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Mapping
 
 from hpsearch.callbacks import DriverCallback
 from hpsearch.results import status_of
 from hpsearch.settings import SweepSettings
-from hpsearch.vocab import TrialStatus
+from hpsearch.vocab import TrialStatus, plain_number
 
 _ENDED = (TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.FAILED)
 
@@ -33,8 +32,8 @@ class Progress:
     def on_result(self, result: Mapping[str, Any]) -> None:
         with self._lock:
             self.epochs += 1
-            value = result.get(self.settings.metric)
-            if isinstance(value, (int, float)) and math.isfinite(value):
+            value = plain_number(result.get(self.settings.metric))
+            if value is not None:
                 better = self.best is None or (value > self.best if self.settings.mode == "max" else value < self.best)
                 self.best = value if better else self.best
         self.refresh()

@@ -25,6 +25,8 @@ import shutil
 import tempfile
 from typing import Any
 
+from hpsearch.vocab import is_whole
+
 _CHECKPOINT_FILE = "state.pt"
 
 # Reports made outside a sweep, newest last (a plain list: this is the no-Ray fallback).
@@ -62,7 +64,7 @@ def report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
 
     ``epoch`` counts from 1 and is the budget unit the schedulers cut on.
     """
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+    if not is_whole(epoch) or epoch < 1:
         raise ValueError(f"report: epoch must be a whole number >= 1, got epoch={epoch!r}")
     values = {"epoch": epoch, **{k: _plain(k, v) for k, v in metrics.items()}}
     if not in_sweep():

@@ -31,7 +31,7 @@ from hpsearch.vocab import (
     PENDING_FILE, RAY_KEYS, REUSED_KEY, ROLE_SWEEP, ROLE_TRIAL, TAG_BEST, TAG_BEST_CONFIG, TAG_BEST_MODEL,
     TAG_BEST_TRIAL, TAG_CONFIG_HASH, TAG_EPOCHS, TAG_ERROR, TAG_GIT_COMMIT, TAG_NOTE, TAG_PARENT,
     TAG_RAY_RESOURCES, TAG_RETRIES, TAG_REUSED_EPOCHS, TAG_REUSED_FROM, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT,
-    TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, StopReason, TrialStatus, mask, plain_number, sqlite_path,
+    TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, VERSION, StopReason, TrialStatus, mask, plain_number, sqlite_path,
 )
 from hpsearch.writer import Writer, children_of, drain_seconds, spill
 
@@ -108,10 +108,8 @@ def parent_run(client, experiment: str, s: SweepSettings, space: Space) -> tuple
     import ray
     from mlflow.entities import Param
 
-    from hpsearch import __version__
-
     tags = {
-        TAG_SWEEP: s.name, TAG_ROLE: ROLE_SWEEP, TAG_VERSION: __version__,
+        TAG_SWEEP: s.name, TAG_ROLE: ROLE_SWEEP, TAG_VERSION: VERSION,
         TAG_RAY_RESOURCES: json.dumps({k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")}),
         TAG_NOTE: f"hpsearch sweep {s.name}: {s.strategy} search, {s.scheduler} scheduler, "
                   f"{s.trials} trials of up to {s.max_epochs} epochs, optimising {s.metric} ({s.mode}).",

@@ -35,7 +35,8 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _norm(kind: str, width: int, one_d: bool) -> nn.Module:
+def _norm(kind: str, width: int) -> nn.Module:
+    """The normalisation layer ``norm`` names; rejects any other value instead of silently dropping it."""
     if not kind or kind == "none":
         return nn.Identity()
     if kind == "batch":
@@ -57,7 +58,7 @@ def build_model(config: Mapping[str, Any], num_features: int, num_classes: int) 
         layers: list[nn.Module] = []
         fan_in = num_features
         for _ in range(depth):
-            layers += [nn.Linear(fan_in, width), _norm(norm, width, True), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(fan_in, width), _norm(norm, width), nn.ReLU(), nn.Dropout(dropout)]
             fan_in = width
         return nn.Sequential(*layers, nn.Linear(fan_in, num_classes))
     if kind == "cnn1d":
@@ -66,7 +67,7 @@ def build_model(config: Mapping[str, Any], num_features: int, num_classes: int) 
         for _ in range(depth):
             layers += [
                 nn.Conv1d(channels_in, channels, kernel_size=5, padding=2),
-                nn.BatchNorm1d(channels) if norm == "batch" else nn.Identity(),
+                _norm(norm, channels),
                 nn.ReLU(), nn.MaxPool1d(2), nn.Dropout(dropout),
             ]
             channels_in, channels = channels, channels * 2

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from hpsearch.data import Dataset
+from hpsearch.settings import SweepSettings
 from hpsearch.space import Space
 from hpsearch.vocab import REPLAY_MARK, REUSED_KEY
 
@@ -46,14 +47,16 @@ class Replay:
 
 
 def trial_entry(
-    config: dict[str, Any], *, train_fn: Callable[..., Any], data: Dataset | None, max_epochs: int, space: Space,
-    reuse: Mapping[str, Replay] | None = None,
+    config: dict[str, Any], *, train_fn: Callable[..., Any], data: Dataset | None, settings: SweepSettings,
+    space: Space, reuse: Mapping[str, Replay] | None = None,
 ) -> None:
     """Calls the user's ``train(config)``, passing ``data`` / ``max_epochs`` if it declares them.
 
     Ray fills inactive conditional parameters with None; the user sees them absent, as in the space.
-    A configuration with a recorded result (``reuse``) reports that result again instead.
+    A configuration with a recorded result (``reuse``) reports that result again instead. The
+    sweep's whole ``settings`` come along, so an option the trial side needs is read here.
     """
+    max_epochs = settings.max_epochs
     replay = (reuse or {}).get(space.config_hash(config))
     if replay is not None and replay_curve(replay, max_epochs):
         return

@@ -45,10 +45,9 @@ def judge(cfg, ledger: Ledger, night: str) -> Verdict:
     ``NightlyConfig``: its ``name``, ``history`` and ``regression_threshold``)."""
     threshold = cfg.regression_threshold
     entry = ledger.nights[night]
-    metric, mode = entry["metric"], entry["mode"]
+    mode = entry["mode"]
     earlier = [e for e in ledger.done_before(night) if e["best"] is not None][-cfg.history:]
-    best = entry["best"]
-    tonight = best["metric"] if best else None
+    tonight = entry["best"]["metric"] if entry["best"] else None
     ref = None
     for e in earlier:
         if ref is None or _better(mode, e["best"]["metric"], ref["best"]["metric"]):
@@ -65,7 +64,17 @@ def judge(cfg, ledger: Ledger, night: str) -> Verdict:
         kind, code = "better", EXIT_OK
     else:
         kind, code = "same", EXIT_OK
+    markdown = render(cfg.name, threshold, entry, earlier, ref, kind, change)
+    return Verdict(kind, code, tonight, ref["best"]["metric"] if ref else None, ref["night"] if ref else None,
+                   change, markdown)
 
+
+def render(name: str, threshold: float, entry: dict[str, Any], earlier: list[dict[str, Any]],
+           ref: dict[str, Any] | None, kind: str, change: float | None) -> str:
+    """The verdict as Markdown: headline, tonight against the reference night, the trend, the
+    winning configuration with what changed, and the night's counts."""
+    night, metric, mode, best = entry["night"], entry["metric"], entry["mode"], entry["best"]
+    tonight = best["metric"] if best else None
     headline = {
         "first": "first night: nothing to compare with yet",
         "better": f"better by {fmt(change)} {metric}",
@@ -73,7 +82,7 @@ def judge(cfg, ledger: Ledger, night: str) -> Verdict:
         "worse": f"WORSE by {fmt(-change) if change is not None else ''} {metric} (threshold {fmt(threshold)})",
         "no-result": "NO RESULT: no trial reported the metric",
     }[kind]
-    lines = [f"# {cfg.name}, night of {night}: {headline}", ""]
+    lines = [f"# {name}, night of {night}: {headline}", ""]
     lines += [f"| | {metric} ({mode}) | night |", "|---|---|---|",
               f"| tonight | **{fmt(tonight)}** | {night} |"]
     if ref is not None:
@@ -84,17 +93,7 @@ def judge(cfg, ledger: Ledger, night: str) -> Verdict:
     if len(trend) > 1:
         lines += ["", "Trend: " + " → ".join(f"{fmt(v)} ({d[5:]})" for d, v in trend)]
     if best:
-        lines += ["", "## Winning configuration", "",
-                  f"Trial {best['trial_id']}" + (f", reused from {best['source']}" if best.get("reused") else "") + ".", ""]
-        before = ref["best"]["config"] if ref else {}
-        lines += ["| parameter | tonight | " + (f"best before ({ref['night']})" if ref else "") + " |", "|---|---|---|"]
-        for k in sorted(set(best["config"]) | set(before)):
-            a, b = best["config"].get(k), before.get(k)
-            changed = ref is not None and fmt(a) != fmt(b)
-            lines.append(f"| {'**' + k + '**' if changed else k} | {fmt(a)} | {fmt(b) if ref else ''} |")
-        if ref is not None:
-            diff = [k for k in sorted(set(best["config"]) | set(before)) if fmt(best["config"].get(k)) != fmt(before.get(k))]
-            lines += ["", "Changed: " + (", ".join(diff) if diff else "nothing (the same configuration won)") + "."]
+        lines += _winner(best, ref)
     c = entry["counts"]
     lines += ["", "## The night", "",
               f"- {entry['trials_total']} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) + ".",
@@ -102,8 +101,23 @@ def judge(cfg, ledger: Ledger, night: str) -> Verdict:
               f"trained: {entry['trained_epochs']} epochs; warm-started from {entry['warm_started']} earlier winners.",
               f"- Wall time {entry['wall_s']:.0f} s; deadline {'reached: running trials were stopped' if entry['deadline_hit'] else 'not reached'}.",
               f"- Sweep `{entry['sweep']}`" + (f", MLflow run `{entry['parent_run_id']}`" if entry.get("parent_run_id") else "") + "."]
-    return Verdict(kind, code, tonight, ref["best"]["metric"] if ref else None, ref["night"] if ref else None,
-                   change, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def _winner(best: dict[str, Any], ref: dict[str, Any] | None) -> list[str]:
+    lines = ["", "## Winning configuration", "",
+             f"Trial {best['trial_id']}" + (f", reused from {best['source']}" if best.get("reused") else "") + ".", ""]
+    before = ref["best"]["config"] if ref else {}
+    lines += ["| parameter | tonight | " + (f"best before ({ref['night']})" if ref else "") + " |", "|---|---|---|"]
+    keys = sorted(set(best["config"]) | set(before))
+    for k in keys:
+        a, b = best["config"].get(k), before.get(k)
+        changed = ref is not None and fmt(a) != fmt(b)
+        lines.append(f"| {'**' + k + '**' if changed else k} | {fmt(a)} | {fmt(b) if ref else ''} |")
+    if ref is not None:
+        diff = [k for k in keys if fmt(best["config"].get(k)) != fmt(before.get(k))]
+        lines += ["", "Changed: " + (", ".join(diff) if diff else "nothing (the same configuration won)") + "."]
+    return lines
 
 
 def record_verdict(entry: dict[str, Any], verdict: Verdict, tracking_uri: str | None, folder: Path) -> None:

@@ -20,6 +20,9 @@ from enum import Enum
 from typing import Any
 
 
+VERSION = "0.1.0"  # hpsearch's version (pyproject.toml says the same; recorded on every sweep)
+
+
 class Words(str, Enum):
     """A ``str`` enum that prints as its value and parses with a one-line error."""
 
@@ -140,6 +143,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_whole(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def whole(name: str, value: Any, low: int) -> int:
     """``value`` if it is a whole number >= ``low``; else ``ValueError`` naming ``name``.
 
@@ -149,7 +157,7 @@ def whole(name: str, value: Any, low: int) -> int:
         ...
         ValueError: trials: must be a whole number >= 1, got 0
     """
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    if not is_whole(value) or value < low:
         raise ValueError(f"{name}: must be a whole number >= {low}, got {value!r}")
     return value
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -105,14 +107,47 @@ def test_paths_in_a_config_are_relative_to_it(tmp_path):
     assert cfg.space == str(tmp_path / "tiny.py") and cfg.sweep.storage == str(tmp_path / "runs")
 
 
+# One field of a cron schedule: a list of *, N or N-M, each with an optional /step.
+CRON_ITEM = r"(\*|\d+(-\d+)?)(/\d+)?"
+CRON_FIELD = re.compile(rf"{CRON_ITEM}(,{CRON_ITEM})*")
+CRON_BOUNDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]  # minute, hour, day of month, month, weekday
+
+
+def _cron_jobs(text: str) -> list[tuple[list[str], str]]:
+    """The (schedule fields, command) of each job line of a crontab; comments, blank lines and
+    ``NAME=value`` settings are not jobs."""
+    jobs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or re.match(r"[A-Za-z_]\w*\s*=", line):
+            continue
+        *schedule, command = line.split(None, 5)
+        jobs.append((schedule, command))
+    return jobs
+
+
 def test_shipped_config_and_schedules_agree(tmp_path):
     import yaml
 
-    root = Path(__file__).resolve().parent.parent / "scripts" / "nightly"
+    repo = Path(__file__).resolve().parent.parent
+    root = repo / "scripts" / "nightly"
     cfg = load_config(root / "mlp.toml")
     assert Path(cfg.space).name == "mlp.py" and Path(cfg.space).is_file()
-    cron = (root / "crontab").read_text()
-    assert any(line.split()[:5] and "hpsearch nightly" in line for line in cron.splitlines() if not line.startswith("#"))
+    jobs = _cron_jobs((root / "crontab").read_text())
+    assert len(jobs) == 1, jobs
+    schedule, command = jobs[0]
+    assert len(schedule) == 5, schedule
+    for field, (low, high) in zip(schedule, CRON_BOUNDS):
+        assert CRON_FIELD.fullmatch(field), f"not a cron field: {field!r}"
+        numbers = [int(n) for item in field.split(",") for n in re.findall(r"\d+", item.split("/")[0])]
+        assert all(low <= n <= high for n in numbers), f"{field!r} outside {low}-{high}"
+    assert "%" not in command  # cron turns an unescaped % into a newline
+    words = shlex.split(command)
+    runs = [i for i, w in enumerate(words[:-2]) if Path(w).name == "hpsearch" and words[i + 1] == "nightly"]
+    assert runs, f"the cron job does not run hpsearch nightly: {command}"
+    # The line cds into the checkout first, so the config path is relative to the repository.
+    config = words[runs[0] + 2]
+    assert config.endswith(".toml") and (repo / config).resolve() == root / "mlp.toml", command
     service, timer = (root / "hpsearch-nightly.service").read_text(), (root / "hpsearch-nightly.timer").read_text()
     assert "ExecStart=" in service and "hpsearch nightly" in service and "SuccessExitStatus=3" in service
     assert "Persistent=true" in timer and "OnCalendar=" in timer

@@ -2,13 +2,13 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from ray.tune import Callback
 
 import hpsearch
 from hpsearch.train import train as reference_train
@@ -81,16 +81,47 @@ def test_tpe_proposes_valid_configs(ray_session, storage, mnist1d, scheduler):
     _check_consistent(result, 3)
 
 
+class PauseLog(Callback):
+    """A driver callback that records each trial's reported epochs and when Ray had it PAUSED.
+
+    Ray applies a scheduler's PAUSE (after saving the trial) inside a step, and a resumed trial
+    only starts again in a later step, so ``on_step_end`` sees every pause. Plain data: Ray
+    pickles callbacks into its experiment state.
+    """
+
+    def __init__(self):
+        self.epochs: dict[str, list[int]] = {}  # trial id -> epochs in the order reported
+        self.paused: dict[str, list[int]] = {}  # trial id -> how many results it had reported at each pause
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.epochs.setdefault(trial.trial_id, []).append(result.get("epoch"))
+
+    def on_step_end(self, iteration, trials, **info):
+        for trial in trials:
+            if trial.status == "PAUSED":
+                seen = len(self.epochs.get(trial.trial_id, ()))
+                at = self.paused.setdefault(trial.trial_id, [])
+                if seen not in at:
+                    at.append(seen)
+
+
 def test_hyperband_pauses_and_resumes_from_checkpoints(ray_session, storage, mnist1d):
+    log = PauseLog()
     result = _sweep(storage, mnist1d, strategy="random", scheduler="hyperband", trials=10, max_epochs=9,
-                    reduction_factor=3, seed=2)
+                    reduction_factor=3, seed=2, callbacks=[log])
     _check_consistent(result, 9)
     assert {t.status for t in result.trials} == {"completed", "stopped"}
     for t in result.trials:
         # A paused trial that resumed from its checkpoint reports 1, 2, 3, ... with no restart.
         assert _history(t) == list(range(1, t.epochs + 1))
-    # Bracket s=1 of Ray's HyperBand starts 3 trials at 3 epochs: some were paused there and resumed.
-    assert any(3 < t.epochs for t in result.trials if t.trial_id in {r.trial_id for r in result.trials[3:]})
+    # Bracket s=1 of Ray's HyperBand holds 5 trials paused at 3 epochs until all reach it, then
+    # keeps 2: at least one of them was paused, so it resumed and reported epoch 4 next.
+    resumed = [(trial_id, n) for trial_id, pauses in log.paused.items() for n in pauses
+               if 0 < n < len(log.epochs[trial_id])]
+    assert resumed, f"no trial was paused and then resumed: paused {log.paused}, epochs {log.epochs}"
+    for trial_id, n in resumed:
+        epochs = log.epochs[trial_id]
+        assert epochs[n] == epochs[n - 1] + 1, (trial_id, n, epochs)  # from its checkpoint, not epoch 1
 
 
 def test_goal_ends_the_sweep_once_a_trial_reaches_it(ray_session, storage, mnist1d, mlflow_uri):

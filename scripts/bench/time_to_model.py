@@ -171,7 +171,7 @@ class Runner:
         from ray.tune.search import BasicVariantGenerator
 
         from bench import workloads
-        from hpsearch.space import load_space_module
+        from hpsearch.modules import load_space_module
 
         module = load_space_module(SPACE)
         rec = Recorder()

@@ -210,7 +210,7 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
 
     import hpsearch.train
     from hpsearch.data import load_dataset
-    from hpsearch.space import load_space_module
+    from hpsearch.modules import load_space_module
     from hpsearch.strategies import define_by_run
 
     os.environ["BENCH_TIMING_DIR"] = timing_dir

@@ -171,7 +171,7 @@ def reuse_key(prep: PreparedSweep, cfg: NightlyConfig) -> str:
     """Budget, data and code version: a trial's curve depends on these and on its config only
     (the scheduler decides how far a trial goes, not what it reports at an epoch)."""
     data = prep.data.version() if prep.data is not None else "none"
-    return f"epochs={prep.settings.max_epochs} data={data} code={code_version(cfg, prep.settings.space_path)}"
+    return f"epochs={prep.settings.max_epochs} data={data} code={code_version(cfg, prep.space_path)}"
 
 
 # -- one start --------------------------------------------------------------------------------

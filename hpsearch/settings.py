@@ -232,4 +232,4 @@ class SweepRecord:
         if "settings" not in data:  # written before November 2026: one flat object
             data = {"space_path": data.pop("space_path"), "space": data.pop("space"), "settings": data}
             data["settings"]["tracking_uri"] = data["settings"]["tracking_uri"] or False  # None meant off
-        return cls(SweepSettings(**data["settings"]), data["space_path"], data["space"])
+        return cls(SweepSettings.from_mapping(data["settings"], f" in {path}"), data["space_path"], data["space"])

@@ -256,7 +256,7 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
         whole = [t for t in reused if t["trained_epochs"] == 0]
         assert len(whole) == entry["reused_trials"] and any(t["epochs"] == 4 for t in whole)
         # In MLflow the reused trials say so; nothing is left RUNNING.
-        runs = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id],
+        runs = client.search_runs([client.get_experiment_by_name(cfg.sweep.experiment).experiment_id],
                                   f"tags.`hpsearch.sweep` = 'tiny-{night}'", max_results=50)
         marked = [r for r in runs if r.data.tags.get("hpsearch.reused_from")]
         assert len(marked) == len(reused) and all(r.info.status == "FINISHED" for r in runs)
@@ -284,7 +284,7 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
     night4 = ledger()["2026-11-23"]
     assert night4["verdict"]["kind"] == "worse" and night4["reused_trials"] == 0 and night4["warm_started"] == 2
     assert night4["key"] != nights["2026-11-22"]["key"]
-    parents = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id],
+    parents = client.search_runs([client.get_experiment_by_name(cfg.sweep.experiment).experiment_id],
                                  "tags.`hpsearch.sweep` = 'tiny-2026-11-23' and tags.`hpsearch.role` = 'sweep'")
     assert len(parents) == 1 and parents[0].data.tags["hpsearch.verdict"] == "worse"
     assert (tmp_path / "runs" / "tiny.nightly" / "verdicts" / "2026-11-23.md").read_text() in worse
@@ -304,7 +304,7 @@ def test_the_deadline_stops_running_trials_and_the_night_still_gets_its_verdict(
     statuses = [t["status"] for t in entry["trials"]]
     assert "completed" in statuses and "stopped" in statuses and len(statuses) < 200
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id],
+    runs = client.search_runs([client.get_experiment_by_name(cfg.sweep.experiment).experiment_id],
                               "tags.`hpsearch.role` = 'trial'", max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
     cut = [r for r in runs if r.data.tags.get("hpsearch.stopped_by") == "deadline"]

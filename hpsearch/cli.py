@@ -96,6 +96,7 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "experiment": ("--experiment", Optional[str]),
     "goal": ("--goal", Optional[float]),
     "time_budget_s": ("--time-budget", Optional[float]),
+    "checkpoint_every_s": ("--checkpoint-every", float),
 }
 
 

@@ -93,6 +93,35 @@ def asha_rungs(max_epochs: int, grace_period: int, reduction_factor: float) -> l
     return [int(grace_period * reduction_factor**k) for k in range(count)]
 
 
+def decision_epochs(scheduler: str, max_epochs: int, grace_period: int = 1, reduction_factor: float = 3) -> frozenset[int]:
+    """The epochs at which a scheduler may pause or stop a trial: where a checkpoint pays.
+
+    ASHA decides at the first report at or past each rung ``grace * rf**k`` (a fractional rung is
+    decided at the next whole epoch); HyperBand pauses at its brackets' milestones, ``int(max *
+    rf**-s)`` multiplied by ``rf`` up to ``max``; FIFO never cuts. The last epoch is not included:
+    every trial ends there anyway.
+
+    Example:
+        >>> sorted(decision_epochs("asha", 27, 1, 3)), sorted(decision_epochs("hyperband", 27, 1, 3))
+        ([1, 3, 9], [1, 3, 9])
+        >>> sorted(decision_epochs("asha", 10, 1, 2.5)), sorted(decision_epochs("fifo", 10))
+        ([1, 3, 7], [])
+    """
+    scheduler = Scheduler.parse(scheduler)
+    out: set[int] = set()
+    if scheduler == "asha":
+        count = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+        out = {math.ceil(grace_period * reduction_factor**k - 1e-9) for k in range(count)}
+    elif scheduler == "hyperband":
+        s_max1 = int(round(math.log(max_epochs) / math.log(reduction_factor))) + 1
+        for s in range(s_max1):
+            r = int(max_epochs * reduction_factor ** (-s))
+            for _ in range(s + 1 if r else 0):
+                out.add(r)
+                r = int(min(r * reduction_factor, max_epochs))
+    return frozenset(e for e in out if 1 <= e < max_epochs)
+
+
 def _halving(s: int, trials: int, nominal: int, start: int, max_epochs: int, rf: float) -> tuple[Rung, ...]:
     """Ray's bracket ``s``: ``s`` halvings from ``start`` epochs, keeping ``ceil(n / rf)`` of the
     bracket's nominal size each time (all of a partly filled bracket survive while they fit)."""

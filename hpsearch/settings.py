@@ -84,6 +84,10 @@ class SweepSettings:
     experiment: str | None = _opt(None, "MLflow experiment (default: the space module's name).")
     goal: float | None = _opt(None, "End the sweep once a trial reports the metric at or beyond this value.")
     time_budget_s: float | None = _opt(None, "End the sweep this many seconds after it starts (or resumes).")
+    checkpoint_every_s: float = _opt(
+        60, "A trial keeps its checkpoint where the scheduler may pause or stop it, at its last epoch, and "
+            "otherwise at most this often (seconds; 0: every epoch). After a crash, at most this much of a "
+            "trial's work repeats.")
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
@@ -119,6 +123,8 @@ class SweepSettings:
                              f"or false for none, got {self.tracking_uri!r}")
         if self.goal is not None and (not is_number(self.goal) or not math.isfinite(self.goal)):
             raise ValueError(f"goal: must be a finite number (the metric's value that ends the sweep), got {self.goal!r}")
+        if not is_number(self.checkpoint_every_s) or not 0 <= self.checkpoint_every_s < math.inf:
+            raise ValueError(f"checkpoint_every_s: must be a number of seconds >= 0, got {self.checkpoint_every_s!r}")
         if self.time_budget_s is not None and (not is_number(self.time_budget_s) or not 0 < self.time_budget_s < math.inf):
             raise ValueError(f"time_budget_s: must be a number of seconds > 0, got {self.time_budget_s!r}")
 

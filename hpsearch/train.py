@@ -3,8 +3,9 @@
 ``train(config)`` builds the model the config names (``mlp`` or ``cnn1d``; width, depth, dropout,
 batch norm), an AdamW or SGD-with-momentum optimizer with weight decay, optional linear warm-up
 and cosine decay of the learning rate, and reports ``train_loss``, ``val_loss`` and ``val_acc``
-each epoch with a checkpoint, so a paused or retried trial resumes instead of restarting. It runs
-on the GPU a trial is given, if any, and ends a diverged trial (NaN/inf loss) as failed.
+each epoch with a checkpoint (kept where the sweep's checkpoint policy says), so a paused or
+retried trial resumes instead of restarting. It runs on the GPU a trial is given, if any, and
+ends a diverged trial (NaN/inf loss) as failed.
 
 Example:
     >>> import hpsearch
@@ -154,5 +155,6 @@ def train(config: Mapping[str, Any], data: Dataset | None = None, max_epochs: in
         report(
             epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
             lr=optimizer.param_groups[0]["lr"],
-            checkpoint={"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
+            # Built only when the sweep keeps this epoch's checkpoint (see session.CheckpointPolicy).
+            checkpoint=lambda: {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
         )

@@ -96,6 +96,7 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
 
 # For each sweep option, a value its rule in SweepSettings (or engine.prepare) forbids.
 BAD_VALUE = {
+    "checkpoint_every_s": "-1",
     "strategy": "bogus", "scheduler": "bogus", "mode": "bogus",
     "trials": "0", "max_epochs": "0", "grace_period": "0", "concurrency": "0",
     "seed": "-1", "max_failures": "-1",
@@ -185,7 +186,8 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
     storage, name = tmp_path / "runs", f"killed-{kill_after}"
     proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
-                     "--name", name, "--no-progress", "--concurrency", "2", start_new_session=True)
+                     "--name", name, "--no-progress", "--concurrency", "2", "--checkpoint-every", "0",
+                     start_new_session=True)  # a checkpoint every epoch: the bounds below are in epochs
     # Wait for the kill point (kill_after trials finished; early: a few epochs into the first ones),
     # then kill the driver and everything it started.
     deadline = time.time() + 240

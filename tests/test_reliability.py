@@ -234,7 +234,7 @@ def remove_node_while_trials_run():
 
 threading.Thread(target=remove_node_while_trials_run, daemon=True).start()
 result = hpsearch.sweep(hpsearch.Space(hpsearch.Int("x", 1, 4)), train=train, metric="score", mode="max",
-                        strategy="grid", scheduler="fifo", max_epochs=20, max_failures=3,
+                        strategy="grid", scheduler="fifo", max_epochs=20, max_failures=3, checkpoint_every_s=0,
                         address=cluster.address, storage={str(tmp_path)!r}, tracking_uri=False, progress=False)
 trials = {{}}
 for t in result.trials:

@@ -120,3 +120,43 @@ def test_started_is_whether_ray_ever_ran_the_trial():
     assert started(SimpleNamespace(run_metadata=SimpleNamespace(start_time=1_700_000_000.0)))
     assert not started(SimpleNamespace(run_metadata=SimpleNamespace(start_time=None)))
     assert not started(SimpleNamespace())
+
+
+# -- the checkpoint policy --------------------------------------------------------------------
+
+def test_checkpoint_policy_keeps_rungs_the_last_epoch_and_one_every_period(monkeypatch):
+    from hpsearch import session
+    from hpsearch.schedulers import decision_epochs
+
+    clock = [100.0]
+    monkeypatch.setattr(session.time, "monotonic", lambda: clock[0])
+    policy = session.CheckpointPolicy(decision_epochs("asha", 20, 1, 3), last=20, every_s=10)
+    kept = []
+    for epoch in range(1, 21):
+        clock[0] += 3  # an epoch takes 3 s
+        if policy.due(epoch):
+            kept.append(epoch)
+            policy.kept()
+    # Rungs 1, 3, 9; then one whenever 10 s have passed since the last kept (every 4th epoch here);
+    # and the last epoch. No stretch of work without a checkpoint is longer than 10 s + one epoch.
+    assert kept == [1, 3, 7, 9, 13, 17, 20]
+    gaps = [3 * (b - a) for a, b in zip(kept, kept[1:])]
+    assert max(gaps) <= 10 + 3
+
+
+def test_checkpoint_policy_of_zero_seconds_keeps_every_epoch():
+    from hpsearch.session import CheckpointPolicy
+
+    policy = CheckpointPolicy(frozenset(), last=5, every_s=0)
+    assert all(policy.due(e) for e in range(1, 6))
+
+
+def test_decision_epochs_follow_rays_rungs_and_brackets():
+    from hpsearch.schedulers import decision_epochs
+
+    assert sorted(decision_epochs("asha", 81, 1, 3)) == [1, 3, 9, 27]
+    assert sorted(decision_epochs("asha", 20, 2, 2)) == [2, 4, 8, 16]
+    assert sorted(decision_epochs("asha", 10, 1, 2.5)) == [1, 3, 7]  # 2.5 and 6.25 are decided at 3 and 7
+    # Ray's HyperBand, max 9, eta 3: brackets start at 9, 3 and 1 epochs and pause at 1 and 3.
+    assert sorted(decision_epochs("hyperband", 9, 1, 3)) == [1, 3]
+    assert decision_epochs("fifo", 50) == frozenset()

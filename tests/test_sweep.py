@@ -174,6 +174,21 @@ def test_diverged_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_session,
     assert result.best.trial_id == by_lr[0.05].trial_id
 
 
+def test_checkpoints_are_kept_at_the_rungs_and_the_last_epoch_only(ray_session, storage, mnist1d):
+    # No time-based checkpoint within an hour: what remains is the policy's epochs.
+    result = _sweep(storage, mnist1d, strategy="grid", scheduler="asha", max_epochs=9, grace_period=1,
+                    reduction_factor=3, checkpoint_every_s=3600)
+    _check_consistent(result, 9)
+    assert {t.status for t in result.trials} == {"completed", "stopped"}
+    for t in result.trials:
+        with open(Path(t.path) / "result.json") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        kept = sorted(r["epoch"] for r in rows if r.get("checkpoint_dir_name"))
+        assert kept == [e for e in (1, 3, 9) if e <= t.epochs], (t.trial_id, t.status, t.epochs, kept)
+    best = result.best
+    assert best.status == "completed" and best.checkpoint  # the winner's model is still there to log
+
+
 def test_user_trainable_needs_no_ray(ray_session, storage):
     def train(config):
         state = hpsearch.load_checkpoint() or {"epoch": 0}

@@ -156,7 +156,7 @@ def test_retried_trial_continues_its_own_child_run(ray_session, mlflow_uri, tmp_
             hpsearch.report(epoch=epoch, score=float(epoch), checkpoint={"epoch": epoch})
 
     result = hpsearch.sweep(hpsearch.Space(hpsearch.Fixed("x", 1)), train=flaky, metric="score", mode="max",
-                            strategy="grid", scheduler="fifo", max_epochs=4, max_failures=1,
+                            strategy="grid", scheduler="fifo", max_epochs=4, max_failures=1, checkpoint_every_s=0,
                             storage=str(tmp_path / "runs"), experiment="tracking-retry", progress=False)
     assert [t.status for t in result.trials] == ["completed"], [t.error for t in result.trials]
     client = MlflowClient(tracking_uri=mlflow_uri)

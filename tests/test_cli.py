@@ -186,8 +186,8 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
     storage, name = tmp_path / "runs", f"killed-{kill_after}"
     proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
-                     "--name", name, "--no-progress", "--concurrency", "2", "--checkpoint-every", "0",
-                     start_new_session=True)  # a checkpoint every epoch: the bounds below are in epochs
+                     "--name", name, "--no-progress", "--concurrency", "2", "--checkpoint-every", "1",
+                     start_new_session=True)  # a checkpoint at least every second: bounds below in seconds
     # Wait for the kill point (kill_after trials finished; early: a few epochs into the first ones),
     # then kill the driver and everything it started.
     deadline = time.time() + 240
@@ -221,9 +221,14 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
         if any(trial.startswith(f"_trial_entry_{t}_") for t in recorded_done):
             assert len(after[trial]) == before[trial] - 1, f"finished trial {trial} ran again"
         else:
-            # It reported its last epoch after Ray's last snapshot: Ray resumes it from its last
-            # recorded checkpoint, so it may repeat the final epoch or two, never start over.
-            assert after[trial].count(1) == 1 and len(after[trial]) <= before[trial] - 1 + 2, (trial, after[trial])
+            # It reported its last epoch after Ray's last snapshot: Ray resumes it from the last
+            # checkpoint that snapshot names, so it repeats its final seconds, never starts over.
+            # Kept at least every second (the policy), and the snapshot may lag one checkpoint.
+            assert after[trial].count(1) == 1, (trial, after[trial])
+            seconds = _seconds(storage / name / trial / "progress.csv")
+            resumed_at = after[trial][before[trial] - 1:][:1] or [before[trial]]  # first epoch run again
+            repeated = seconds[:before[trial] - 1][resumed_at[0] - 1:]
+            assert sum(repeated) <= 2 * 1 + 2 * max(seconds), (trial, after[trial], repeated)
     for trial, epochs in after.items():
         # Every trial reached the budget; an interrupted one continued from its checkpoint.
         assert set(epochs) == set(range(1, 26)) and epochs[0] == 1, (trial, epochs)
@@ -262,3 +267,11 @@ def _epochs(progress_csv: Path) -> list[int]:
 
     with open(progress_csv) as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _seconds(progress_csv: Path) -> list[float]:
+    """Each report's time since the one before (Ray's time_this_iter_s), in the order reported."""
+    import csv
+
+    with open(progress_csv) as f:
+        return [float(row["time_this_iter_s"]) for row in csv.DictReader(f)]

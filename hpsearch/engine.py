@@ -162,19 +162,24 @@ def quiet_ray() -> None:
 
 
 def connect(address: str | None) -> dict[str, float]:
-    """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``) or start Ray on this machine.
+    """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``; else ``$RAY_ADDRESS``) or
+    start Ray on this machine.
 
     Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
+    With no address, a Ray of our own is started even when another is running here: left to
+    itself, ``ray.init()`` joins the latest cluster started on the machine (perhaps another
+    sweep's, which ends with it) and then refuses ``num_cpus``.
     """
     import ray
 
     if not ray.is_initialized():
         # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
         kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
     return dict(ray.cluster_resources())
 
 

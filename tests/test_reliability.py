@@ -266,3 +266,39 @@ cluster.shutdown()
         repeated = [s for e, s in zip(t["epochs"][:first_on_survivor], t["seconds"])
                     if e >= t["epochs"][first_on_survivor]]
         assert sum(repeated) <= 2 * 1 + 2 * max(t["seconds"]), (t["epochs"], repeated)
+
+
+def test_a_sweep_starts_its_own_ray_beside_another_running_here(tmp_path):
+    # Left to itself, ray.init() joins the latest cluster started on the machine (`ray start`, or
+    # as here ray.cluster_utils, both note it in /tmp/ray/ray_current_cluster) and then refuses
+    # num_cpus; a sweep with no address starts its own, as documented.
+    other = subprocess.Popen([sys.executable, "-c", "import sys; from ray.cluster_utils import Cluster; "
+                              "c = Cluster(initialize_head=True, head_node_args={'num_cpus': 1}); "
+                              "print('up', flush=True); sys.stdin.read(); c.shutdown()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert other.stdout.readline().strip() == "up"
+        code = (
+            "import hpsearch\n"
+            "def train(config):\n"
+            "    hpsearch.report(epoch=1, score=float(config['x']))\n"
+            "r = hpsearch.sweep(hpsearch.Space(hpsearch.Int('x', 1, 2)), train=train, metric='score', mode='max',\n"
+            f"                  strategy='grid', scheduler='fifo', max_epochs=1, tracking_uri=False, progress=False,\n"
+            f"                  storage={str(tmp_path)!r})\n"
+            "print('best', r.best_metric)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip().splitlines()[-1] == "best 2.0"
+        assert other.poll() is None  # the other driver's Ray was left alone
+    finally:
+        other.stdin.close()  # the other cluster shuts down, and forgets its address
+        try:
+            other.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(other.pid, 9)
+            other.wait()
+            from ray._common.utils import reset_ray_address
+
+            reset_ray_address()  # a stale address would misdirect every later plain ray.init()

@@ -178,11 +178,14 @@ def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
     assert best["model"] == "mlp" and best["lr"] in (0.001, 0.01, 0.1)
 
 
+KILL_EPOCHS = 15  # ~0.2 s each at batch 32: a trial runs for seconds, long enough to kill mid-way
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [0, 2, 4], ids=["early", "mid", "late"])  # late: the last pair in flight
 def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path, kill_after):
     module = tmp_path / "slow.py"
-    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", "MAX_EPOCHS = 25").replace(
+    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}").replace(
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
     storage, name = tmp_path / "runs", f"killed-{kill_after}"
     proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
@@ -199,7 +202,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
         for progress in storage.glob(f"{name}/*/progress.csv"):
             rows = progress.read_text().splitlines()
             started = started or len(rows) > 3
-            if len(rows) > 25:  # header + 25 epochs
+            if len(rows) > KILL_EPOCHS:  # header + every epoch
                 finished.add(progress.parent.name)
         if (kill_after == 0 and started) or (kill_after and len(finished) >= kill_after):
             break
@@ -231,7 +234,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
             assert sum(repeated) <= 2 * 1 + 2 * max(seconds), (trial, after[trial], repeated)
     for trial, epochs in after.items():
         # Every trial reached the budget; an interrupted one continued from its checkpoint.
-        assert set(epochs) == set(range(1, 26)) and epochs[0] == 1, (trial, epochs)
+        assert set(epochs) == set(range(1, KILL_EPOCHS + 1)) and epochs[0] == 1, (trial, epochs)
 
     # MLflow: the resumed sweep continued its own parent and children; nothing is left RUNNING.
     from mlflow import MlflowClient
@@ -246,7 +249,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     assert all(r.info.status == "FINISHED" for r in runs)
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert sorted(steps) == list(range(1, 26))  # one point per epoch, repeats included
+        assert sorted(steps) == list(range(1, KILL_EPOCHS + 1))  # one point per epoch, repeats included
 
 
 def _recorded_finished(experiment_dir: Path) -> set[str]:

@@ -24,8 +24,9 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from hpsearch.vocab import is_whole
 
@@ -90,6 +91,17 @@ class CheckpointPolicy:
 
 # The policy of the trial running in this process (set by the trial entry point; None: every epoch).
 policy: CheckpointPolicy | None = None
+
+
+@contextmanager
+def checkpoint_policy(chosen: CheckpointPolicy) -> Iterator[CheckpointPolicy]:
+    """Apply ``chosen`` to the reports made inside the block (one trial's run)."""
+    global policy
+    policy = chosen
+    try:
+        yield chosen
+    finally:
+        policy = None  # a reused actor's next trial gets its own
 
 
 def report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from hpsearch import session
 from hpsearch.data import Dataset
 from hpsearch.schedulers import decision_epochs
-from hpsearch.session import CheckpointPolicy
+from hpsearch.session import CheckpointPolicy, checkpoint_policy
 from hpsearch.settings import SweepSettings
 from hpsearch.space import Space
 from hpsearch.vocab import REPLAY_MARK, REUSED_KEY
@@ -70,12 +69,9 @@ def trial_entry(
     if "max_epochs" in params:
         kwargs["max_epochs"] = max_epochs
     s = settings
-    session.policy = CheckpointPolicy(
-        decision_epochs(s.scheduler, max_epochs, s.grace_period, s.reduction_factor), max_epochs, s.checkpoint_every_s)
-    try:
+    epochs = decision_epochs(s.scheduler, max_epochs, s.grace_period, s.reduction_factor)
+    with checkpoint_policy(CheckpointPolicy(epochs, max_epochs, s.checkpoint_every_s)):
         train_fn(space.complete(config), **kwargs)
-    finally:
-        session.policy = None  # a reused actor's next trial gets its own
 
 
 def replay_curve(replay: Replay, max_epochs: int) -> bool:

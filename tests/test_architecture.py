@@ -52,8 +52,8 @@ def _imports(tree: ast.Module, top_level_only: bool = False):
 
 def _internal(module: str, names: list[str]) -> list[str]:
     """The hpsearch modules an import statement reaches."""
-    if module == "hpsearch":
-        return [n for n in names if (PACKAGE / f"{n}.py").exists()] or ["__init__"]
+    if module == "hpsearch":  # runs the package's __init__ (which imports the engine) first
+        return ["__init__"] + [n for n in names if (PACKAGE / f"{n}.py").exists()]
     if module.startswith("hpsearch."):
         return [module.split(".")[1]]
     return []

@@ -128,10 +128,6 @@ class SweepSettings:
         if self.time_budget_s is not None and (not is_number(self.time_budget_s) or not 0 < self.time_budget_s < math.inf):
             raise ValueError(f"time_budget_s: must be a number of seconds > 0, got {self.time_budget_s!r}")
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(self.cpus_per_trial, self.gpus_per_trial)
-
     def replace(self, **changes: Any) -> "SweepSettings":
         """A copy with some options changed, validated again."""
         return replace(self, **changes)

@@ -30,14 +30,14 @@ class Words(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, value: Any, name: str | None = None):
+    def parse(cls, value: Any):
         """The member for ``value`` (a member or its text); ``ValueError`` naming the option if none."""
         try:
             return cls(value)
         except ValueError:
             choices = ", ".join(m.value for m in cls)
             # The option is named after the enum: Strategy -> strategy.
-            raise ValueError(f"{name or cls.__name__.lower()}: must be one of {choices}, got {value!r}") from None
+            raise ValueError(f"{cls.__name__.lower()}: must be one of {choices}, got {value!r}") from None
 
 
 class Strategy(Words):
@@ -72,10 +72,6 @@ class TrialStatus(Words):
     RUNNING = "running"
     PENDING = "pending"  # never started
     INTERRUPTED = "interrupted"  # in MLflow: the sweep ended while the trial was still running
-
-    @property
-    def ended(self) -> bool:
-        return self in (TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.FAILED)
 
 
 class StopReason(Words):

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -21,7 +20,7 @@ from typer.exceptions import TyperException  # typer vendors click: its errors d
 from rich.console import Console
 from rich.table import Table
 
-from hpsearch.settings import SweepSettings, option_help
+from hpsearch.settings import SweepSettings, option_field, option_help
 from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, fmt, sqlite_path
 
 app = typer.Typer(
@@ -115,7 +114,7 @@ def _choice(enum):
 
 def _option(name: str) -> inspect.Parameter:
     flag, kind = SWEEP_OPTIONS[name]
-    default = next(f.default for f in fields(SweepSettings) if f.name == name)
+    default = option_field(name).default
     enum = next((e for e in (Strategy, Scheduler, Mode) if kind in (e, Optional[e])), None)
     extra = {"parser": _choice(enum), "metavar": "[" + "|".join(m.value for m in enum) + "]"} if enum else {}
     option = typer.Option(default.value if isinstance(default, Enum) else default, flag, help=option_help(name),

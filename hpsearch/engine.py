@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import os
@@ -32,7 +31,7 @@ from hpsearch.progress import Progress
 from hpsearch.results import SweepResult, TrialRecord, pick_best, read_results, records_from_trials, started
 from hpsearch.schedulers import make_scheduler, plan_budget
 from hpsearch.settings import (
-    Resources, SweepRecord, SweepSettings, check_reachable, default_storage, option_names, resolve_tracking_uri,
+    Resources, SweepRecord, SweepSettings, check_reachable, default_storage, resolve_tracking_uri,
 )
 from hpsearch.modules import SpaceModule, load_space_module
 from hpsearch.space import Space
@@ -343,17 +342,11 @@ def best_model(prep: PreparedSweep, best: TrialRecord | None):
 
 def settings_from(options: Mapping[str, Any], resources: Resources | None = None) -> SweepSettings:
     """``SweepSettings`` from keyword options; an unknown one is one line with the nearest name."""
-    known = option_names()
-    for key in options:
-        if key not in known:
-            near = difflib.get_close_matches(key, known, n=1)
-            raise ValueError(f"{key}: not an option of a sweep" + (f" (did you mean {near[0]}?)" if near else "")
-                             + f"; options: {', '.join(known)}")
     if resources is not None:
         if not isinstance(resources, Resources):
             raise ValueError(f"resources: must be hpsearch.Resources(cpus=..., gpus=...), got {resources!r}")
         options = {**options, "cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus}
-    return SweepSettings(**options)
+    return SweepSettings.from_mapping(dict(options))
 
 
 def sweep(

@@ -21,10 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,14 @@ class SweepSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], where: str = "") -> "SweepSettings":
-        """Settings from plain keys (a TOML table, JSON); an unknown key is one line naming it."""
+        """Settings from plain keys (keyword options, JSON); an unknown key is one line naming it
+        and the nearest option."""
         known = option_names()
         for key in values:
             if key not in known:
-                raise ValueError(f"config: unknown key {key!r}{where} (known: {', '.join(known)})")
+                near = difflib.get_close_matches(key, known, n=1)
+                raise ValueError(f"{key}: not an option of a sweep{where}" + (f" (did you mean {near[0]}?)" if near else "")
+                                 + f"; options: {', '.join(known)}")
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -150,8 +154,13 @@ def option_names() -> list[str]:
     return [f.name for f in fields(SweepSettings)]
 
 
+def option_field(name: str) -> Field:
+    """The field of one option: its default, and its ``help`` in ``metadata``."""
+    return next(f for f in fields(SweepSettings) if f.name == name)
+
+
 def option_help(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(SweepSettings) if f.name == name)
+    return option_field(name).metadata["help"]
 
 
 # -- where things are kept ------------------------------------------------------------------
@@ -172,7 +181,7 @@ def resolve_tracking_uri(uri: str | bool | None) -> str | None:
         >>> resolve_tracking_uri(False) is None
         True
     """
-    if uri is False or uri == "off":
+    if uri is False:
         return None
     if uri is None or uri is True:
         return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()

@@ -212,7 +212,8 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    before = {p.parent.name: len(p.read_text().splitlines()) for p in storage.glob(f"{name}/*/progress.csv")}
+    seconds_before = {p.parent.name: _seconds(p) for p in storage.glob(f"{name}/*/progress.csv")}
+    before = {trial: len(seconds) for trial, seconds in seconds_before.items()}  # reports made before the kill
     recorded_done = _recorded_finished(storage / name)  # what Ray's own state says had finished
     resumed = _hpsearch("resume", name, "--storage", str(storage), "--no-progress")
     out, err = resumed.communicate(timeout=600)
@@ -222,15 +223,15 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     assert len(after) == 6
     for trial in finished:
         if any(trial.startswith(f"_trial_entry_{t}_") for t in recorded_done):
-            assert len(after[trial]) == before[trial] - 1, f"finished trial {trial} ran again"
+            assert len(after[trial]) == before[trial], f"finished trial {trial} ran again"
         else:
             # It reported its last epoch after Ray's last snapshot: Ray resumes it from the last
             # checkpoint that snapshot names, so it repeats its final seconds, never starts over.
             # Kept at least every second (the policy), and the snapshot may lag one checkpoint.
             assert after[trial].count(1) == 1, (trial, after[trial])
-            seconds = _seconds(storage / name / trial / "progress.csv")
-            resumed_at = after[trial][before[trial] - 1:][:1] or [before[trial]]  # first epoch run again
-            repeated = seconds[:before[trial] - 1][resumed_at[0] - 1:]
+            seconds = seconds_before[trial]
+            resumed_at = after[trial][before[trial]:][:1] or [before[trial] + 1]  # first epoch run again
+            repeated = seconds[resumed_at[0] - 1:]
             assert sum(repeated) <= 2 * 1 + 2 * max(seconds), (trial, after[trial], repeated)
     for trial, epochs in after.items():
         # Every trial reached the budget; an interrupted one continued from its checkpoint.
@@ -265,16 +266,18 @@ def _recorded_finished(experiment_dir: Path) -> set[str]:
     return done
 
 
-def _epochs(progress_csv: Path) -> list[int]:
-    import csv
+def _results(progress_csv: Path) -> list[dict]:
+    """The trial's reports in the order made, from Ray's result.json beside progress.csv (one JSON
+    object a line). Not the CSV: rows Ray appends after a resume follow that result's key order,
+    under the header written before it."""
+    lines = (progress_csv.parent / "result.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
-    with open(progress_csv) as f:
-        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+def _epochs(progress_csv: Path) -> list[int]:
+    return [int(r["epoch"]) for r in _results(progress_csv)]
 
 
 def _seconds(progress_csv: Path) -> list[float]:
     """Each report's time since the one before (Ray's time_this_iter_s), in the order reported."""
-    import csv
-
-    with open(progress_csv) as f:
-        return [float(row["time_this_iter_s"]) for row in csv.DictReader(f)]
+    return [float(r["time_this_iter_s"]) for r in _results(progress_csv)]

@@ -21,13 +21,13 @@ import os
 import secrets
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from hpsearch.data import Dataset, load_dataset
-from hpsearch.progress import Progress
 from hpsearch.results import SweepResult, TrialRecord, pick_best, read_results, records_from_trials, started
 from hpsearch.schedulers import make_scheduler, plan_budget
 from hpsearch.settings import (
@@ -35,10 +35,13 @@ from hpsearch.settings import (
 )
 from hpsearch.modules import SpaceModule, load_space_module
 from hpsearch.space import Space
-from hpsearch.stopper import SweepStop
 from hpsearch.strategies import make_search_alg, planned_trials
 from hpsearch.trial import Replay, trial_entry
-from hpsearch.vocab import StopReason, TrialStatus
+from hpsearch.vocab import StopReason, TrialStatus, sqlite_path
+
+if TYPE_CHECKING:  # the driver's Ray Tune side is imported when a sweep starts (see start_driver)
+    from hpsearch.progress import Progress
+    from hpsearch.stopper import SweepStop
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,42 @@ def connect(address: str | None) -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+def start_driver(prep: PreparedSweep, address: str | None):
+    """Start (or join) Ray while a thread imports Ray Tune and opens the MLflow store; returns the
+    store's client (None if tracking is off or the store is new).
+
+    Done one after the other these took ~5 s (Ray's processes starting, mostly waiting) and ~5 s
+    (imports: Ray Tune ~1.5 s, MLflow ~2 s; opening an SQLite store ~2 s) here, before the first
+    trial could start; overlapped, ~7-8 s. A new SQLite store is created only once Ray is up, so a
+    cluster that cannot be joined leaves nothing written.
+    """
+    quiet_ray()
+    import ray  # noqa: F401  before the thread starts, so both threads find it imported
+
+    with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
+        opening = pool.submit(_import_driver_side, prep.settings.tracking_uri or None)
+        connect(address)
+        return opening.result()
+
+
+def _import_driver_side(uri: str | None):
+    import ray.tune  # noqa: F401
+
+    import hpsearch.progress  # noqa: F401
+    import hpsearch.stopper  # noqa: F401
+
+    if uri is None:
+        return None
+    path = sqlite_path(uri)
+    if path is not None and not Path(path).exists():
+        import mlflow  # noqa: F401
+
+        return None
+    from hpsearch.store import open_client
+
+    return open_client(uri)
+
+
 def trainable_for(prep: PreparedSweep):
     from ray import tune
 
@@ -207,33 +246,35 @@ def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepSto
     )
 
 
-def _live_callbacks(prep: PreparedSweep, progress: bool):
+def _live_callbacks(prep: PreparedSweep, progress: bool, client=None):
     """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
-    the driver callbacks that feed them."""
-    from hpsearch.callbacks import NoTensorBoard
+    the driver callbacks that feed them; ``client``: the store, if already open."""
+    from hpsearch.callbacks import NoCSV, NoTensorBoard
+    from hpsearch.progress import Progress
 
     s = prep.settings
     plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
     bar = Progress(s, plan.total_epochs, enabled=progress)
     if not s.tracking_uri:
-        return bar, None, [bar.callback(), NoTensorBoard()]
+        return bar, None, [bar.callback(), NoTensorBoard(), NoCSV()]
     from hpsearch.tracking import MlflowCallback, SweepTracker
 
-    tracker = SweepTracker(s, prep.space)
-    return bar, tracker, [bar.callback(), MlflowCallback(tracker), NoTensorBoard()]
+    tracker = SweepTracker(s, prep.space, client=client)
+    return bar, tracker, [bar.callback(), MlflowCallback(tracker), NoTensorBoard(), NoCSV()]
 
 
 def run_prepared(
     prep: PreparedSweep, *, address: str | None = None, callbacks: Sequence[Any] = (), progress: bool = True,
 ) -> SweepResult:
     """Run a validated sweep on Ray and collect its result."""
+    client = start_driver(prep, address)
     from ray import tune
 
+    from hpsearch.stopper import SweepStop
+
     s = prep.settings
-    quiet_ray()
-    connect(address)
     prep.record.save()
-    bar, tracker, live = _live_callbacks(prep, progress)
+    bar, tracker, live = _live_callbacks(prep, progress, client)
     stopper = SweepStop(s, prep.deadline)
     tuner = tune.Tuner(
         trainable_for(prep),
@@ -259,11 +300,12 @@ def resume_prepared(
     prep: PreparedSweep, *, address: str | None = None, progress: bool = True, callbacks: Sequence[Any] = ()
 ) -> SweepResult:
     """Restore an interrupted sweep's Ray experiment and run it to its end."""
+    client = start_driver(prep, address)
     from ray import tune
 
+    from hpsearch.stopper import SweepStop
+
     s = prep.settings
-    quiet_ray()
-    connect(address)
     path = str(prep.path)
     if not tune.Tuner.can_restore(path):
         raise ValueError(f"name: sweep {s.name!r} has no Ray experiment state under {path!r} to resume")
@@ -271,7 +313,7 @@ def resume_prepared(
     # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
     # DriverCallback); hand it live ones, and this start's deadline. get_run_config() returns the
     # object the run will use.
-    bar, tracker, live = _live_callbacks(prep, progress)
+    bar, tracker, live = _live_callbacks(prep, progress, client)
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = [*live, *callbacks]
     run_config.stop = stopper = SweepStop(s, prep.deadline)

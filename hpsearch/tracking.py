@@ -127,11 +127,12 @@ def parent_run(client, experiment: str, s: SweepSettings, space: Space) -> tuple
 class SweepTracker:
     """The MLflow side of one sweep: the parent run, one child per trial, their endings."""
 
-    def __init__(self, settings: SweepSettings, space: Space) -> None:
+    def __init__(self, settings: SweepSettings, space: Space, client=None) -> None:
+        """``client``: the store already opened by ``open_client`` (else opened here)."""
         if not settings.tracking_uri:
             raise ValueError("tracking_uri: tracking is off for this sweep")
         self.uri, self.settings, self.space = settings.tracking_uri, settings, space
-        self.client = open_client(self.uri)
+        self.client = client or open_client(self.uri)
         self.buffers = Buffers()
         self._last_flush = time.monotonic()
         self._known: set[str] = set()  # trials whose child run is created or queued

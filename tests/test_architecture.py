@@ -2,6 +2,8 @@
 out of the pure modules, and names used across modules are public."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,12 @@ def test_the_checks_see_what_they_claim(tmp_path):
     graph = _graph()
     assert "tracking" in graph["engine"]  # imported inside a function
     assert "vocab" in graph["space"] or "vocab" in graph["strategies"]
+
+
+def test_importing_the_package_starts_no_heavy_import():
+    # `import hpsearch` (a CLI error, `plan`, a notebook) must not pay for Ray Tune (~2 s here),
+    # MLflow, torch or the report's libraries; a sweep imports them while Ray starts.
+    code = ("import sys, hpsearch; print(' '.join(m for m in ('ray', 'ray.tune', 'mlflow', 'torch', 'optuna', "
+            "'pandas', 'matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch import cli, engine
+from hpsearch.results import read_results
 
 TINY_MODULE = '''
 from hpsearch.space import Choice, Fixed, Float, PowerOfTwo, Space
@@ -199,11 +200,11 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     while time.time() < deadline:
         time.sleep(0.5)
         finished = set()
-        for progress in storage.glob(f"{name}/*/progress.csv"):
-            rows = progress.read_text().splitlines()
-            started = started or len(rows) > 3
-            if len(rows) > KILL_EPOCHS:  # header + every epoch
-                finished.add(progress.parent.name)
+        for results in storage.glob(f"{name}/*/result.json"):
+            rows = results.read_text().splitlines()
+            started = started or len(rows) > 2
+            if len(rows) >= KILL_EPOCHS:  # a line every epoch
+                finished.add(results.parent.name)
         if (kill_after == 0 and started) or (kill_after and len(finished) >= kill_after):
             break
     else:
@@ -212,14 +213,14 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    seconds_before = {p.parent.name: _seconds(p) for p in storage.glob(f"{name}/*/progress.csv")}
+    seconds_before = {p.parent.name: _seconds(p) for p in storage.glob(f"{name}/*/result.json")}
     before = {trial: len(seconds) for trial, seconds in seconds_before.items()}  # reports made before the kill
     recorded_done = _recorded_finished(storage / name)  # what Ray's own state says had finished
     resumed = _hpsearch("resume", name, "--storage", str(storage), "--no-progress")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert f"{name}: 6 trials" in out
-    after = {p.parent.name: _epochs(p) for p in storage.glob(f"{name}/*/progress.csv")}
+    after = {p.parent.name: _epochs(p) for p in storage.glob(f"{name}/*/result.json")}
     assert len(after) == 6
     for trial in finished:
         if any(trial.startswith(f"_trial_entry_{t}_") for t in recorded_done):
@@ -266,18 +267,11 @@ def _recorded_finished(experiment_dir: Path) -> set[str]:
     return done
 
 
-def _results(progress_csv: Path) -> list[dict]:
-    """The trial's reports in the order made, from Ray's result.json beside progress.csv (one JSON
-    object a line). Not the CSV: rows Ray appends after a resume follow that result's key order,
-    under the header written before it."""
-    lines = (progress_csv.parent / "result.json").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+def _epochs(result_json: Path) -> list[int]:
+    """The trial's epochs in the order reported (Ray's result.json: one JSON object a line)."""
+    return [int(r["epoch"]) for r in read_results(result_json.parent)]
 
 
-def _epochs(progress_csv: Path) -> list[int]:
-    return [int(r["epoch"]) for r in _results(progress_csv)]
-
-
-def _seconds(progress_csv: Path) -> list[float]:
+def _seconds(result_json: Path) -> list[float]:
     """Each report's time since the one before (Ray's time_this_iter_s), in the order reported."""
-    return [float(r["time_this_iter_s"]) for r in _results(progress_csv)]
+    return [float(r["time_this_iter_s"]) for r in read_results(result_json.parent)]

@@ -250,7 +250,7 @@ cluster.shutdown()
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")))  # Ray may log after it
     trials = out["trials"]
     assert [t["status"] for t in trials.values()] == ["completed"] * 4
     moved = [t for t in trials.values() if out["doomed"] in t["nodes"] and out["survivor"] in t["nodes"]]

@@ -1,5 +1,5 @@
-"""What every part of the suite shares: the one Ray instance, environment switches, medians, the
-MLflow server, and the shape of a figure in bench.json."""
+"""What every part of the suite shares: the one Ray instance, environment switches, medians and
+their spread, the MLflow server, and the shape of a figure in bench.json."""
 
 from __future__ import annotations
 
@@ -83,6 +83,12 @@ def median(values: Sequence[float]) -> float | None:
     [3, inf, inf] is inf. None for no values."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.median(vals) if vals else None
+
+
+def span(values: Sequence[float]) -> list[float] | None:
+    """[min, max] of the values (inf, "never reached", included), the spread beside a median."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return [min(vals), max(vals)] if vals else None
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -174,7 +180,6 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(), "cpu_model": cpu, "memory_gib": mem, "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
         "optuna": optuna.__version__, "mlflow": mlflow.__version__, "gpu": _gpu_name(),
-        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

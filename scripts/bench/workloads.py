@@ -6,8 +6,9 @@ Part 1 uses trials that do (almost) nothing. Parts 2-4 use hpsearch's reference 
 names it calls the orchestrator by (``report`` and ``load_checkpoint``) are replaced with timed
 versions, so
 
-* hpsearch arms run the reference trainable itself (checkpoint every epoch, best model logged),
-  and the time spent in the trainable's own code is measured apart from the time in ``report``;
+* hpsearch arms run the reference trainable itself (checkpoints kept where the sweep's policy
+  says, best model logged), and the time spent in the trainable's own code is measured apart
+  from the time in ``report``;
 * Ray Tune and Optuna used directly train the same model with the same loop; only where a report
   goes differs (``tune.report`` without a checkpoint, or ``trial.report`` + pruning), as a user
   who writes that loop by hand would do.
@@ -62,7 +63,7 @@ def optuna_objective(trial, seconds: float = 0.0) -> float:
     return x
 
 
-# -- parts 2-4: the reference trainable, timed ----------------------------------------------------
+# -- parts 2-4 (model, utilization, tracking): the reference trainable, timed --------------------
 
 _clock: dict[str, Any] = {"since": None, "tag": None}
 # Where the reference trainable's reports go in this process: None = hpsearch.session.report
@@ -180,9 +181,10 @@ def read_timings(folder: str, tags: set[str] | None = None) -> list[dict[str, An
 
 
 def ray_direct_train(config, data=None, max_epochs: int = 81) -> None:
-    """Ray Tune used directly: the same training loop, each epoch's metrics to ``tune.report``.
+    """Ray Tune used directly (ASHA in the model part, FIFO in the tracking part): the same
+    training loop, each epoch's metrics to ``tune.report``.
 
-    No checkpoint: ASHA never pauses a trial, so a hand-written Ray set-up has no need for one.
+    No checkpoint: neither ASHA nor FIFO pauses a trial, so a hand-written Ray set-up has no need for one.
     """
     global _sink
     from ray import tune
@@ -206,7 +208,6 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
     """
     global _sink
     import optuna
-    from optuna.trial import TrialState
 
     import hpsearch.train
     from hpsearch.data import load_dataset

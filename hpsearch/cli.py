@@ -96,6 +96,7 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "goal": ("--goal", Optional[float]),
     "time_budget_s": ("--time-budget", Optional[float]),
     "checkpoint_every_s": ("--checkpoint-every", float),
+    "wait_for_resources_s": ("--wait-for-resources", Optional[float]),
 }
 
 
@@ -173,14 +174,34 @@ def run(
     prep = _prepare(space, settings)
     from hpsearch.engine import run_prepared
 
-    result = run_prepared(prep, address=address, progress=progress)
+    try:
+        result = run_prepared(prep, address=address, progress=progress)
+    except ValueError as exc:  # the cluster: no answer at the address, or no node that fits a trial
+        _fail(str(exc))
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: ended at once
+        _interrupted(prep.settings.name, prep.settings.storage)
+    _finish(result)
+
+
+def _finish(result) -> None:
     print_result(result)
     print_tracking(result)
+    if result.interrupted:
+        _interrupted(result.name, str(Path(result.path).parent), result.signal_exit)
     _exit_if_nothing_reported(result)
 
 
+def _interrupted(name: str, storage: str | None, code: int = 130) -> None:
+    """The last line after an interrupt, and its exit status."""
+    from hpsearch.settings import default_storage
+
+    where = "" if storage is None or Path(storage) == Path(default_storage()).resolve() else f" --storage {storage}"
+    out.print(f"interrupted: resume with hpsearch resume {name}{where}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 @app.command()
-@sweep_options(exclude=("tracking_uri", "experiment"))
+@sweep_options(exclude=("tracking_uri", "experiment", "wait_for_resources_s"))
 def plan(
     space: str = SpaceArg,
     epoch_seconds: Optional[float] = typer.Option(None, "--epoch-seconds", help="Seconds per epoch (default: measure one epoch here)."),
@@ -253,9 +274,9 @@ def resume(
         result = resume_sweep(name, storage=storage, address=address, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    print_result(result)
-    print_tracking(result)
-    _exit_if_nothing_reported(result)
+    except KeyboardInterrupt:
+        _interrupted(name, storage)
+    _finish(result)
 
 
 def _exit_if_nothing_reported(result) -> None:
@@ -276,7 +297,7 @@ def report(
     from mlflow import MlflowClient
 
     from hpsearch.analysis import find_parent, load_sweep, write_report
-    from hpsearch.settings import check_reachable, resolve_tracking_uri
+    from hpsearch.settings import check_reachable, resolve_tracking_uri, tracking_uri_name
 
     if tracking_uri == "off":
         _fail("tracking_uri: report reads a sweep back from MLflow, so it needs a store, got 'off'")
@@ -284,7 +305,7 @@ def report(
         uri = resolve_tracking_uri(tracking_uri)
         if sqlite_path(uri) is not None and not Path(sqlite_path(uri)).exists():
             _fail(f"tracking_uri: no MLflow store at {sqlite_path(uri)}")
-        check_reachable(uri)
+        check_reachable(uri, tracking_uri_name(tracking_uri))
         client = MlflowClient(tracking_uri=uri)
         data = load_sweep(client, find_parent(client, name, experiment))
     except ValueError as exc:
@@ -326,7 +347,8 @@ def nightly(
 ) -> None:
     """Tonight's sweep of a scheduled tuning job, and the morning verdict.
 
-    Exit status: 0 fine, 1 worse than recent nights (or no result), 2 bad input, 3 already running.
+    Exit status: 0 fine, 1 worse than recent nights (or no result), 2 bad input, 3 already running,
+    130 / 143 ended by SIGINT / SIGTERM (the next start resumes the night).
     """
     from hpsearch.nightly import Busy, EXIT_BUSY, load_config, parse_date, run_nightly
 

@@ -27,11 +27,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from hpsearch.cluster import connect, quiet_ray, wait_until_fits
 from hpsearch.data import Dataset, load_dataset
 from hpsearch.results import SweepResult, TrialRecord, pick_best, read_results, records_from_trials, started
 from hpsearch.schedulers import make_scheduler, plan_budget
 from hpsearch.settings import (
-    Resources, SweepRecord, SweepSettings, check_reachable, default_storage, resolve_tracking_uri,
+    Resources, SweepRecord, SweepSettings, check_environment, check_reachable, default_storage,
+    resolve_tracking_uri, tracking_uri_name,
 )
 from hpsearch.modules import SpaceModule, load_space_module
 from hpsearch.space import Space
@@ -40,7 +42,6 @@ from hpsearch.trial import Replay, trial_entry
 from hpsearch.vocab import StopReason, TrialStatus, sqlite_path
 
 if TYPE_CHECKING:  # the driver's Ray Tune side is imported when a sweep starts (see start_driver)
-    from hpsearch.progress import Progress
     from hpsearch.stopper import SweepStop
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def prepare(
 ) -> PreparedSweep:
     """Resolve ``settings`` against the space module, check everything and load the data; raises
     ValueError (one line) before any compute."""
+    check_environment()
     module, sp = _resolve_module(space)
     s = settings
     metric = s.metric or (module.metric if module else None)
@@ -126,7 +128,7 @@ def prepare(
     dataset = load_dataset(data) if data is not None else None
     uri = resolve_tracking_uri(s.tracking_uri)
     if uri:
-        check_reachable(uri)  # an unreachable server fails here, before any trial runs
+        check_reachable(uri, tracking_uri_name(s.tracking_uri))  # an unreachable server fails here, before any trial runs
     resolved = s.replace(
         metric=metric, mode=mode, trials=trials, max_epochs=max_epochs, name=name,
         dataset=dataset.name if dataset else None, tracking_uri=uri or False,
@@ -155,39 +157,10 @@ def prepare_resume(
 
 # -- Ray ------------------------------------------------------------------------------------
 
-def quiet_ray() -> None:
-    """Our progress bar replaces Ray's console output. Ray's new output engine prints an
-    experiment box even at verbosity 0, the legacy one is silent there; and per-epoch checkpoints
-    make Ray warn about its (intended) experiment snapshots once a second."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def connect(address: str | None) -> dict[str, float]:
-    """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``; else ``$RAY_ADDRESS``) or
-    start Ray on this machine.
-
-    Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
-    With no address, a Ray of our own is started even when another is running here: left to
-    itself, ``ray.init()`` joins the latest cluster started on the machine (perhaps another
-    sweep's, which ends with it) and then refuses ``num_cpus``.
-    """
-    import ray
-
-    if not ray.is_initialized():
-        # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
-    return dict(ray.cluster_resources())
-
-
 def start_driver(prep: PreparedSweep, address: str | None):
-    """Start (or join) Ray while a thread imports Ray Tune and opens the MLflow store; returns the
-    store's client (None if tracking is off or the store is new).
+    """Start (or join) Ray while a thread imports Ray Tune and opens the MLflow store; check that a
+    trial fits on one of the cluster's nodes; returns the store's client (None if tracking is off
+    or the store is new). Nothing is written before these checks pass.
 
     Done one after the other these took ~5 s (Ray's processes starting, mostly waiting) and ~5 s
     (imports: Ray Tune ~1.5 s, MLflow ~2 s; opening an SQLite store ~2 s) here, before the first
@@ -200,7 +173,10 @@ def start_driver(prep: PreparedSweep, address: str | None):
     with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
         opening = pool.submit(_import_driver_side, prep.settings.tracking_uri or None)
         connect(address)
-        return opening.result()
+        client = opening.result()
+    s = prep.settings
+    wait_until_fits(s.cpus_per_trial, s.gpus_per_trial, s.wait_for_resources_s)
+    return client
 
 
 def _import_driver_side(uri: str | None):
@@ -249,18 +225,30 @@ def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepSto
 def _live_callbacks(prep: PreparedSweep, progress: bool, client=None):
     """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
     the driver callbacks that feed them; ``client``: the store, if already open."""
-    from hpsearch.callbacks import NoCSV, NoTensorBoard
+    from hpsearch.callbacks import InterruptWatch, NoCSV, NoTensorBoard
     from hpsearch.progress import Progress
 
     s = prep.settings
     plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
     bar = Progress(s, plan.total_epochs, enabled=progress)
+    watch = InterruptWatch()
     if not s.tracking_uri:
-        return bar, None, [bar.callback(), NoTensorBoard(), NoCSV()]
+        return Live(bar, None, watch, [bar.callback(), watch, NoTensorBoard(), NoCSV()])
     from hpsearch.tracking import MlflowCallback, SweepTracker
 
     tracker = SweepTracker(s, prep.space, client=client)
-    return bar, tracker, [bar.callback(), MlflowCallback(tracker), NoTensorBoard(), NoCSV()]
+    return Live(bar, tracker, watch, [bar.callback(), MlflowCallback(tracker), watch, NoTensorBoard(), NoCSV()])
+
+
+@dataclass
+class Live:
+    """What watches a running sweep on the driver: its progress bar, its MLflow tracker (None with
+    tracking off), the interrupt watch, and the Ray Tune callbacks that feed them."""
+
+    bar: Any
+    tracker: Any
+    watch: Any
+    callbacks: list[Any]
 
 
 def run_prepared(
@@ -274,7 +262,7 @@ def run_prepared(
 
     s = prep.settings
     prep.record.save()
-    bar, tracker, live = _live_callbacks(prep, progress, client)
+    live = _live_callbacks(prep, progress, client)
     stopper = SweepStop(s, prep.deadline)
     tuner = tune.Tuner(
         trainable_for(prep),
@@ -291,9 +279,9 @@ def run_prepared(
             reuse_actors=True,
             max_concurrent_trials=s.concurrency,
         ),
-        run_config=_run_config(prep, [*live, *callbacks], stopper),
+        run_config=_run_config(prep, [*live.callbacks, *callbacks], stopper),
     )
-    return _run(tuner, prep, bar, tracker, stopper)
+    return _run(tuner, prep, live, stopper)
 
 
 def resume_prepared(
@@ -313,37 +301,52 @@ def resume_prepared(
     # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
     # DriverCallback); hand it live ones, and this start's deadline. get_run_config() returns the
     # object the run will use.
-    bar, tracker, live = _live_callbacks(prep, progress, client)
+    live = _live_callbacks(prep, progress, client)
     run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = [*live, *callbacks]
+    run_config.callbacks = [*live.callbacks, *callbacks]
     run_config.stop = stopper = SweepStop(s, prep.deadline)
     if any(stopper.meets_goal(r) for d in Path(path).glob("*/") for r in read_results(d)):
         stopper.reached = StopReason.GOAL  # reached before the interruption: end now instead of going on
-    return _run(tuner, prep, bar, tracker, stopper)
+    return _run(tuner, prep, live, stopper)
 
 
-def _run(tuner, prep: PreparedSweep, bar: Progress, tracker, stopper: SweepStop) -> SweepResult:
+def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepResult:
     s = prep.settings
+    tracker = live.tracker
     start = time.time()
+    live.watch.arm()
     try:
-        with bar:
+        with live.bar:
             grid = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM): end at once, resumable as after the first
+        if tracker is not None:
+            tracker.interrupt(prep.path)
+        raise
     except BaseException:
         if tracker is not None:
             tracker.abandon(prep.path)
         raise
+    finally:
+        live.watch.restore()
     wall = time.time() - start
     # ResultGrid keeps the Trial objects it was built from; their status and error file are
     # what the table needs, and the public Result has neither the scheduler's stop nor the status.
     trials = list(grid._experiment_analysis.trials)
     records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
+    if live.watch.signal and not stopper.reached:
+        # Ray saved the experiment with these trials unfinished, then marked them TERMINATED.
+        stopper.reached = StopReason.INTERRUPTED
+        for r in records:
+            if r.trial_id in live.watch.unfinished:
+                r.status = TrialStatus.INTERRUPTED
     if stopper.reached:  # Ray marks the trials it never started as terminated too
         never_started = {t.trial_id for t in trials if not started(t)}
         for r in records:
             if r.status == TrialStatus.STOPPED and r.trial_id in never_started:
                 r.status = TrialStatus.PENDING
     result = SweepResult(s.name, str(prep.path), s.metric, str(s.mode), s.max_epochs, records, wall,
-                         pick_best(records, s.mode), stopped_by=stopper.reached)
+                         pick_best(records, s.mode), stopped_by=stopper.reached,
+                         signal=live.watch.signal if stopper.reached == StopReason.INTERRUPTED else None)
     if tracker is not None:
         from hpsearch.tracking import close_sweep
 

@@ -238,6 +238,8 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, progress: bool = True, log=p
         ledger = Ledger(folder)
         for name in sorted(d for d, e in ledger.nights.items() if e["status"] == "running"):
             _finish_interrupted(cfg, ledger, name, prep.settings.storage, deadline, progress, outcome, say)
+            if any(r.interrupted for r in outcome.results.values()):
+                return outcome  # interrupted again: the next start goes on
         tonight = night.isoformat()
         entry = ledger.nights.get(tonight)
         if entry is not None and entry["status"] == "done":
@@ -286,6 +288,11 @@ def _finish_interrupted(cfg, ledger: Ledger, night: str, storage: str, deadline:
 
 
 def _close_night(cfg, ledger: Ledger, night: str, prep: PreparedSweep, result: SweepResult, outcome, say) -> None:
+    if result.interrupted:  # the night stays "running": the next start resumes it
+        outcome.exit_code = max(outcome.exit_code, result.signal_exit)
+        outcome.results[night] = result
+        say(f"interrupted ({result.signal}): the next start resumes night {night} ({result.name})")
+        return
     entry = ledger.nights[night]
     trials = trial_entries(result, prep)
     best = None

@@ -53,6 +53,20 @@ class SweepResult:
     best: TrialRecord | None
     tracking: dict[str, Any] | None = None  # uri, experiment_id, parent_run_id, children (trial id -> run id)
     stopped_by: StopReason | None = None  # set when the sweep ended before its trials did
+    signal: str | None = None  # SIGINT or SIGTERM, when one interrupted the sweep (stopped_by INTERRUPTED)
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by SIGINT or SIGTERM: unfinished trials continue with ``resume_sweep(name)``."""
+        return self.stopped_by == StopReason.INTERRUPTED
+
+    @property
+    def signal_exit(self) -> int:
+        """The exit status for an interrupted sweep, as a shell reports a process a signal ended:
+        128 + its number (130 for SIGINT, 143 for SIGTERM)."""
+        import signal
+
+        return 128 + signal.Signals[self.signal or "SIGINT"].value
 
     @property
     def deadline_hit(self) -> bool:

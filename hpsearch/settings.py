@@ -85,6 +85,9 @@ class SweepSettings:
     experiment: str | None = _opt(None, "MLflow experiment (default: the space module's name).")
     goal: float | None = _opt(None, "End the sweep once a trial reports the metric at or beyond this value.")
     time_budget_s: float | None = _opt(None, "End the sweep this many seconds after it starts (or resumes).")
+    wait_for_resources_s: float | None = _opt(
+        None, "An autoscaling cluster: wait this many seconds for a node that fits a trial (default: fail at "
+              "once when no node has the resources a trial asks for).")
     checkpoint_every_s: float = _opt(
         60, "A trial keeps its checkpoint where the scheduler may pause or stop it, at its last epoch, and "
             "otherwise at most this often (seconds; 0: every epoch). After a crash, at most this much of a "
@@ -126,6 +129,9 @@ class SweepSettings:
             raise ValueError(f"goal: must be a finite number (the metric's value that ends the sweep), got {self.goal!r}")
         if not is_number(self.checkpoint_every_s) or not 0 <= self.checkpoint_every_s < math.inf:
             raise ValueError(f"checkpoint_every_s: must be a number of seconds >= 0, got {self.checkpoint_every_s!r}")
+        if self.wait_for_resources_s is not None and (
+                not is_number(self.wait_for_resources_s) or not 0 <= self.wait_for_resources_s < math.inf):
+            raise ValueError(f"wait_for_resources_s: must be a number of seconds >= 0, got {self.wait_for_resources_s!r}")
         if self.time_budget_s is not None and (not is_number(self.time_budget_s) or not 0 < self.time_budget_s < math.inf):
             raise ValueError(f"time_budget_s: must be a number of seconds > 0, got {self.time_budget_s!r}")
 
@@ -190,25 +196,66 @@ def resolve_tracking_uri(uri: str | bool | None) -> str | None:
     return uri
 
 
-def check_reachable(uri: str) -> None:
-    """Fail with one line, before any trial runs, when the tracking store cannot be used."""
+def check_environment() -> None:
+    """The environment variables hpsearch reads, checked like the options they stand for: one
+    line naming the variable, the rule and the value. ($MLFLOW_TRACKING_URI is checked with the
+    tracking store, $RAY_ADDRESS when the cluster is joined.)"""
+    env = os.environ
+    drain = env.get("HPSEARCH_MLFLOW_DRAIN_S")
+    if drain is not None:
+        try:
+            ok = 0 <= float(drain) < math.inf
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"HPSEARCH_MLFLOW_DRAIN_S: must be a number of seconds >= 0, got {drain!r}")
+    if "HPSEARCH_STORAGE" in env and not env["HPSEARCH_STORAGE"].strip():
+        raise ValueError("HPSEARCH_STORAGE: must be a folder for Ray's results, got ''")
+    for folder in filter(None, env.get("HPSEARCH_SPACES", "").split(os.pathsep)):
+        if not Path(folder).expanduser().is_dir():
+            raise ValueError(f"HPSEARCH_SPACES: each entry must be a folder of space modules, got {folder!r}")
+    cache = env.get("HPSEARCH_CACHE")
+    if cache is not None:
+        try:
+            Path(cache).expanduser().mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"HPSEARCH_CACHE: must be a folder hpsearch can create ({exc.strerror}), got {cache!r}") from None
+
+
+# The stores MLflow's tracking client opens (its store registry's schemes; a SQLAlchemy URI may
+# name a driver after a '+', as in postgresql+psycopg2://).
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+
+
+def tracking_uri_name(value: str | bool | None) -> str:
+    """What to call the tracking URI in a message: the variable it came from, or the option."""
+    return "MLFLOW_TRACKING_URI" if value in (None, True) and os.environ.get("MLFLOW_TRACKING_URI") else "tracking_uri"
+
+
+def check_reachable(uri: str, name: str = "tracking_uri") -> None:
+    """Fail with one line, before any trial runs, when the tracking store cannot be used. ``name``:
+    where the URI came from (the option, or ``$MLFLOW_TRACKING_URI``)."""
     path = sqlite_path(uri)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else uri.split(":", 1)[0].lower()
+    if scheme not in TRACKING_SCHEMES:
+        raise ValueError(f"{name}: not a tracking store MLflow opens (a URI starting with "
+                         f"{', '.join(s + '://' for s in TRACKING_SCHEMES[:5])} or file://), got {uri!r}")
     if uri.startswith(("http://", "https://")):
         import requests
 
         try:
             response = requests.get(uri.rstrip("/") + "/health", timeout=5)
         except requests.RequestException as exc:
-            raise ValueError(f"tracking_uri: cannot reach the MLflow server at {uri} ({type(exc).__name__})") from None
+            raise ValueError(f"{name}: cannot reach the MLflow server at {uri} ({type(exc).__name__})") from None
         if response.status_code != 200:
-            raise ValueError(f"tracking_uri: {uri}/health answered HTTP {response.status_code}, not an MLflow server")
+            raise ValueError(f"{name}: {uri}/health answered HTTP {response.status_code}, not an MLflow server")
     elif path is not None:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"tracking_uri: cannot create {str(Path(path).parent)!r} for the SQLite store ({exc.strerror})") from None
-    elif "://" not in uri and not uri.startswith("databricks"):
-        raise ValueError(f"tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got {uri!r}")
+            raise ValueError(f"{name}: cannot create {str(Path(path).parent)!r} for the SQLite store ({exc.strerror})") from None
+    elif scheme == "sqlite":
+        raise ValueError(f"{name}: a SQLite store is sqlite:/// and a path (sqlite:////abs/path.db), got {uri!r}")
 
 
 # -- the record of a sweep ------------------------------------------------------------------

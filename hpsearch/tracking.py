@@ -104,6 +104,8 @@ def parent_run(client, experiment: str, s: SweepSettings, space: Space) -> tuple
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        if found[0].data.tags.get(TAG_STOPPED_BY):  # what ended the earlier start (an interrupt) no longer holds
+            client.delete_tag(run_id, TAG_STOPPED_BY)
         return {"parent": run_id, **children_of(client, experiment, run_id)}, True
     import ray
     from mlflow.entities import Param
@@ -247,7 +249,7 @@ class SweepTracker:
         for t in result.trials:
             if t.trial_id not in self._known or t.trial_id in self._ended:
                 continue
-            if t.status in (TrialStatus.RUNNING, TrialStatus.PENDING):
+            if t.status in (TrialStatus.RUNNING, TrialStatus.PENDING, TrialStatus.INTERRUPTED):
                 self.tag(f"trial:{t.trial_id}", {TAG_STATUS: str(TrialStatus.INTERRUPTED)})
                 self.writer.submit({"op": "set_status", "ref": f"trial:{t.trial_id}", "status": "KILLED"})
             else:  # stopped by Ray without a trial event: the deadline or the goal
@@ -263,13 +265,13 @@ class SweepTracker:
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics, "tags": tags})
         self.writer.submit({"op": "set_status", "ref": "parent", "status": status})
 
-    def close(self, storage_dir: str | Path) -> tuple[Path, int] | None:
+    def close(self, storage_dir: str | Path, drain_s: float | None = None) -> tuple[Path, int] | None:
         """Deliver what is queued; if MLflow stays unreachable, keep the rest on disk for ``sync``.
 
         Returns the journal's path and how many writes it holds, or None when all were delivered.
         """
         self.flush()
-        left = self.writer.close(drain_seconds())
+        left = self.writer.close(drain_seconds() if drain_s is None else drain_s)
         if not left:
             return None
         path = Path(storage_dir) / PENDING_FILE
@@ -278,16 +280,27 @@ class SweepTracker:
         log.warning("MLflow unreachable at the end of the sweep: %d writes kept in %s", len(left), path)
         return path, len(left)
 
+    def interrupt(self, storage_dir: str | Path) -> None:
+        """A second interrupt: mark the parent interrupted (KILLED, as the UI shows it) and deliver
+        what is queued without waiting long; ``resume`` reconciles the rest from Ray's records."""
+        self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": [],
+                            "tags": {TAG_STOPPED_BY: str(StopReason.INTERRUPTED)}})
+        self.writer.submit({"op": "set_status", "ref": "parent", "status": "KILLED"})
+        self.close(storage_dir, drain_s=min(drain_seconds(), 10.0))
+
     def abandon(self, storage_dir: str | Path) -> None:
         """The sweep itself failed: mark the parent FAILED and deliver (or keep) what is queued."""
         self.writer.submit({"op": "set_status", "ref": "parent", "status": "FAILED"})
         self.close(storage_dir)
 
+
 def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], Any], data) -> None:
     """The sweep's end: best model and report (they read back from MLflow, so only once every
     write landed), the parent's summary, and what could not be delivered kept on disk."""
     tracker.flush()
-    if tracker.writer.drain(drain_seconds()):
+    if result.interrupted:  # quickly: the best model and the report come when resume ends the sweep
+        tracker.finish(result, status="KILLED")
+    elif tracker.writer.drain(drain_seconds()):
         try:
             best = model()
             if best is not None and data is not None:
@@ -297,7 +310,8 @@ def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], 
             log_report(tracker.client, tracker.parent_id, sweep_data(tracker, result))
         except Exception as exc:  # the results are safe in MLflow; the extras must not lose them
             log.warning("best model / report not logged: %s: %s", type(exc).__name__, exc)
-    tracker.finish(result)
+    if not result.interrupted:
+        tracker.finish(result)
     pending = tracker.close(result.path)
     result.tracking = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_id,
                        "children": tracker.children,

@@ -82,6 +82,7 @@ class StopReason(Words):
     TIME_BUDGET = "time_budget"
     DEADLINE = "deadline"
     DRIVER = "driver"
+    INTERRUPTED = "interrupted"  # SIGINT or SIGTERM: the sweep stopped where it was, to be resumed
 
 
 # -- MLflow tag names -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ LAYERS = [
     {"modules", "strategies", "schedulers", "train"},
     {"settings"},  # pure options; the trial side reads them too
     {"trial"},
-    {"results", "callbacks", "stopper", "store", "writer"},
+    {"results", "callbacks", "stopper", "store", "writer", "cluster"},
     {"progress", "analysis"},
     {"tracking"},
     {"engine"},
@@ -31,7 +31,7 @@ LAYERS = [
     {"__init__"},
 ]
 TRIAL_SIDE = {"session", "train", "data", "trial"}
-DRIVER_SIDE = {"results", "callbacks", "stopper", "store", "writer", "progress", "analysis", "tracking",
+DRIVER_SIDE = {"cluster", "results", "callbacks", "stopper", "store", "writer", "progress", "analysis", "tracking",
                "engine", "ledger", "verdict", "nightly", "cli"}
 PURE = {"vocab", "params", "space", "modules", "strategies", "schedulers", "settings"}  # no Ray, MLflow or torch at module level
 HEAVY = ("ray", "mlflow", "torch")

@@ -55,7 +55,10 @@ BAD_INPUT = [
     (["sync", "never-ran", "--storage", "{tmp}"], "name: no sweep 'never-ran' under"),
     (["run", "{imagenet}"], "dataset: unknown dataset 'imagenet' (have digits, mnist1d)"),
     (["run", "{tiny}", "--tracking-uri", "http://127.0.0.1:{closed}"], "tracking_uri: cannot reach the MLflow server at http://127.0.0.1:"),
-    (["run", "{tiny}", "--tracking-uri", "mlflow.example"], "tracking_uri: not a URI (http://..., sqlite:///..., postgresql://...), got 'mlflow.example'"),
+    (["run", "{tiny}", "--tracking-uri", "mlflow.example"], "tracking_uri: not a tracking store MLflow opens (a URI starting with http://, https://, sqlite://, postgresql://, mysql:// or file://), got 'mlflow.example'"),
+    (["run", "{tiny}", "--tracking-uri", "garbage:///"], "tracking_uri: not a tracking store MLflow opens"),
+    (["run", "{tiny}", "--tracking-uri", "sqlite://relative.db"], "tracking_uri: a SQLite store is sqlite:/// and a path"),
+    (["run", "{tiny}", "--wait-for-resources", "-1"], "wait_for_resources_s: must be a number of seconds >= 0, got -1"),
     (["run", "{tiny}", "--seed", "-1"], "seed: must be a whole number >= 0, got -1"),
     (["run", "{tiny}", "--goal", "nan"], "goal: must be a finite number (the metric's value that ends the sweep), got nan"),
     (["run", "{tiny}", "--time-budget", "0"], "time_budget_s: must be a number of seconds > 0, got 0.0"),
@@ -95,6 +98,78 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
     assert not store.exists(), "something was written to MLflow"
 
 
+# The environment is input too: each variable hpsearch reads, with a bad value, and its one line.
+BAD_ENVIRONMENT = [
+    ("MLFLOW_TRACKING_URI", "garbage:///", "MLFLOW_TRACKING_URI: not a tracking store MLflow opens"),
+    ("MLFLOW_TRACKING_URI", "http://127.0.0.1:{closed}", "MLFLOW_TRACKING_URI: cannot reach the MLflow server"),
+    ("HPSEARCH_MLFLOW_DRAIN_S", "soon", "HPSEARCH_MLFLOW_DRAIN_S: must be a number of seconds >= 0, got 'soon'"),
+    ("HPSEARCH_MLFLOW_DRAIN_S", "-5", "HPSEARCH_MLFLOW_DRAIN_S: must be a number of seconds >= 0, got '-5'"),
+    ("HPSEARCH_STORAGE", "", "HPSEARCH_STORAGE: must be a folder for Ray's results, got ''"),
+    ("HPSEARCH_SPACES", "{tmp}/no-such-folder", "HPSEARCH_SPACES: each entry must be a folder of space modules"),
+    ("HPSEARCH_CACHE", "{tiny}/cache", "HPSEARCH_CACHE: must be a folder hpsearch can create"),
+    ("RAY_ADDRESS", "127.0.0.1:{closed}", "RAY_ADDRESS: no Ray cluster answers at 127.0.0.1:"),
+    ("RAY_ADDRESS", "nowhere", "RAY_ADDRESS: must be auto, host:port or ray://host:port, got 'nowhere'"),
+]
+
+
+@pytest.mark.parametrize("variable, value, message", BAD_ENVIRONMENT, ids=[f"{v}={x}" for v, x, _ in BAD_ENVIRONMENT])
+def test_a_bad_environment_variable_is_one_line_exit_2_and_nothing_written(variable, value, message, tiny, tmp_path,
+                                                                          monkeypatch, capsys):
+    import ray
+
+    from tests.conftest import free_port
+
+    store = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.setenv(variable, value.format(closed=free_port(), tmp=tmp_path, tiny=tiny))
+    was_up = ray.is_initialized()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", tiny, "--storage", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hpsearch: error: ") and message in lines[0], lines
+    assert not store.exists() and not (tmp_path / "runs").exists(), "something was written"
+    assert ray.is_initialized() == was_up, "Ray was started for bad input"
+
+
+def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(tiny, tmp_path, monkeypatch, capsys):
+    import ray
+
+    from tests.conftest import free_port
+
+    store = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    was_up = ray.is_initialized()
+    port = free_port()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", tiny, "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [f"hpsearch: error: address: no Ray cluster answers at 127.0.0.1:{port} (ConnectionRefusedError), "
+                     f"got '127.0.0.1:{port}'"]
+    assert not store.exists() and not (tmp_path / "runs").exists()
+    assert ray.is_initialized() == was_up
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, message", [
+    (["--gpus-per-trial", "1"], "hpsearch: error: gpus_per_trial: no node has a GPU (cluster: 1 node, "),
+    (["--cpus-per-trial", "64", "--wait-for-resources", "2"], "hpsearch: error: cpus_per_trial: no node has 64 CPUs (the largest has "),
+], ids=["gpu", "cpus-after-waiting"])
+def test_resources_no_node_has_are_refused_before_anything_is_written(flags, message, tiny, tmp_path):
+    # A real Ray started by the command: it knows what this machine's node offers.
+    store = tmp_path / "store" / "mlflow.db"
+    proc = _hpsearch("run", tiny, "--storage", str(tmp_path / "runs"), "--no-progress", *flags,
+                     env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), err
+    if "--wait-for-resources" in flags:
+        assert lines[0].endswith("(after waiting 2 s for the cluster to grow)")
+    assert not store.exists() and not (tmp_path / "runs").exists(), "something was written"
+
+
 # For each sweep option, a value its rule in SweepSettings (or engine.prepare) forbids.
 BAD_VALUE = {
     "checkpoint_every_s": "-1",
@@ -104,7 +179,7 @@ BAD_VALUE = {
     "reduction_factor": "-1", "cpus_per_trial": "-1", "gpus_per_trial": "-1", "time_budget_s": "-1",
     "goal": "nan",
     "metric": "", "dataset": "imagenet", "name": "bad name!", "storage": " ",
-    "tracking_uri": "mlflow.example", "experiment": " ",
+    "tracking_uri": "mlflow.example", "experiment": " ", "wait_for_resources_s": "-1",
 }
 
 
@@ -252,6 +327,57 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
         assert sorted(steps) == list(range(1, KILL_EPOCHS + 1))  # one point per epoch, repeats included
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, group", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False)],
+                         ids=["ctrl-c-to-the-terminal-group", "sigterm-to-the-driver"])
+def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code, group):
+    # Ctrl-C in a terminal reaches the whole process group (Ray's processes too); systemd's
+    # KillMode=mixed and Kubernetes send SIGTERM to the main process only.
+    module = tmp_path / "slow.py"
+    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}").replace(
+        'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
+    storage, name = tmp_path / "runs", f"interrupted-{sig.name}"
+    proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
+                     "--name", name, "--no-progress", "--concurrency", "2", start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(len(p.read_text().splitlines()) > 2
+                                              for p in storage.glob(f"{name}/*/result.json")):
+        time.sleep(0.3)  # until a trial is a few epochs in
+    (os.killpg if group else os.kill)(proc.pid, sig)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, (out[-2000:], err[-3000:])
+    assert out.strip().splitlines()[-1] == f"interrupted: resume with hpsearch resume {name} --storage {storage}"
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("slow")
+
+    def runs():
+        found = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'", max_results=100)
+        return ([r for r in found if r.data.tags.get("hpsearch.role") == "sweep"],
+                [r for r in found if r.data.tags.get("hpsearch.role") == "trial"])
+
+    parents, children = runs()
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"  # not FINISHED as a completed sweep
+    assert parents[0].data.tags["hpsearch.stopped_by"] == "interrupted"
+    cut = [c for c in children if c.data.tags["hpsearch.status"] == "interrupted"]
+    assert cut and all(c.info.status == "KILLED" for c in cut)
+    assert not any(c.info.status == "RUNNING" for c in children)
+
+    resumed = _hpsearch("resume", name, "--storage", str(storage), "--no-progress")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"{name}: 6 trials" in out and "interrupted" not in out.splitlines()[-1]
+    parents, children = runs()
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "hpsearch.stopped_by" not in parents[0].data.tags  # the resumed sweep ran to its end
+    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["hpsearch.status"] for c in children} == {"completed"}
+    for p in storage.glob(f"{name}/*/result.json"):  # every trial trained to the end
+        assert set(_epochs(p)) == set(range(1, KILL_EPOCHS + 1)), p.parent.name
 
 
 def _recorded_finished(experiment_dir: Path) -> set[str]:

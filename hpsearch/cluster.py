@@ -1,0 +1,135 @@
+"""The Ray cluster a sweep runs on: joining it or starting one here, and checking, before anything
+is written or launched, that it answers and that a trial fits on one of its nodes.
+
+Ray itself waits: for an address where no cluster answers it retries for minutes, and a trial
+asking for more than any node has stays pending for ever. A sweep checks both first and fails
+with one line instead.
+
+Example:
+    >>> largest_node([{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}])
+    {'CPU': 8.0, 'GPU': 1.0}
+    >>> check_fits(cpus=1, gpus=1, nodes=[{"Alive": True, "Resources": {"CPU": 2.0}}])
+    Traceback (most recent call last):
+    ...
+    ValueError: gpus_per_trial: no node has a GPU (cluster: 1 node, 2 CPUs, 0 GPUs), got 1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Sequence
+
+from hpsearch.vocab import fmt
+
+log = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 5.0  # a Ray head that exists answers a TCP connect in well under a second
+
+
+def quiet_ray() -> None:
+    """Our progress bar replaces Ray's console output. Ray's new output engine prints an
+    experiment box even at verbosity 0, the legacy one is silent there; and per-epoch checkpoints
+    make Ray warn about its (intended) experiment snapshots once a second."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def connect(address: str | None) -> dict[str, float]:
+    """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``; else ``$RAY_ADDRESS``) or
+    start Ray on this machine.
+
+    Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
+    With no address, a Ray of our own is started even when another is running here: left to
+    itself, ``ray.init()`` joins the latest cluster started on the machine (perhaps another
+    sweep's, which ends with it) and then refuses ``num_cpus``.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        name = "address" if address else "RAY_ADDRESS"
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_answers(address, name)
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+    return dict(ray.cluster_resources())
+
+
+def check_answers(address: str, name: str = "address") -> None:
+    """Fail in seconds, with one line, where no Ray cluster answers at ``address``."""
+    target = address
+    if address == "auto":
+        try:  # the cluster this machine belongs to, as Ray finds it (its address file)
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            target = canonicalize_bootstrap_address_or_die("auto")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"{name}: no Ray cluster found on this machine for 'auto' ({first_line(exc)})") from None
+        except ImportError:  # a Ray without that helper: let ray.init find it
+            return
+    host_port = target.split("://", 1)[1] if "://" in target else target
+    host, sep, port = host_port.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"{name}: must be auto, host:port or ray://host:port, got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=ANSWER_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        why = type(exc).__name__ if not isinstance(exc, socket.timeout) else f"no answer in {ANSWER_TIMEOUT_S:g} s"
+        raise ValueError(f"{name}: no Ray cluster answers at {host}:{port} ({why}), got {address!r}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def largest_node(nodes: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The most CPUs and the most GPUs any one live node has (a trial runs on one node)."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    out = {"CPU": max((r.get("CPU", 0.0) for r in alive), default=0.0)}
+    gpus = max((r.get("GPU", 0.0) for r in alive), default=0.0)
+    return {**out, "GPU": gpus} if gpus else out
+
+
+def check_fits(cpus: float, gpus: float, nodes: Sequence[dict[str, Any]]) -> None:
+    """One line naming the option, the rule and the value when no node could ever hold a trial."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    total_cpus = sum(r.get("CPU", 0.0) for r in alive)
+    total_gpus = sum(r.get("GPU", 0.0) for r in alive)
+    cluster = (f"cluster: {len(alive)} node{'s' if len(alive) != 1 else ''}, {fmt(total_cpus)} CPUs, "
+               f"{fmt(total_gpus)} GPU{'s' if total_gpus != 1 else ''}")
+    big = largest_node(nodes)
+    if gpus > 0 and big.get("GPU", 0.0) == 0:
+        raise ValueError(f"gpus_per_trial: no node has a GPU ({cluster}), got {fmt(gpus)}")
+    if gpus > big.get("GPU", 0.0):
+        raise ValueError(f"gpus_per_trial: no node has {fmt(gpus)} GPUs (the largest has {fmt(big['GPU'])}; "
+                         f"{cluster}), got {fmt(gpus)}")
+    if cpus > big["CPU"]:
+        raise ValueError(f"cpus_per_trial: no node has {fmt(cpus)} CPUs (the largest has {fmt(big['CPU'])}; "
+                         f"{cluster}), got {fmt(cpus)}")
+
+
+def wait_until_fits(cpus: float, gpus: float, wait_s: float | None, poll_s: float = 2.0) -> None:
+    """Check that a trial fits on a live node of the connected cluster. With ``wait_s`` (an
+    autoscaling cluster, whose nodes come on demand), keep looking that long before failing."""
+    import ray
+
+    deadline = time.monotonic() + (wait_s or 0.0)
+    while True:
+        try:
+            check_fits(cpus, gpus, ray.nodes())
+            return
+        except ValueError as exc:
+            if time.monotonic() >= deadline:
+                if wait_s:
+                    raise ValueError(f"{exc} (after waiting {fmt(wait_s)} s for the cluster to grow)") from None
+                raise
+            log.info("waiting for a node that fits a trial: %s", exc)
+        time.sleep(poll_s)

@@ -196,19 +196,25 @@ def resolve_tracking_uri(uri: str | bool | None) -> str | None:
     return uri
 
 
+def drain_seconds() -> float:
+    """How long the end of a sweep waits for an unreachable MLflow before keeping writes on disk
+    ($HPSEARCH_MLFLOW_DRAIN_S, default 120)."""
+    text = os.environ.get("HPSEARCH_MLFLOW_DRAIN_S", "120")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"HPSEARCH_MLFLOW_DRAIN_S: must be a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
 def check_environment() -> None:
     """The environment variables hpsearch reads, checked like the options they stand for: one
     line naming the variable, the rule and the value. ($MLFLOW_TRACKING_URI is checked with the
     tracking store, $RAY_ADDRESS when the cluster is joined.)"""
     env = os.environ
-    drain = env.get("HPSEARCH_MLFLOW_DRAIN_S")
-    if drain is not None:
-        try:
-            ok = 0 <= float(drain) < math.inf
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"HPSEARCH_MLFLOW_DRAIN_S: must be a number of seconds >= 0, got {drain!r}")
+    drain_seconds()
     if "HPSEARCH_STORAGE" in env and not env["HPSEARCH_STORAGE"].strip():
         raise ValueError("HPSEARCH_STORAGE: must be a folder for Ray's results, got ''")
     for folder in filter(None, env.get("HPSEARCH_SPACES", "").split(os.pathsep)):

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 
 from hpsearch.callbacks import DriverCallback
 from hpsearch.results import SweepResult, error_text, read_results, status_of, trial_dir
-from hpsearch.settings import SweepSettings
+from hpsearch.settings import SweepSettings, drain_seconds
 from hpsearch.space import Space
 from hpsearch.store import git_commit, log_model, open_client, param_value
 from hpsearch.vocab import (
@@ -33,7 +33,7 @@ from hpsearch.vocab import (
     TAG_RAY_RESOURCES, TAG_RETRIES, TAG_REUSED_EPOCHS, TAG_REUSED_FROM, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT,
     TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, VERSION, StopReason, TrialStatus, mask, plain_number, sqlite_path,
 )
-from hpsearch.writer import Writer, children_of, drain_seconds, spill
+from hpsearch.writer import Writer, children_of, spill
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -74,11 +73,6 @@ def merge_head(queue: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[in
     if len(taken) == 1:
         return head, taken
     return {"op": "log_batch", "ref": ref, "metrics": metrics, "params": params, "tags": tags}, taken
-
-
-def drain_seconds() -> float:
-    """How long the end of a sweep waits for an unreachable MLflow before keeping writes on disk."""
-    return float(os.environ.get("HPSEARCH_MLFLOW_DRAIN_S", "120"))
 
 
 class Writer:

@@ -33,6 +33,8 @@ class TrialRow:
     params: dict[str, str]
     value: float | None
     curve: list[tuple[int, float]] = field(default_factory=list)
+    stamps: list[tuple[int, int]] = field(default_factory=list)  # (epoch, ms) the metric was reported
+    start_ms: int = 0
 
 
 @dataclass
@@ -58,7 +60,8 @@ def find_parent(client, name: str, experiment: str | None = None):
 
 
 def load_sweep(client, parent) -> SweepData:
-    """Children, their params, statuses and learning curves, read back from MLflow."""
+    """Children, their params, statuses and learning curves (with when each epoch was reported),
+    read back from MLflow."""
     params = parent.data.params
     metric, mode = params["metric"], params["mode"]
     space_path = client.download_artifacts(parent.info.run_id, "space.json", tempfile.mkdtemp(prefix="hpsearch-"))
@@ -69,18 +72,19 @@ def load_sweep(client, parent) -> SweepData:
     for child in children:
         history = client.get_metric_history(child.info.run_id, metric)
         curve = sorted({m.step: m.value for m in history}.items())
+        when = sorted({m.step: m.timestamp for m in history}.items())
         tags = child.data.tags
         rows.append(TrialRow(
             run_id=child.info.run_id, trial_id=tags.get(TAG_TRIAL, ""), status=tags.get(TAG_STATUS, "?"),
             epochs=int(tags.get(TAG_EPOCHS, len(curve)) or 0), params=dict(child.data.params),
-            value=curve[-1][1] if curve else None, curve=curve,
+            value=curve[-1][1] if curve else None, curve=curve, stamps=when, start_ms=int(child.info.start_time or 0),
         ))
     rows.sort(key=lambda r: r.trial_id)
     return SweepData(parent.data.tags.get(TAG_SWEEP, ""), parent.info.run_id, metric, mode,
                      int(params["max_epochs"]), space, rows)
 
 
-def _value(space: Space, name: str, text: str) -> Any:
+def param_from_text(space: Space, name: str, text: str) -> Any:
     p = space[name] if name in space else None
     if isinstance(p, (Float,)):
         return float(text)
@@ -131,7 +135,7 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
         lines, colors = [], []
         for r in sorted(rows, key=lambda r: r.value if data.mode == "max" else -r.value):  # best drawn last
             # Each axis is the parameter's unit interval: log parameters sit on a log axis.
-            ys = [p.to_unit(_value(data.space, p.name, r.params[p.name])) if p.name in r.params else math.nan
+            ys = [p.to_unit(param_from_text(data.space, p.name, r.params[p.name])) if p.name in r.params else math.nan
                   for p in params]
             shade = 0.5 if hi == lo else (r.value - lo) / (hi - lo)
             ys.append(shade)  # the metric's own axis
@@ -168,7 +172,7 @@ def plot_metric_vs_params(data: SweepData, path: Path) -> Path:
     cols = min(n, 3)
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.4 * math.ceil(n / cols)), squeeze=False)
     for ax, p in zip(axes.flat, params):
-        pts = [(_value(data.space, p.name, r.params[p.name]), r.value, r.status) for r in rows if p.name in r.params]
+        pts = [(param_from_text(data.space, p.name, r.params[p.name]), r.value, r.status) for r in rows if p.name in r.params]
         if isinstance(p, Choice):
             xs = [p.options.index(x) for x, _, _ in pts]
             ax.set_xticks(range(len(p.options)), [str(o) for o in p.options])
@@ -235,7 +239,7 @@ def param_importances(data: SweepData) -> dict[str, float]:
     dists = to_optuna_distributions(data.space)
     study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
     for r in rows:
-        values = {n: _value(data.space, n, r.params[n]) for n in params if n in r.params}
+        values = {n: param_from_text(data.space, n, r.params[n]) for n in params if n in r.params}
         study.add_trial(optuna.trial.create_trial(
             params=values, distributions={n: dists[n] for n in values}, value=r.value))
     try:

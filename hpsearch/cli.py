@@ -1,4 +1,4 @@
-"""The ``hpsearch`` command: run, plan, resume, report, sync, nightly.
+"""The ``hpsearch`` command: run, plan, simulate, resume, report, sync, nightly.
 
 User mistakes print one line, ``hpsearch: error: ...``, and exit with status 2 before Ray starts.
 """
@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpsearch.settings import SweepSettings, option_field, option_help
-from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, fmt, sqlite_path
+from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, duration, fmt, sqlite_path
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -53,15 +53,6 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*noload.*")
-
-
-def _duration(seconds: float) -> str:
-    """Seconds for people: 42 s, 3.5 min, 2.1 h."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class UserError(Exception):
@@ -206,9 +197,12 @@ def plan(
     space: str = SpaceArg,
     epoch_seconds: Optional[float] = typer.Option(None, "--epoch-seconds", help="Seconds per epoch (default: measure one epoch here)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Trials at once (default: CPUs here / cpus per trial)."),
+    table: Optional[str] = typer.Option(None, "--table", help="Simulate on this curve table (default: the one shipped beside the space module)."),
+    from_sweep: Optional[str] = typer.Option(None, "--from-sweep", help="Simulate on the curves of this finished sweep."),
     *, settings: SweepSettings,
 ) -> None:
-    """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time."""
+    """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time; and,
+    where recorded curves of the space exist, what a simulation of it on them expects."""
     prep = _prepare(space, settings.replace(tracking_uri=False))  # a plan records nothing
     from hpsearch.schedulers import plan_budget
 
@@ -221,10 +215,10 @@ def plan(
     out.print(f"[bold]{s.name}[/]: {s.trials} trials ({s.strategy}"
               + (f", grid of {len(prep.space.grid())}" if s.strategy == "grid" else "") + f"), scheduler {s.scheduler}, "
               f"max {s.max_epochs} epochs, grace {s.grace_period}, reduction factor {s.reduction_factor}")
-    table = Table("bracket", "trials", "rungs: epoch -> trials expected to reach it", "epochs")
+    rows = Table("bracket", "trials", "rungs: epoch -> trials expected to reach it", "epochs")
     for b in p.brackets:
-        table.add_row(str(b.s), str(b.trials), ", ".join(f"{r.epoch} -> {r.trials}" for r in b.rungs), str(b.epochs))
-    out.print(table)
+        rows.add_row(str(b.s), str(b.trials), ", ".join(f"{r.epoch} -> {r.trials}" for r in b.rungs), str(b.epochs))
+    out.print(rows)
     out.print(f"Total: {p.total_epochs} epochs, against {p.full_epochs} if every trial ran to the end "
               f"({p.total_epochs / p.full_epochs:.1%}; saves {p.saving:.1%}).")
     source = "given"
@@ -236,7 +230,31 @@ def plan(
     n_workers = workers or s.concurrency or max(1, int((os.cpu_count() or 1) // max(s.cpus_per_trial, 1e-9)))
     seconds = p.total_epochs * epoch_seconds
     out.print(f"Time: {epoch_seconds:.3g} s per epoch ({source}) -> {seconds / 3600:.3g} worker-hours, "
-              f"about {_duration(seconds / n_workers)} on {n_workers} workers.")
+              f"about {duration(seconds / n_workers)} on {n_workers} workers.")
+    _plan_simulated(prep, p.total_epochs, n_workers, epoch_seconds, table, from_sweep)
+
+
+def _plan_simulated(prep, ideal_epochs: int, workers: int, epoch_seconds: float | None, table: str | None,
+                    from_sweep: str | None) -> None:
+    """The simulated expectation beside the arithmetic, when recorded curves of this space exist."""
+    import hpsearch.forecast as forecast
+    from hpsearch.modules import load_space_module
+
+    if prep.space_path is None and not (table or from_sweep):
+        return
+    try:
+        module = load_space_module(prep.space_path) if prep.space_path else None
+        curves = forecast.find_table(module, table, from_sweep, required=bool(table or from_sweep)) if module else None
+        if curves is None:
+            return
+        summary = forecast.plan_expectation(curves, prep.space, prep.settings, workers, epoch_seconds)
+    except ValueError as exc:
+        if table or from_sweep:
+            _fail(str(exc))
+        out.print(f"Simulation: not run ({exc}).", markup=False, highlight=False, soft_wrap=True)
+        return
+    for line in forecast.plan_lines(summary, curves, ideal_epochs):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def measure_epoch_seconds(prep) -> float | None:
@@ -258,6 +276,98 @@ def measure_epoch_seconds(prep) -> float | None:
         times.append(time.perf_counter() - start)
     history.clear()
     return statistics.median(times)
+
+
+def _list(name: str, text: str, parse) -> list:
+    """A comma-separated option (``asha,hyperband``), each value parsed; one line for a bad one."""
+    values = []
+    for part in str(text).split(","):
+        try:
+            values.append(parse(part.strip()))
+        except ValueError as exc:  # an enum's own line names the option; int() and float() do not
+            _fail(str(exc) if str(exc).startswith(f"{name}:") else f"{name}: cannot read {part.strip()!r} in {text!r}")
+    if not values:
+        _fail(f"{name}: give at least one value, got {text!r}")
+    return values
+
+
+@app.command()
+def simulate(
+    space: str = SpaceArg,
+    from_sweep: Optional[str] = typer.Option(None, "--from-sweep", help="Replay the curves of this finished sweep (read from MLflow)."),
+    table: Optional[str] = typer.Option(None, "--table", help="Replay a curve table file (.npz; default: the one shipped beside the space module)."),
+    strategy: str = typer.Option("random", "--strategy", help="grid, random, tpe; a comma list compares them."),
+    scheduler: str = typer.Option("asha", "--scheduler", help="fifo, asha, hyperband; a comma list compares them."),
+    trials: int = typer.Option(27, "--trials", help="Trials per simulated sweep."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial at most (default: the table's)."),
+    grace_period: str = typer.Option("1", "--grace-period", help="ASHA's first rung; a comma list compares them."),
+    reduction_factor: str = typer.Option("3", "--reduction-factor", help="A comma list compares them, e.g. 2,3,4."),
+    workers: str = typer.Option("2", "--workers", help="Trials at once; a comma list compares them."),
+    seeds: int = typer.Option(30, "--seeds", help="Simulated sweeps per setting (seeds 0..K-1)."),
+    epoch_seconds: Optional[float] = typer.Option(None, "--epoch-seconds", help="Median seconds per epoch (default: the table's own; epochs keep their relative cost)."),
+    trial_overhead: float = typer.Option(0.40, "--trial-overhead", help="Seconds between trials on a worker (default: measured by the benchmark)."),
+    optuna: bool = typer.Option(False, "--optuna/--no-optuna", help="Also Optuna used directly: TPE with its Hyperband and successive-halving pruners."),
+    plot: Path = typer.Option(Path("simulate.png"), "--plot", help="Where the best-so-far plot goes."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store for --from-sweep."),
+    experiment: Optional[str] = typer.Option(None, "--experiment"),
+) -> None:
+    """Predict wall-clock, epochs and the best found, for settings side by side, from recorded curves."""
+    import hpsearch.forecast as forecast
+    from hpsearch.curves import check_table_fits
+    from hpsearch.modules import load_space_module
+    from hpsearch.simulate import Costs, Setting, compare, expand
+    from hpsearch.vocab import whole
+
+    try:
+        lists = {
+            "strategy": _list("strategy", strategy, lambda v: str(Strategy.parse(v))),
+            "scheduler": _list("scheduler", scheduler, lambda v: str(Scheduler.parse(v))),
+            "grace_period": _list("grace_period", grace_period, int),
+            "reduction_factor": _list("reduction_factor", reduction_factor, float),
+            "workers": _list("workers", workers, int),
+        }
+        whole("seeds", seeds, 1)
+        if epoch_seconds is not None and not epoch_seconds > 0:
+            raise ValueError(f"epoch_seconds: must be > 0, got {epoch_seconds}")
+        module = load_space_module(space)
+        curves = forecast.find_table(module, table, from_sweep, tracking_uri, experiment)
+        epochs = max_epochs if max_epochs is not None else curves.max_epochs
+        check_table_fits(curves, module.space, module.metric, epochs)
+        costs = Costs(trial_s=trial_overhead, epoch_scale=1.0 if epoch_seconds is None else epoch_seconds / curves.median_seconds)
+        base = Setting(lists["strategy"][0], lists["scheduler"][0], trials, epochs, lists["grace_period"][0],
+                       lists["reduction_factor"][0], lists["workers"][0])
+        settings = expand(base, **lists)
+        if optuna:
+            for pruner in ("hyperband", "sha"):
+                settings += expand(Setting("optuna", pruner, trials, epochs, lists["grace_period"][0],
+                                           lists["reduction_factor"][0], lists["workers"][0]),
+                                   reduction_factor=lists["reduction_factor"])
+    except ValueError as exc:
+        _fail(str(exc))
+    started = time.perf_counter()
+    summaries, reference = compare(curves, settings, seeds, costs)
+    took = time.perf_counter() - started
+    out.print(f"[bold]{module.name}[/]: {curves.describe()}", soft_wrap=True)
+    epoch_note = f"epochs scaled to a median of {epoch_seconds:g} s" if epoch_seconds else "epochs as recorded"
+    out.print(f"{len(settings)} setting(s) x {seeds} seeds, {trials} trials of up to {epochs} epochs; {epoch_note}; "
+              f"{costs.start_s:g} s start-up, {costs.trial_s:g} s between trials; simulated in {took:.1f} s", soft_wrap=True)
+    grid = Table(*forecast.HEADER)
+    for row in forecast.rows(summaries, reference):
+        grid.add_row(*row)
+    out.print(grid)
+    out.print(f"Random-search target: {module.metric} {reference.target:.4g} (the median best of random/FIFO with "
+              f"{trials} trials); random search reaches it in {duration(reference.time_to_target)} (median).", soft_wrap=True)
+    distance, repeats = reference.distance()
+    out.print(f"Nearest recorded configurations: median distance {distance:.3f} in the unit cube; "
+              f"{repeats:.0%} of trials were answered by a row already used in the same sweep.", soft_wrap=True)
+    pick = forecast.recommend(summaries, reference)
+    if pick is None:
+        out.print("Recommended: none of these settings reaches the random-search target in most seeds; give more --trials.")
+    else:
+        best, speed = pick
+        out.print(f"Recommended: {best.setting.label} on {best.setting.workers} workers: reaches the target in "
+                  f"{duration(best.time_to_target)} (median), {speed:.2f}x faster than random search.", soft_wrap=True)
+    out.print(f"wrote {forecast.plot_best([reference, *summaries], plot, module.metric, reference.target)}")
 
 
 @app.command()
@@ -378,7 +488,7 @@ def print_tracking(result) -> None:
 
 
 def print_result(result) -> None:
-    table = Table(title=f"{result.name}: {len(result.trials)} trials in {_duration(result.wall_s)}, "
+    table = Table(title=f"{result.name}: {len(result.trials)} trials in {duration(result.wall_s)}, "
                         f"{result.total_epochs} epochs")
     keys = sorted({k for t in result.trials for k in t.config if len({str(x.config.get(k)) for x in result.trials}) > 1})
     for col in ["trial", "status", "epochs", result.metric, *keys]:

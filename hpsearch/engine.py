@@ -271,7 +271,7 @@ def run_prepared(
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=str(s.mode), num_samples=s.trials,
             search_alg=make_search_alg(s.strategy, prep.space, s.metric, str(s.mode), s.trials, s.seed,
-                                       s.concurrency, prep.points_to_evaluate),
+                                       s.concurrency, prep.points_to_evaluate, max_epochs=s.max_epochs),
             scheduler=make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
             # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
             # it is safe because each trial builds its own model and optimizer from its config.
@@ -349,8 +349,25 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
     if tracker is not None:
         from hpsearch.tracking import close_sweep
 
+        if not result.interrupted:
+            result.expected = _expected(prep)
         close_sweep(tracker, result, lambda: best_model(prep, result.best), prep.data)
     return result
+
+
+def _expected(prep: PreparedSweep) -> dict[str, float]:
+    """Plan against actual (``hpsearch.forecast.expected``) for the workers this cluster gave the sweep."""
+    import ray
+
+    from hpsearch.forecast import expected
+
+    s = prep.settings
+    workers = s.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
+    try:
+        return expected(prep, workers)
+    except Exception as exc:  # noqa: BLE001 - a forecast must never cost the sweep its record
+        log.warning("plan against actual not recorded: %s: %s", type(exc).__name__, exc)
+        return {}
 
 
 def best_model(prep: PreparedSweep, best: TrialRecord | None):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,6 +54,9 @@ class SweepResult:
     tracking: dict[str, Any] | None = None  # uri, experiment_id, parent_run_id, children (trial id -> run id)
     stopped_by: StopReason | None = None  # set when the sweep ended before its trials did
     signal: str | None = None  # SIGINT or SIGTERM, when one interrupted the sweep (stopped_by INTERRUPTED)
+    # Plan against actual, logged on the parent run: planned_epochs (plan's arithmetic) and, where
+    # recorded curves of the space exist, simulated_epochs (hpsearch.forecast.expected)
+    expected: dict[str, float] = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:

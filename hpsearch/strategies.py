@@ -136,10 +136,13 @@ def make_search_alg(
     seed: int,
     concurrency: int | None = None,
     points_to_evaluate: Sequence[Mapping[str, Any]] = (),
+    max_epochs: int | None = None,
 ):
     """The Ray Tune search algorithm for a strategy. ``points_to_evaluate`` run first (warm start).
 
-    OptunaSearch gets metric and mode here: given its own space, it ignores TuneConfig's.
+    OptunaSearch gets metric and mode here: given its own space, it ignores TuneConfig's. With
+    ``max_epochs`` (what sweeps pass), TPE is told a trial stopped before it as pruned
+    (``hpsearch.tpe``); without, it is Ray's ``OptunaSearch`` as is (the simulator measures both).
     """
     strategy = Strategy.parse(strategy)
     warm = [space.validate_config(p) for p in points_to_evaluate]
@@ -147,8 +150,11 @@ def make_search_alg(
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        alg = OptunaSearch(
-            space=define_by_run(space), metric=metric, mode=mode,
+        from hpsearch.tpe import PrunedAwareOptunaSearch
+
+        cls, extra = (OptunaSearch, {}) if max_epochs is None else (PrunedAwareOptunaSearch, {"max_epochs": max_epochs})
+        alg = cls(
+            space=define_by_run(space), metric=metric, mode=mode, **extra,
             sampler=optuna.samplers.TPESampler(seed=seed),
             points_to_evaluate=[{k: v for k, v in p.items() if not isinstance(space[k], (Fixed, Derived))} for p in warm] or None,
         )

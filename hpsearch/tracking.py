@@ -31,13 +31,28 @@ from hpsearch.vocab import (
     PENDING_FILE, RAY_KEYS, REUSED_KEY, ROLE_SWEEP, ROLE_TRIAL, TAG_BEST, TAG_BEST_CONFIG, TAG_BEST_MODEL,
     TAG_BEST_TRIAL, TAG_CONFIG_HASH, TAG_EPOCHS, TAG_ERROR, TAG_GIT_COMMIT, TAG_NOTE, TAG_PARENT,
     TAG_RAY_RESOURCES, TAG_RETRIES, TAG_REUSED_EPOCHS, TAG_REUSED_FROM, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT,
-    TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, VERSION, StopReason, TrialStatus, mask, plain_number, sqlite_path,
+    TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, VERSION, StopReason, TrialStatus, is_number, mask, plain_number,
+    sqlite_path,
 )
 from hpsearch.writer import Writer, children_of, spill
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 2.0
+
+
+def report_ms(ray_timestamp: Any, now: float) -> int:
+    """When a result was reported, in ms. Ray's ``timestamp`` counts whole seconds, too coarse to
+    time an epoch by (``hpsearch.curves`` does); a result that arrives live takes the driver's clock
+    instead, one replayed later (resume reads Ray's result files) keeps Ray's second.
+
+    Example:
+        >>> report_ms(1000, 1000.25), report_ms(1000, 1900.0), report_ms(None, 5.5)
+        (1000250, 1000000, 5500)
+    """
+    if not is_number(ray_timestamp) or abs(now - float(ray_timestamp)) < 2:
+        return int(now * 1000)
+    return int(float(ray_timestamp) * 1000)
 
 
 class Buffers:
@@ -191,7 +206,7 @@ class SweepTracker:
         value = plain_number(result.get(self.settings.metric))
         if value is not None:
             self.curves.setdefault(trial.trial_id, {})[step] = value
-        when = int(float(result.get("timestamp") or time.time()) * 1000)  # Ray's time of the report
+        when = report_ms(result.get("timestamp"), time.time())
         self.buffers.add(ref, metrics=[(k, v, when, step) for k, v in ((k, plain_number(v)) for k, v in result.items()
                                                                       if k not in RAY_KEYS) if v is not None])
         self.maybe_flush()
@@ -256,6 +271,7 @@ class SweepTracker:
                 self.end_trial(EndedTrial(t), t.status, by=result.stopped_by or StopReason.DRIVER)
         metrics = [(f"trials_{k}", float(v), now, 0) for k, v in result.counts().items()]
         metrics += [("total_epochs", float(result.total_epochs), now, 0), ("wall_seconds", float(result.wall_s), now, 0)]
+        metrics += [(k, float(v), now, 0) for k, v in result.expected.items()]  # plan against actual
         tags = {TAG_STOPPED_BY: str(result.stopped_by)} if result.stopped_by else {}
         if result.best is not None:
             metrics += [(f"best_{k}", float(v), now, 0) for k, v in result.best.metrics.items()

@@ -176,6 +176,22 @@ def fmt(value: Any, none: str = "–") -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def duration(seconds: float) -> str:
+    """Seconds for people: 42 s, 3.5 min, 2.1 h; ``never`` for infinity.
+
+    Example:
+        >>> duration(42.2), duration(210), duration(7560), duration(float("inf"))
+        ('42 s', '3.5 min', '2.1 h', 'never')
+    """
+    if seconds != seconds or seconds == float("inf"):
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def sqlite_path(uri: str | None) -> str | None:
     """The file of a ``sqlite:///`` URI, None for any other store."""
     prefix = "sqlite:///"

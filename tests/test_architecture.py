@@ -18,11 +18,12 @@ LAYERS = [
     {"vocab"},
     {"params", "data", "session"},
     {"space"},
-    {"modules", "strategies", "schedulers", "train"},
+    {"modules", "strategies", "schedulers", "train", "tpe"},
     {"settings"},  # pure options; the trial side reads them too
     {"trial"},
     {"results", "callbacks", "stopper", "store", "writer", "cluster"},
-    {"progress", "analysis"},
+    {"progress", "analysis", "curves"},
+    {"simulate", "forecast"},  # replay recorded curves through the schedulers; what plan and simulate print
     {"tracking"},
     {"engine"},
     {"ledger", "verdict"},
@@ -32,7 +33,7 @@ LAYERS = [
 ]
 TRIAL_SIDE = {"session", "train", "data", "trial"}
 DRIVER_SIDE = {"cluster", "results", "callbacks", "stopper", "store", "writer", "progress", "analysis", "tracking",
-               "engine", "ledger", "verdict", "nightly", "cli"}
+               "engine", "ledger", "verdict", "nightly", "cli", "tpe", "curves", "simulate", "forecast"}
 PURE = {"vocab", "params", "space", "modules", "strategies", "schedulers", "settings"}  # no Ray, MLflow or torch at module level
 HEAVY = ("ray", "mlflow", "torch")
 

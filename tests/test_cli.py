@@ -69,7 +69,31 @@ BAD_INPUT = [
     (["report", "never-ran", "--tracking-uri", "sqlite:///{tmp}/empty/mlflow.db"], "tracking_uri: no MLflow store at "),
     (["report", "never-ran", "--tracking-uri", "off"], "tracking_uri: report reads a sweep back from MLflow, so it needs a store, got 'off'"),
     (["run", "{tiny}", "--mode", "up"], "mode: must be one of max, min, got 'up'"),
+    (["simulate", "{tiny}"], "table: no recorded curves for space 'tiny': give --table FILE or --from-sweep NAME"),
+    (["simulate", "{tiny}", "--table", "{tmp}/none.npz"], "table: no such file"),
+    (["simulate", "{tiny}", "--table", "{tiny}"], "is not a curve table written by hpsearch"),
+    (["simulate", "{tiny}", "--table", "{table}", "--from-sweep", "x"], "table: give --table or --from-sweep, not both"),
+    (["simulate", "{tiny}", "--scheduler", "asha,sha"], "scheduler: must be one of fifo, asha, hyperband, got 'sha'"),
+    (["simulate", "{tiny}", "--reduction-factor", "2,x"], "reduction_factor: cannot read 'x' in '2,x'"),
+    (["simulate", "{tiny}", "--seeds", "0"], "seeds: must be a whole number >= 1, got 0"),
+    (["simulate", "{tiny}", "--epoch-seconds", "0"], "epoch_seconds: must be > 0, got 0.0"),
+    (["simulate", "{tiny}", "--table", "{table}", "--max-epochs", "9"], "max_epochs: the table's curves end at epoch 3, got max_epochs=9"),
+    (["simulate", "{tiny}", "--table", "{table}", "--workers", "0"], "workers: must be a whole number >= 1, got 0"),
+    (["simulate", "mlp", "--table", "{table}"], "space: the table was recorded without parameter 'dropout'"),
+    (["simulate", "{tiny}", "--from-sweep", "never-ran", "--tracking-uri", "sqlite:///{tmp}/empty/mlflow.db"], "tracking_uri: no MLflow store at "),
+    (["plan", "{tiny}", "--table", "{tmp}/none.npz", "--epoch-seconds", "1"], "table: no such file"),
 ]
+
+
+def tiny_table(module_path: str, path: Path) -> Path:
+    """A recorded-curves table for the tiny module: its six grid points, three epochs each."""
+    from hpsearch.curves import CurveTable
+    from hpsearch.modules import load_space_module
+
+    m = load_space_module(module_path)
+    configs = list(m.space.grid())
+    curves = [[0.1 * (i + 1) + 0.05 * e for e in range(3)] for i in range(len(configs))]
+    return CurveTable.build(m.space, m.metric, m.mode, configs, curves, [[0.5] * 3] * len(configs)).save(path)
 
 
 @pytest.mark.parametrize("argv, message", BAD_INPUT, ids=[" ".join(a)[:50] for a, _ in BAD_INPUT])
@@ -85,8 +109,9 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
         raise AssertionError("Ray was started for bad input")
 
     monkeypatch.setattr(engine, "connect", no_ray)
+    table = tiny_table(tiny, tmp_path / "tiny-table.npz")
     args = [a.format(tiny=tiny, tmp=tmp_path, nospace=tmp_path / "nospace.py", raises=tmp_path / "raises.py",
-                     imagenet=tmp_path / "imagenet.py", closed=free_port()) for a in argv]
+                     imagenet=tmp_path / "imagenet.py", closed=free_port(), table=table) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(args)
     assert exit_info.value.code == 2

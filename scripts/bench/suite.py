@@ -24,9 +24,10 @@ from typing import Any
 
 from bench.common import ROOT, git_state, machine, ray_down, ray_up
 
-PARTS = ("overhead", "model", "tracking", "scale", "gpu")
+PARTS = ("overhead", "model", "tracking", "scale", "search", "gpu")
 PART_HELP = ("overhead (start-up and per-trial cost), model (time to target and utilization), tracking "
-             "(tracking cost and random/FIFO utilization against Ray Tune FIFO used directly), scale, gpu")
+             "(tracking cost and random/FIFO utilization against Ray Tune FIFO used directly), scale, search "
+             "(search efficiency at one-minute epochs, simulated on the shipped curve table), gpu")
 BUSY_LOAD = 0.5  # 1-minute load average above which a measurement is not quotable
 
 # Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from the quiet
@@ -61,6 +62,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "model": dict(trials=9, search_trials=27, max_epochs=9, seeds=1, cap_fraction=1),
         "tracking": dict(trials=4, max_epochs=9, repeats=2),
         "scale": dict(trials=1000),
+        "search": dict(seeds=5, trials=81, target_trials=27, epoch_seconds=60.0),
         "gpu": dict(trials=8, max_epochs=3),
     },
     "full": {
@@ -69,6 +71,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=5, reference_seeds=3, cap_fraction=5),
         "tracking": dict(trials=10, max_epochs=12, repeats=5),
         "scale": dict(trials=10_000),
+        "search": dict(seeds=30, trials=243, target_trials=27, epoch_seconds=60.0),
         "gpu": dict(trials=32, max_epochs=9),
     },
 }
@@ -101,7 +104,7 @@ def settled_load(seconds: float = 10.0, samples: int = 5) -> list[float]:
 
 
 def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
-    from bench import gpu, overhead, scale, time_to_model, tracking_cost
+    from bench import gpu, overhead, scale, search, time_to_model, tracking_cost
 
     sizes = SIZES[mode]
     out: dict[str, Any] = {}
@@ -113,6 +116,8 @@ def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
         out["tracking"] = _timed(lambda: tracking_cost.run(**sizes["tracking"], work=work, log=log))
     if "scale" in parts:
         out["scale"] = _timed(lambda: scale.run(**sizes["scale"], work=work, log=log))
+    if "search" in parts:
+        out["search"] = _timed(lambda: search.run(**sizes["search"], work=work, log=log))
     if "gpu" in parts:
         out["gpu"] = _timed(lambda: gpu.run(**sizes["gpu"], work=work, log=log))
     return out
@@ -260,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_average"]["at_end"] = round(os.getloadavg()[0], 2)
     meta["wall_s"] = time.perf_counter() - start
     meta["part_wall_s"] = {p: round(v.get("part_wall_s", 0.0), 1) for p, v in parts_out.items()}
-    order = ("overhead", "model", "utilization", "tracking", "scale", "gpu")
+    order = ("overhead", "model", "utilization", "tracking", "scale", "search", "gpu")
     # By each figure's own part: the tracking part also gives a utilization figure.
     figures = sorted((f for out in parts_out.values() for f in out["figures"]), key=lambda f: order.index(f["part"]))
     for f in figures:

@@ -367,7 +367,8 @@ def simulate(
         best, speed = pick
         out.print(f"Recommended: {best.setting.label} on {best.setting.workers} workers: reaches the target in "
                   f"{duration(best.time_to_target)} (median), {speed:.2f}x faster than random search.", soft_wrap=True)
-    out.print(f"wrote {forecast.plot_best([reference, *summaries], plot, module.metric, reference.target)}")
+    shown = [reference, *(s for s in summaries if s.setting != reference.setting)]
+    out.print(f"wrote {forecast.plot_best(shown, plot, module.metric, reference.target)}")
 
 
 @app.command()

@@ -166,7 +166,7 @@ def plan_lines(summary: Summary, curves: CurveTable, ideal_epochs: int) -> list[
     wall = summary.wall
     rungs = ", ".join(f"{e} -> {n:g}" for e, n in summary.trials_per_rung().items())
     return [
-        f"Simulated on recorded curves ({curves.source or 'a curve table'}; {len(summary.runs)} seeds, "
+        f"Simulated on recorded curves ({len(curves)} configurations of this space; {len(summary.runs)} seeds, "
         f"{summary.setting.workers} workers): {mid:.0f} epochs [{lo:.0f}-{hi:.0f}] ({mid / ideal_epochs:.2f}x the "
         f"arithmetic above: Ray's ASHA promotes without waiting for a full rung), trials reaching each rung {rungs}; "
         f"wall {duration(wall[0])} [{duration(wall[1])}-{duration(wall[2])}] with start-up and hand-overs.",

@@ -83,6 +83,8 @@ class Setting:
     workers: int = 2
     tpe_pruned: bool = True  # TPE told of stopped trials as pruned (hpsearch.tpe); False: Ray's OptunaSearch as is
     goal: float | None = None  # end the sweep once a trial reports this (the run option of that name)
+    # Configurations run first, as (name, value) pairs (hashable): a sweep's points to evaluate
+    points: tuple[tuple[tuple[str, Any], ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.strategy == "optuna":
@@ -162,12 +164,14 @@ class _RaySim:
         space = table.space
         if setting.strategy == "tpe":
             self.searcher = make_search_alg("tpe", space, table.metric, table.mode, setting.trials, seed,
+                                            points_to_evaluate=[dict(p) for p in setting.points],
                                             max_epochs=setting.max_epochs if setting.tpe_pruned else None)
             self.points: Iterable[dict] | None = None
             self.max_pending = 1
         else:
             self.searcher = None
-            self.points = iter(initial_points(space, setting.strategy, setting.trials, seed))
+            first = [dict(p) for p in setting.points]  # as make_search_alg puts a sweep's points first
+            self.points = iter((first + initial_points(space, setting.strategy, setting.trials, seed))[: setting.trials])
             self.max_pending = 200
         self.trials: list = []
         self.info: dict[str, dict[str, Any]] = {}
@@ -206,7 +210,7 @@ class _RaySim:
             trial = self.Trial("simulated", config=dict(config), trial_id=trial_id, stub=True)
             trial.status = self.Trial.PENDING
             row, distance = self.table.nearest(config)
-            self.info[trial_id] = {"trial": trial, "row": row, "epoch": 0, "busy": False}
+            self.info[trial_id] = {"trial": trial, "row": row, "epoch": 0}
             self.run.rows.append(row)
             self.run.distances.append(distance)
             self.trials.append(trial)
@@ -229,15 +233,27 @@ class _RaySim:
             self.schedule_epoch(trial, self.costs.trial_s)
             self.add_trials()  # Ray refills its queue of pending trials each step
 
+    def limit(self, row: int) -> int:
+        """The epoch after which a trial's function returns: the budget, or where a whole recorded
+        curve ends (a failed one fails in the epoch after its last)."""
+        return self.s.max_epochs if self.table.failed[row] else min(self.s.max_epochs, int(self.table.lengths[row]))
+
     def schedule_epoch(self, trial, extra: float = 0.0) -> None:
         info = self.info[trial.trial_id]
-        when = self.clock + extra + self.table.epoch_time(info["row"], info["epoch"]) * self.costs.epoch_scale + self.costs.epoch_s
+        train = info["epoch"] < self.limit(info["row"]) or self.table.failed[info["row"]]
+        seconds = self.table.epoch_time(info["row"], info["epoch"]) * self.costs.epoch_scale + self.costs.epoch_s if train else 0.0
+        when = self.clock + extra + seconds
         self.seq += 1
         heapq.heappush(self.events, (when, self.seq, trial.trial_id))
 
     def finish_epoch(self, trial) -> None:
         info = self.info[trial.trial_id]
         row, epoch = info["row"], info["epoch"] + 1
+        if epoch > self.limit(row):
+            # A trial paused at its last epoch (HyperBand does that) resumes only to return at once:
+            # Tune sees it done and completes it.
+            self.stop(trial)
+            return
         value = self.table.values[row, epoch - 1]
         if math.isnan(value):  # the recorded trial failed in this epoch
             self.run.failed += 1
@@ -256,8 +272,7 @@ class _RaySim:
         result = {self.table.metric: value, "epoch": epoch, "training_iteration": epoch,
                   "time_total_s": self.clock, "trial_id": trial.trial_id, "done": False}
         decision = self.scheduler.on_trial_result(self.ctl, trial, result)
-        last = epoch >= self.s.max_epochs or epoch >= self.table.lengths[row] and not self.table.failed[row]
-        if decision == self.TS.CONTINUE and last:
+        if decision == self.TS.CONTINUE and epoch >= self.limit(row):
             decision = self.TS.STOP  # the trainable returns after its last epoch
         trial.run_metadata.last_result = result  # what Trial.update_last_result keeps that schedulers read
         if decision == self.TS.STOP:

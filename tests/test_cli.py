@@ -253,6 +253,13 @@ def test_plan_prints_rungs_and_budget(tiny, capsys):
     assert "Total: 135 epochs, against 2187" in text
     # 135 epochs x 0.5 s = 67.5 s = 0.01875 worker-hours, 34 s on 2 workers
     assert ("0.0187 worker-hours" in text or "0.0188 worker-hours" in text) and "about 34 s on 2 workers" in text
+    # mlp ships a table of recorded curves (spaces/mlp.curves.npz): plan simulates this very sweep on
+    # it, through Ray's own ASHA, which promotes without waiting and so trains more than the ideal.
+    import re
+
+    simulated = re.search(r"Simulated on recorded curves .*?: (\d+) epochs \[(\d+)-(\d+)\]", text)
+    assert simulated, text
+    assert 135 < int(simulated.group(2)) <= int(simulated.group(1)) <= int(simulated.group(3)) < 2187
 
 
 def test_plan_measures_an_epoch_when_not_told(tiny, capsys):

@@ -170,3 +170,33 @@ def test_simulate_command_compares_settings_and_recommends_one(tmp_path, capsys)
         assert label in text
     assert "Random-search target: val_acc" in text and "Recommended: random/" in text
     assert (tmp_path / "best.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_table_read_from_a_real_sweep_predicts_a_real_asha_sweep(ray_session, mnist1d, tmp_path, mlflow_uri):
+    """Record curves with a real FIFO sweep, read them back from MLflow, then run a real ASHA sweep
+    of the same configurations: the simulation on the table trains as many epochs, within 20%."""
+    from mlflow import MlflowClient
+
+    import hpsearch
+    from hpsearch.train import train as reference_train
+    from tests.conftest import TINY
+
+    def sweep(name, scheduler):
+        return hpsearch.sweep(TINY, train=reference_train, data=mnist1d, storage=str(tmp_path / "ray"), progress=False,
+                              metric="val_acc", mode="max", strategy="grid", scheduler=scheduler, max_epochs=9,
+                              grace_period=1, reduction_factor=3, name=name)
+
+    sweep(f"table-{tmp_path.name}", "fifo")
+    recorded = CurveTable.from_sweep(MlflowClient(tracking_uri=mlflow_uri), f"table-{tmp_path.name}")
+    grid = len(TINY.grid())
+    assert len(recorded) == grid and recorded.max_epochs == 9 and (recorded.lengths == 9).all()
+    assert np.isfinite(recorded.seconds).all() and (recorded.seconds > 0).all()
+
+    real = sweep(f"asha-{tmp_path.name}", "asha")
+    setting = Setting("grid", "asha", trials=grid, max_epochs=9, grace_period=1, reduction_factor=3, workers=2)
+    runs = [simulate(recorded, setting, seed) for seed in range(3)]
+    assert all(max(r.distances) < 1e-9 for r in runs)  # the table holds the very configurations
+    predicted = float(np.median([r.epochs for r in runs]))
+    # ASHA decides as results arrive, so the order of two workers' results moves a trial or two.
+    assert abs(predicted - real.total_epochs) <= max(0.2 * real.total_epochs, 3), (predicted, real.total_epochs)

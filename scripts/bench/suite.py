@@ -24,10 +24,14 @@ from typing import Any
 
 from bench.common import ROOT, git_state, machine, ray_down, ray_up
 
-PARTS = ("overhead", "model", "tracking", "scale", "search", "gpu")
+PARTS = ("overhead", "model", "tracking", "scale", "gpu", "search", "predict")
+# The default run: issue #12's parts, sized to 75 minutes together. Issue #13's two (search:
+# ~5 min, predict: ~15 min in full mode) run with --only search,predict.
+DEFAULT_PARTS = ("overhead", "model", "tracking", "scale", "gpu")
 PART_HELP = ("overhead (start-up and per-trial cost), model (time to target and utilization), tracking "
-             "(tracking cost and random/FIFO utilization against Ray Tune FIFO used directly), scale, search "
-             "(search efficiency at one-minute epochs, simulated on the shipped curve table), gpu")
+             "(tracking cost and random/FIFO utilization against Ray Tune FIFO used directly), scale, gpu; "
+             "search (search efficiency at one-minute epochs, simulated on the shipped curve table) and predict "
+             "(simulated against real sweeps), not run by default")
 BUSY_LOAD = 0.5  # 1-minute load average above which a measurement is not quotable
 
 # Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from the quiet
@@ -62,8 +66,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "model": dict(trials=9, search_trials=27, max_epochs=9, seeds=1, cap_fraction=1),
         "tracking": dict(trials=4, max_epochs=9, repeats=2),
         "scale": dict(trials=1000),
-        "search": dict(seeds=5, trials=81, target_trials=27, epoch_seconds=60.0),
         "gpu": dict(trials=8, max_epochs=3),
+        "search": dict(seeds=5, trials=81, target_trials=27, epoch_seconds=60.0),
+        "predict": dict(seeds=1, trials={"asha": 9}),
     },
     "full": {
         "overhead": dict(noop_trials=(20, 200), sleep_trials=(10, 50), noop_repeats=3, sleep_repeats=1,
@@ -71,8 +76,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=5, reference_seeds=3, cap_fraction=5),
         "tracking": dict(trials=10, max_epochs=12, repeats=5),
         "scale": dict(trials=10_000),
-        "search": dict(seeds=30, trials=243, target_trials=27, epoch_seconds=60.0),
         "gpu": dict(trials=32, max_epochs=9),
+        "search": dict(seeds=30, trials=243, target_trials=27, epoch_seconds=60.0),
+        "predict": dict(seeds=3, trials={"fifo": 4, "asha": 27, "hyperband": 13}, tpe_trials=27),
     },
 }
 
@@ -104,7 +110,7 @@ def settled_load(seconds: float = 10.0, samples: int = 5) -> list[float]:
 
 
 def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
-    from bench import gpu, overhead, scale, search, time_to_model, tracking_cost
+    from bench import gpu, overhead, predict, scale, search, time_to_model, tracking_cost
 
     sizes = SIZES[mode]
     out: dict[str, Any] = {}
@@ -116,10 +122,12 @@ def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
         out["tracking"] = _timed(lambda: tracking_cost.run(**sizes["tracking"], work=work, log=log))
     if "scale" in parts:
         out["scale"] = _timed(lambda: scale.run(**sizes["scale"], work=work, log=log))
-    if "search" in parts:
-        out["search"] = _timed(lambda: search.run(**sizes["search"], work=work, log=log))
     if "gpu" in parts:
         out["gpu"] = _timed(lambda: gpu.run(**sizes["gpu"], work=work, log=log))
+    if "search" in parts:
+        out["search"] = _timed(lambda: search.run(**sizes["search"], work=work, log=log))
+    if "predict" in parts:
+        out["predict"] = _timed(lambda: predict.run(**sizes["predict"], work=work, log=log))
     return out
 
 
@@ -203,7 +211,7 @@ def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench/run", description="hpsearch benchmark suite (issues #7, #12)")
     ap.add_argument("--quick", action="store_true", help="small sizes, about 7 minutes on 2 cores; figures indicative")
-    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of: {PART_HELP}")
+    ap.add_argument("--only", default=",".join(DEFAULT_PARTS), help=f"comma-separated parts of: {PART_HELP}")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where bench.json and bench.md go")
     ap.add_argument("--update-readme", action="store_true",
                     help="write this run's table into README.md (full mode on a quiet machine only)")
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--only: parts must be among {', '.join(PARTS)}, got {args.only!r}")
     mode = "quick" if args.quick else "full"
     command = "scripts/bench/run" + (" --quick" if args.quick else "") + \
-              (f" --only {','.join(parts)}" if set(parts) != set(PARTS) else "")
+              (f" --only {','.join(parts)}" if set(parts) != set(DEFAULT_PARTS) else "")
     if args.update_readme and args.quick:
         print("bench: --update-readme takes a full-mode run (the README quotes no quick figures)", file=sys.stderr)
         return 2
@@ -265,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_average"]["at_end"] = round(os.getloadavg()[0], 2)
     meta["wall_s"] = time.perf_counter() - start
     meta["part_wall_s"] = {p: round(v.get("part_wall_s", 0.0), 1) for p, v in parts_out.items()}
-    order = ("overhead", "model", "utilization", "tracking", "scale", "search", "gpu")
+    order = ("overhead", "model", "utilization", "tracking", "scale", "gpu", "search", "predict")
     # By each figure's own part: the tracking part also gives a utilization figure.
     figures = sorted((f for out in parts_out.values() for f in out["figures"]), key=lambda f: order.index(f["part"]))
     for f in figures:

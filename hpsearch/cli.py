@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpsearch.settings import SweepSettings, option_field, option_help
-from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, duration, fmt, sqlite_path
+from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, duration, fmt, sqlite_path, whole
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -238,22 +238,12 @@ def _plan_simulated(prep, ideal_epochs: int, workers: int, epoch_seconds: float 
                     from_sweep: str | None) -> None:
     """The simulated expectation beside the arithmetic, when recorded curves of this space exist."""
     import hpsearch.forecast as forecast
-    from hpsearch.modules import load_space_module
 
-    if prep.space_path is None and not (table or from_sweep):
-        return
     try:
-        module = load_space_module(prep.space_path) if prep.space_path else None
-        curves = forecast.find_table(module, table, from_sweep, required=bool(table or from_sweep)) if module else None
-        if curves is None:
-            return
-        summary = forecast.plan_expectation(curves, prep.space, prep.settings, workers, epoch_seconds)
-    except ValueError as exc:
-        if table or from_sweep:
-            _fail(str(exc))
-        out.print(f"Simulation: not run ({exc}).", markup=False, highlight=False, soft_wrap=True)
-        return
-    for line in forecast.plan_lines(summary, curves, ideal_epochs):
+        lines = forecast.plan_report(prep, ideal_epochs, workers, epoch_seconds, table, from_sweep)
+    except ValueError as exc:  # only where --table or --from-sweep asked for it
+        _fail(str(exc))
+    for line in lines:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -315,8 +305,7 @@ def simulate(
     import hpsearch.forecast as forecast
     from hpsearch.curves import check_table_fits
     from hpsearch.modules import load_space_module
-    from hpsearch.simulate import Costs, Setting, compare, expand
-    from hpsearch.vocab import whole
+    from hpsearch.simulate import Costs
 
     try:
         lists = {
@@ -334,41 +323,11 @@ def simulate(
         epochs = max_epochs if max_epochs is not None else curves.max_epochs
         check_table_fits(curves, module.space, module.metric, epochs)
         costs = Costs(trial_s=trial_overhead, epoch_scale=1.0 if epoch_seconds is None else epoch_seconds / curves.median_seconds)
-        base = Setting(lists["strategy"][0], lists["scheduler"][0], trials, epochs, lists["grace_period"][0],
-                       lists["reduction_factor"][0], lists["workers"][0])
-        settings = expand(base, **lists)
-        if optuna:
-            for pruner in ("hyperband", "sha"):
-                settings += expand(Setting("optuna", pruner, trials, epochs, lists["grace_period"][0],
-                                           lists["reduction_factor"][0], lists["workers"][0]),
-                                   reduction_factor=lists["reduction_factor"])
+        settings = forecast.settings_from_lists(lists, trials, epochs, optuna)
     except ValueError as exc:
         _fail(str(exc))
-    started = time.perf_counter()
-    summaries, reference = compare(curves, settings, seeds, costs)
-    took = time.perf_counter() - started
-    out.print(f"[bold]{module.name}[/]: {curves.describe()}", soft_wrap=True)
-    epoch_note = f"epochs scaled to a median of {epoch_seconds:g} s" if epoch_seconds else "epochs as recorded"
-    out.print(f"{len(settings)} setting(s) x {seeds} seeds, {trials} trials of up to {epochs} epochs; {epoch_note}; "
-              f"{costs.start_s:g} s start-up, {costs.trial_s:g} s between trials; simulated in {took:.1f} s", soft_wrap=True)
-    grid = Table(*forecast.HEADER)
-    for row in forecast.rows(summaries, reference):
-        grid.add_row(*row)
-    out.print(grid)
-    out.print(f"Random-search target: {module.metric} {reference.target:.4g} (the median best of random/FIFO with "
-              f"{trials} trials); random search reaches it in {duration(reference.time_to_target)} (median).", soft_wrap=True)
-    distance, repeats = reference.distance()
-    out.print(f"Nearest recorded configurations: median distance {distance:.3f} in the unit cube; "
-              f"{repeats:.0%} of trials were answered by a row already used in the same sweep.", soft_wrap=True)
-    pick = forecast.recommend(summaries, reference)
-    if pick is None:
-        out.print("Recommended: none of these settings reaches the random-search target in most seeds; give more --trials.")
-    else:
-        best, speed = pick
-        out.print(f"Recommended: {best.setting.label} on {best.setting.workers} workers: reaches the target in "
-                  f"{duration(best.time_to_target)} (median), {speed:.2f}x faster than random search.", soft_wrap=True)
-    shown = [reference, *(s for s in summaries if s.setting != reference.setting)]
-    out.print(f"wrote {forecast.plot_best(shown, plot, module.metric, reference.target)}")
+    for line in forecast.comparison(module, curves, settings, seeds, costs, epoch_seconds, plot):
+        out.print(line, soft_wrap=True)
 
 
 @app.command()

@@ -1,21 +1,169 @@
-"""What ``hpsearch simulate`` and ``hpsearch plan`` print from simulations: where the curves come
-from, a table of settings side by side, the recommendation, and a plot of best-so-far against time.
+"""Simulations over seeds and settings, and what ``hpsearch simulate`` and ``hpsearch plan`` make
+of them: where the curves come from, each setting's spread over seeds, the random-search target and
+speed-ups, the recommendation, and a plot of best-so-far against time.
 
-Kept apart from ``hpsearch.simulate`` (the event loop) so the loop stays free of rich and matplotlib.
+``hpsearch.simulate`` is the event loop for one simulated sweep; this module runs it many times.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from hpsearch.curves import CurveTable, table_beside
+from hpsearch.schedulers import decision_epochs
 from hpsearch.modules import SpaceModule
-from hpsearch.simulate import Summary
+from hpsearch.simulate import Costs, Run, Setting, simulate
 from hpsearch.vocab import duration
+
+
+# -- many seeds, many settings ------------------------------------------------------------------
+
+def _one(args: tuple) -> Run:
+    table, setting, seed, costs = args
+    return simulate(table, setting, seed, costs)
+
+
+def simulate_many(table: CurveTable, settings: Sequence[Setting], seeds: int, costs: Costs = Costs(),
+                  processes: int | None = None) -> dict[Setting, list[Run]]:
+    """Every setting on seeds 0..seeds-1; on several processes (fork) when there is enough work."""
+    import os
+
+    settings = list(dict.fromkeys(settings))  # a setting listed twice is simulated once
+    jobs = [(table, s, seed, costs) for s in settings for seed in range(seeds)]
+    processes = processes or min(len(jobs), os.cpu_count() or 1)
+    if processes > 1 and len(jobs) > 1:
+        import multiprocessing
+        import sys
+
+        # Fork is quick (Ray Tune and Optuna already imported); a process connected to Ray (the
+        # benchmark's) must not be forked, so its workers start afresh.
+        ray = sys.modules.get("ray")
+        method = "spawn" if ray is not None and getattr(ray, "is_initialized", lambda: False)() else "fork"
+        with multiprocessing.get_context(method).Pool(processes) as pool:
+            runs = pool.map(_one, jobs, chunksize=max(1, len(jobs) // (processes * 4)))
+    else:
+        runs = [_one(j) for j in jobs]
+    out: dict[Setting, list[Run]] = {s: [] for s in settings}
+    for run in runs:
+        out[run.setting].append(run)
+    return out
+
+
+@dataclass
+class Summary:
+    """A setting over seeds: medians and spread (10th-90th percentile)."""
+
+    setting: Setting
+    runs: list[Run]
+    target: float | None
+    mode: str
+
+    def _spread(self, values: Sequence[float]) -> tuple[float, float, float]:
+        a = np.asarray(values, float)
+        return float(np.median(a)), float(np.percentile(a, 10)), float(np.percentile(a, 90))
+
+    @property
+    def wall(self) -> tuple[float, float, float]:
+        return self._spread([r.wall_s for r in self.runs])
+
+    @property
+    def epochs(self) -> tuple[float, float, float]:
+        return self._spread([r.epochs for r in self.runs])
+
+    @property
+    def best(self) -> tuple[float, float, float]:
+        return self._spread([r.best_value for r in self.runs if r.best_value is not None] or [math.nan])
+
+    def times_to_target(self) -> list[float]:
+        """Per seed; inf where the target was never reached."""
+        if self.target is None:
+            return []
+        return [t if t is not None else math.inf for t in (r.time_to(self.target, self.mode) for r in self.runs)]
+
+    @property
+    def time_to_target(self) -> float:
+        """Median over seeds (inf if most seeds never reached it)."""
+        times = self.times_to_target()
+        return statistics.median(times) if times else math.inf
+
+    @property
+    def reached_share(self) -> float:
+        times = self.times_to_target()
+        return sum(math.isfinite(t) for t in times) / len(times) if times else 0.0
+
+    def trials_per_rung(self) -> dict[int, float]:
+        s = self.setting
+        sched = "hyperband" if s.strategy == "optuna" and s.scheduler == "hyperband" else (
+            "asha" if s.strategy == "optuna" and s.scheduler == "sha" else ("fifo" if s.strategy == "optuna" else s.scheduler))
+        rungs = sorted(decision_epochs(sched, s.max_epochs, s.grace_period, s.reduction_factor) | {s.max_epochs})
+        return {e: float(np.median([r.reached.get(e, 0) for r in self.runs])) for e in rungs}
+
+    def distance(self) -> tuple[float, float]:
+        """Median distance to the nearest recorded configuration, and the share of repeated rows."""
+        d = [x for r in self.runs for x in r.distances]
+        repeats = [1 - len(set(r.rows)) / len(r.rows) for r in self.runs if r.rows]
+        return (float(np.median(d)) if d else 0.0), (float(np.mean(repeats)) if repeats else 0.0)
+
+
+def random_target(table: CurveTable, trials: int, max_epochs: int, workers: int, seeds: int, costs: Costs) -> tuple[float, list[Run]]:
+    """The random-search target: the median (lower, for an even count) over seeds of the best value
+    random search with every trial trained to the end (random/FIFO) finds with ``trials`` trials."""
+    ref = Setting("random", "fifo", trials, max_epochs, workers=workers)
+    runs = simulate_many(table, [ref], seeds, costs)[ref]
+    bests = [r.best_value for r in runs if r.best_value is not None]
+    if not bests:
+        raise ValueError(f"table: random search reported no {table.metric} in {seeds} seed(s)")
+    # The worse of two middle values, as the benchmark takes it (scripts/bench/time_to_model.py).
+    return (statistics.median_low(bests) if table.mode == "max" else statistics.median_high(bests)), runs
+
+
+def compare(table: CurveTable, settings: Sequence[Setting], seeds: int, costs: Costs = Costs(),
+            target_trials: int | None = None) -> tuple[list[Summary], Summary]:
+    """Each setting over ``seeds`` seeds, with its time to the random-search target (random/FIFO with
+    ``target_trials`` trials, default the first setting's); and random search itself, random/FIFO
+    with the settings' trials, against whose time to that target speed-ups are measured."""
+    first = settings[0]
+    target_trials = target_trials or first.trials
+    target, target_runs = random_target(table, target_trials, first.max_epochs, first.workers, seeds, costs)
+    ref = Setting("random", "fifo", first.trials, first.max_epochs, workers=first.workers)
+    runs = simulate_many(table, list(settings) + ([ref] if target_trials != first.trials else []), seeds, costs)
+    ref_runs = target_runs if target_trials == first.trials else runs[ref]
+    return [Summary(s, runs[s], target, table.mode) for s in settings], Summary(ref, ref_runs, target, table.mode)
+
+
+def expand(base: Setting, **lists: Sequence[Any]) -> list[Setting]:
+    """Every combination of the listed values, e.g. ``scheduler=["asha", "hyperband"], reduction_factor=[2, 3]``."""
+    out = [base]
+    for name, values in lists.items():
+        out = [replace(s, **{name: v}) for s in out for v in values]
+    seen, unique = set(), []
+    for s in out:
+        key = replace(s, reduction_factor=s.reduction_factor if s.scheduler != "fifo" else base.reduction_factor,
+                      grace_period=s.grace_period if s.scheduler == "asha" else base.grace_period)
+        if key not in seen:
+            seen.add(key)
+            unique.append(key)
+    return unique
+
+
+def settings_from_lists(lists: dict[str, list], trials: int, max_epochs: int, optuna: bool) -> list[Setting]:
+    """Every combination of the listed strategies, schedulers, grace periods, reduction factors and
+    worker counts; with ``optuna``, also Optuna's TPE with its Hyperband and successive-halving
+    pruners at each reduction factor."""
+    first = {k: v[0] for k, v in lists.items()}
+    base = Setting(first["strategy"], first["scheduler"], trials, max_epochs, first["grace_period"],
+                   first["reduction_factor"], first["workers"])
+    out = expand(base, **lists)
+    if optuna:
+        for pruner in ("hyperband", "sha"):
+            out += expand(replace(base, strategy="optuna", scheduler=pruner), reduction_factor=lists["reduction_factor"])
+    return out
 
 
 def find_table(module: SpaceModule, table: str | None = None, from_sweep: str | None = None,
@@ -130,7 +278,6 @@ def plan_expectation(curves: CurveTable, space, settings, workers: int, epoch_se
     """A sweep's settings simulated on recorded curves, for ``hpsearch plan`` (and the parent run's
     plan-against-actual record): epochs and wall over ``seeds`` seeds, epochs scaled to ``epoch_seconds``."""
     from hpsearch.curves import check_table_fits
-    from hpsearch.simulate import Costs, Setting, simulate_many
 
     s = settings
     check_table_fits(curves, space, s.metric, s.max_epochs)
@@ -171,3 +318,64 @@ def plan_lines(summary: Summary, curves: CurveTable, ideal_epochs: int) -> list[
         f"arithmetic above: Ray's ASHA promotes without waiting for a full rung), trials reaching each rung {rungs}; "
         f"wall {duration(wall[0])} [{duration(wall[1])}-{duration(wall[2])}] with start-up and hand-overs.",
     ]
+
+
+def comparison(module: SpaceModule, curves: CurveTable, settings: Sequence[Setting], seeds: int, costs: Costs,
+               epoch_seconds: float | None, plot: Path) -> list[Any]:
+    """What ``hpsearch simulate`` prints, in order (lines and one rich table); writes the plot."""
+    import time
+
+    from rich.table import Table
+
+    started = time.perf_counter()
+    summaries, reference = compare(curves, settings, seeds, costs)
+    took = time.perf_counter() - started
+    first = settings[0]
+    epoch_note = f"epochs scaled to a median of {epoch_seconds:g} s" if epoch_seconds else "epochs as recorded"
+    grid = Table(*HEADER)
+    for row in rows(summaries, reference):
+        grid.add_row(*row)
+    distance, repeats = reference.distance()
+    out: list[Any] = [
+        f"[bold]{module.name}[/]: {curves.describe()}",
+        f"{len(settings)} setting(s) x {seeds} seeds, {first.trials} trials of up to {first.max_epochs} epochs; {epoch_note}; "
+        f"{costs.start_s:g} s start-up, {costs.trial_s:g} s between trials; simulated in {took:.1f} s",
+        grid,
+        f"Random-search target: {module.metric} {reference.target:.4g} (the median best of random/FIFO with "
+        f"{first.trials} trials); random search reaches it in {duration(reference.time_to_target)} (median).",
+        f"Nearest recorded configurations: median distance {distance:.3f} in the unit cube; "
+        f"{repeats:.0%} of trials were answered by a row already used in the same sweep.",
+    ]
+    pick = recommend(summaries, reference)
+    if pick is None:
+        out.append("Recommended: none of these settings reaches the random-search target in most seeds; give more --trials.")
+    else:
+        best, speed = pick
+        out.append(f"Recommended: {best.setting.label} on {best.setting.workers} workers: reaches the target in "
+                   f"{duration(best.time_to_target)} (median), {speed:.2f}x faster than random search.")
+    shown = [reference, *(s for s in summaries if s.setting != reference.setting)]
+    out.append(f"wrote {plot_best(shown, plot, module.metric, reference.target)}")
+    return out
+
+
+def plan_report(prep, ideal_epochs: int, workers: int, epoch_seconds: float | None, table: str | None = None,
+                from_sweep: str | None = None) -> list[str]:
+    """What ``plan`` prints beside its arithmetic: the sweep simulated on recorded curves of its space
+    (``--table``, ``--from-sweep``, or the table shipped beside the module); nothing where there are
+    none. A curve source that was asked for and fails raises ValueError (one line)."""
+    from hpsearch.modules import load_space_module
+
+    asked = bool(table or from_sweep)
+    if prep.space_path is None and not asked:
+        return []
+    try:
+        module = load_space_module(prep.space_path) if prep.space_path else None
+        curves = find_table(module, table, from_sweep, required=asked) if module else None
+        if curves is None:
+            return []
+        summary = plan_expectation(curves, prep.space, prep.settings, workers, epoch_seconds)
+    except ValueError as exc:
+        if asked:
+            raise
+        return [f"Simulation: not run ({exc})."]
+    return plan_lines(summary, curves, ideal_epochs)

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from hpsearch.curves import CurveTable, epoch_seconds
-from hpsearch.simulate import Costs, Setting, compare, expand, simulate
+from hpsearch.forecast import compare, expand
+from hpsearch.simulate import Costs, Setting, simulate
 from hpsearch.space import Float, Space
 
 SPACE = Space(Float("x", 0.0, 1.0, grid=4))

@@ -34,7 +34,8 @@ def run(seeds: int, trials: int, target_trials: int, epoch_seconds: float, work:
     from dataclasses import replace
 
     from hpsearch.curves import CurveTable
-    from hpsearch.simulate import Costs, Setting, compare, random_target
+    from hpsearch.forecast import compare, random_target
+    from hpsearch.simulate import Costs, Setting
 
     table = CurveTable.load(ROOT / "spaces" / "mlp.curves.npz")
     costs = Costs(epoch_scale=epoch_seconds / table.median_seconds)

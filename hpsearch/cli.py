@@ -367,16 +367,10 @@ def report(
     from mlflow import MlflowClient
 
     from hpsearch.analysis import find_parent, load_sweep, write_report
-    from hpsearch.settings import check_reachable, resolve_tracking_uri, tracking_uri_name
+    from hpsearch.settings import store_to_read
 
-    if tracking_uri == "off":
-        _fail("tracking_uri: report reads a sweep back from MLflow, so it needs a store, got 'off'")
     try:
-        uri = resolve_tracking_uri(tracking_uri)
-        if sqlite_path(uri) is not None and not Path(sqlite_path(uri)).exists():
-            _fail(f"tracking_uri: no MLflow store at {sqlite_path(uri)}")
-        check_reachable(uri, tracking_uri_name(tracking_uri))
-        client = MlflowClient(tracking_uri=uri)
+        client = MlflowClient(tracking_uri=store_to_read(tracking_uri, "report"))
         data = load_sweep(client, find_parent(client, name, experiment))
     except ValueError as exc:
         _fail(str(exc))

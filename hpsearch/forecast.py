@@ -177,15 +177,9 @@ def find_table(module: SpaceModule, table: str | None = None, from_sweep: str | 
     elif from_sweep:
         from mlflow import MlflowClient
 
-        from hpsearch.settings import check_reachable, resolve_tracking_uri, tracking_uri_name
-        from hpsearch.vocab import sqlite_path
+        from hpsearch.settings import store_to_read
 
-        if tracking_uri == "off":
-            raise ValueError("tracking_uri: --from-sweep reads a sweep back from MLflow, so it needs a store, got 'off'")
-        uri = resolve_tracking_uri(tracking_uri)
-        if sqlite_path(uri) is not None and not Path(sqlite_path(uri)).exists():
-            raise ValueError(f"tracking_uri: no MLflow store at {sqlite_path(uri)}")
-        check_reachable(uri, tracking_uri_name(tracking_uri))
+        uri = store_to_read(tracking_uri, "--from-sweep")
         found = CurveTable.from_sweep(MlflowClient(tracking_uri=uri), from_sweep, experiment)
     else:
         path = table_beside(module.path)

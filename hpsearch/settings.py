@@ -264,6 +264,18 @@ def check_reachable(uri: str, name: str = "tracking_uri") -> None:
         raise ValueError(f"{name}: a SQLite store is sqlite:/// and a path (sqlite:////abs/path.db), got {uri!r}")
 
 
+def store_to_read(tracking_uri: str | None, reader: str) -> str:
+    """The MLflow store a command reads a finished sweep from (``reader`` names the command in the
+    message); one line if it is off, an absent SQLite file, or unreachable."""
+    if tracking_uri == "off":
+        raise ValueError(f"tracking_uri: {reader} reads a sweep back from MLflow, so it needs a store, got 'off'")
+    uri = resolve_tracking_uri(tracking_uri)
+    if sqlite_path(uri) is not None and not Path(sqlite_path(uri)).exists():
+        raise ValueError(f"tracking_uri: no MLflow store at {sqlite_path(uri)}")
+    check_reachable(uri, tracking_uri_name(tracking_uri))
+    return uri
+
+
 # -- the record of a sweep ------------------------------------------------------------------
 
 @dataclass(frozen=True)

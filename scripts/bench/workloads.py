@@ -129,18 +129,23 @@ def _timed_report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
 
     start = time.perf_counter()
     train_s = start - (_clock["since"] or start)
-    if _sink is None:
-        if os.environ.get("BENCH_DROP_CHECKPOINT") == "1":  # a profiling switch: what checkpoints cost
-            checkpoint = None
-        hpsearch.session.report(epoch, checkpoint=checkpoint, **metrics)
-        tag = _trial_tag()
-    else:
-        _sink(epoch, metrics)
-        tag = _clock["tag"]
-    end = time.perf_counter()
-    _clock["since"] = end
-    _write({"tag": tag, "epoch": epoch, "train_s": train_s, "report_s": end - start, "t": time.time(),
-            "val_acc": metrics.get("val_acc")})
+    tag = _trial_tag() if _sink is None else _clock["tag"]
+    try:
+        if _sink is None:
+            if os.environ.get("BENCH_DROP_CHECKPOINT") == "1":  # a profiling switch: what checkpoints cost
+                checkpoint = None
+            hpsearch.session.report(epoch, checkpoint=checkpoint, **metrics)
+        else:
+            _sink(epoch, metrics)
+    finally:
+        # Also when the report does not return: a trial the scheduler (or a stopper) stops ends in
+        # Ray's report (SystemExit in the training thread), an Optuna trial pruned in the sink.
+        # Written only on return, the epoch that trial had trained was counted as time between
+        # trials: Ray's Tune reports a stopped trial's last result and then ends its thread.
+        end = time.perf_counter()
+        _clock["since"] = end
+        _write({"tag": tag, "epoch": epoch, "train_s": train_s, "report_s": end - start, "t": time.time(),
+                "val_acc": metrics.get("val_acc")})
 
 
 def _trial_tag() -> str | None:

@@ -173,6 +173,9 @@ class _RaySim:
             self.points = iter((first + initial_points(space, setting.strategy, setting.trials, seed))[: setting.trials])
             self.max_pending = 200
         self.trials: list = []
+        # Trials waiting to start, oldest first: counted at every event, so kept apart rather than
+        # found by scanning every trial (that scan was O(trials) per simulated epoch).
+        self.pending: dict[str, Any] = {}
         self.info: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[float, int, str]] = []
         self.free = setting.workers
@@ -196,7 +199,7 @@ class _RaySim:
         return self.run
 
     def add_trials(self) -> None:
-        pending = sum(1 for t in self.trials if t.status == self.Trial.PENDING)
+        pending = len(self.pending)
         while pending < self.max_pending and self.created < self.s.trials:
             trial_id = f"{self.created:05d}"
             if self.searcher is not None:
@@ -208,6 +211,7 @@ class _RaySim:
                 break
             trial = self.Trial("simulated", config=dict(config), trial_id=trial_id, stub=True)
             trial.status = self.Trial.PENDING
+            self.pending[trial_id] = trial
             row, distance = self.table.nearest(config)
             self.info[trial_id] = {"trial": trial, "row": row, "epoch": 0}
             self.run.rows.append(row)
@@ -221,13 +225,14 @@ class _RaySim:
         while self.free > 0:
             trial = self.scheduler.choose_trial_to_run(self.ctl)
             if trial is None:
-                trial = next((t for t in self.trials if t.status == self.Trial.PENDING), None)
+                trial = next(iter(self.pending.values()), None)
             if trial is None:
                 return
             info = self.info[trial.trial_id]
             if info["epoch"] == 0:
                 self.run.trials += 1
             trial.status = self.Trial.RUNNING
+            self.pending.pop(trial.trial_id, None)
             self.free -= 1
             self.schedule_epoch(trial, self.costs.trial_s)
             self.add_trials()  # Ray refills its queue of pending trials each step
@@ -303,6 +308,7 @@ class _RaySim:
                 heapq.heapify(self.events)
             self.free += 1
         trial.status = self.Trial.TERMINATED
+        self.pending.pop(trial.trial_id, None)
 
 
 def _better(a: float, b: float, mode: str) -> bool:

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hpsearch.settings import SweepSettings, option_field, option_help
-from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, duration, fmt, sqlite_path, whole
+from hpsearch.vocab import (PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, duration, fmt, mask, mask_config, sqlite_path,
+                            whole)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -319,7 +320,7 @@ def simulate(
         if epoch_seconds is not None and not epoch_seconds > 0:
             raise ValueError(f"epoch_seconds: must be > 0, got {epoch_seconds}")
         module = load_space_module(space)
-        curves = forecast.find_table(module, table, from_sweep, tracking_uri, experiment)
+        curves = forecast.find_table(module, table, from_sweep, tracking_uri, experiment, max_epochs=max_epochs)
         epochs = max_epochs if max_epochs is not None else curves.max_epochs
         check_table_fits(curves, module.space, module.metric, epochs)
         costs = Costs(trial_s=trial_overhead, epoch_scale=1.0 if epoch_seconds is None else epoch_seconds / curves.median_seconds)
@@ -451,7 +452,7 @@ def print_result(result) -> None:
     for t in order:
         status = t.status + (f" ({t.error})" if t.error else "")
         table.add_row(t.trial_id, status, str(t.epochs), "-" if t.metric is None else f"{t.metric:.4g}",
-                      *[fmt(t.config.get(k), none="") for k in keys])
+                      *[fmt(mask(k, t.config.get(k)), none="") for k in keys])
     out.print(table)
     if result.best is None:
         out.print(f"No trial reported {result.metric} (failed: {sum(t.status == TrialStatus.FAILED for t in result.trials)}).")
@@ -461,7 +462,7 @@ def print_result(result) -> None:
         out.print(f"Ended early: the {str(result.stopped_by).replace('_', ' ')} was reached; running trials were stopped"
                   + (f", {pending} never started." if pending else "."))
     out.print(f"[bold]Best trial {result.best.trial_id}[/]: {result.metric} = {result.best_metric:.4g}")
-    out.print(json.dumps(result.best_config, indent=None))
+    out.print(json.dumps(mask_config(result.best_config), indent=None))
 
 
 def main(argv: list[str] | None = None) -> None:

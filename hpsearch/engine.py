@@ -38,7 +38,7 @@ from hpsearch.modules import SpaceModule, load_space_module
 from hpsearch.space import Space
 from hpsearch.strategies import make_search_alg, planned_trials
 from hpsearch.trial import Replay, trial_entry
-from hpsearch.vocab import StopReason, TrialStatus, sqlite_path
+from hpsearch.vocab import MASK, StopReason, TrialStatus, is_secret, sqlite_path
 
 if TYPE_CHECKING:  # the driver's Ray Tune side is imported when a sweep starts (see start_driver)
     from hpsearch.stopper import SweepStop
@@ -207,6 +207,17 @@ def trainable_for(prep: PreparedSweep):
     return tune.with_resources(fn, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
 
 
+def trial_dirname(trial) -> str:
+    """Ray's own name for a trial's folder (its id, index and configuration, shortened, and the
+    time), with secret values masked: the name goes into checkpoint paths, which a nightly's
+    ledger and Ray's logs carry."""
+    tag = trial.experiment_tag
+    for key, value in trial.config.items():
+        if is_secret(key) and value not in (None, ""):
+            tag = tag.replace(str(value), MASK)
+    return f"{trial}_{tag}"[:130] + time.strftime("_%Y-%m-%d_%H-%M-%S")
+
+
 def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepStop):
     from ray import tune
 
@@ -277,6 +288,7 @@ def run_prepared(
             # it is safe because each trial builds its own model and optimizer from its config.
             reuse_actors=True,
             max_concurrent_trials=s.concurrency,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=_run_config(prep, [*live.callbacks, *callbacks], stopper),
     )
@@ -350,12 +362,12 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
         from hpsearch.tracking import close_sweep
 
         if not result.interrupted:
-            result.expected = _expected(prep)
+            result.expected = _expected(prep, tracker.client, tracker.parent_id)
         close_sweep(tracker, result, lambda: best_model(prep, result.best), prep.data)
     return result
 
 
-def _expected(prep: PreparedSweep) -> dict[str, float]:
+def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
     """Plan against actual (``hpsearch.forecast.expected``) for the workers this cluster gave the sweep."""
     import ray
 
@@ -364,7 +376,7 @@ def _expected(prep: PreparedSweep) -> dict[str, float]:
     s = prep.settings
     workers = s.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
     try:
-        return expected(prep, workers)
+        return expected(prep, workers, client, parent)
     except Exception as exc:  # noqa: BLE001 - a forecast must never cost the sweep its record
         log.warning("plan against actual not recorded: %s: %s", type(exc).__name__, exc)
         return {}

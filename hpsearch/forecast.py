@@ -166,10 +166,76 @@ def settings_from_lists(lists: dict[str, list], trials: int, max_epochs: int, op
     return out
 
 
+# An earlier sweep serves as a table only with at least this many whole curves: a handful of
+# survivors of an early-stopping sweep would stand for the whole space.
+MIN_EARLIER = 8
+
+
+def earlier_sweep(client, space, metric: str, max_epochs: int, exclude: str | None = None) -> CurveTable | None:
+    """The whole curves of the newest finished sweep of the same space (``Space.fingerprint``, on the
+    parent run) in the store, for the same metric and at least ``max_epochs`` epochs; None if no
+    sweep qualifies. ``exclude``: a parent run not to use (the sweep now ending)."""
+    from hpsearch.vocab import ROLE_SWEEP, TAG_ROLE, TAG_SPACE
+
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    runs = client.search_runs(ids, f"tags.`{TAG_SPACE}` = '{space.fingerprint()}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}' "
+                                   "and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=20)
+    tried = 0
+    for run in runs:
+        params = run.data.params
+        if run.info.run_id == exclude or params.get("metric") != metric or int(params.get("max_epochs", 0)) < max_epochs:
+            continue
+        table = _earlier_table(client, run)
+        tried += 1
+        if table is not None or tried == 3:  # each try reads a sweep's curves back: a few at most
+            return table
+    return None
+
+
+def _earlier_table(client, run) -> CurveTable | None:
+    """One sweep's table, read once per process (a sweep's end and ``plan`` may ask again)."""
+    key = (client.tracking_uri, run.info.run_id)
+    if key not in _EARLIER:
+        try:
+            found = CurveTable.from_parent(client, run)
+        except ValueError:  # no whole curve
+            found = None
+        _EARLIER[key] = found if found is not None and len(found) >= MIN_EARLIER else None
+    return _EARLIER[key]
+
+
+_EARLIER: dict[tuple[str, str], CurveTable | None] = {}
+
+
+def store_if_any(tracking_uri: str | bool | None):
+    """A client of the store to look for earlier sweeps in, without creating one: None when
+    tracking is off, the SQLite file does not exist, or the store does not answer."""
+    from hpsearch.settings import check_reachable, resolve_tracking_uri, sqlite_path
+
+    if tracking_uri in (False, "off"):
+        return None
+    try:
+        uri = resolve_tracking_uri(tracking_uri)
+        path = sqlite_path(uri) if uri else None
+        if uri is None or (path is not None and not Path(path).exists()):
+            return None
+        check_reachable(uri)
+    except ValueError:
+        return None
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
 def find_table(module: SpaceModule, table: str | None = None, from_sweep: str | None = None,
-               tracking_uri: str | None = None, experiment: str | None = None, required: bool = True) -> CurveTable | None:
+               tracking_uri: str | bool | None = None, experiment: str | None = None, required: bool = True,
+               max_epochs: int | None = None) -> CurveTable | None:
     """The curves to replay: ``--table FILE``, else ``--from-sweep NAME`` (read from MLflow), else the
-    table shipped beside the space module. None (or one line, if ``required``) when there is none."""
+    table shipped beside the space module, else the newest finished sweep of the same space in the
+    store (``earlier_sweep``; ``max_epochs``: the least it must have trained). None (or one line,
+    if ``required``) when there is none."""
     if table and from_sweep:
         raise ValueError(f"table: give --table or --from-sweep, not both (got {table!r} and {from_sweep!r})")
     if table:
@@ -183,12 +249,14 @@ def find_table(module: SpaceModule, table: str | None = None, from_sweep: str | 
         found = CurveTable.from_sweep(MlflowClient(tracking_uri=uri), from_sweep, experiment)
     else:
         path = table_beside(module.path)
-        if path is None:
-            if required:
-                raise ValueError(f"table: no recorded curves for space {module.name!r}: give --table FILE or --from-sweep NAME "
-                                 f"(or ship {module.path.with_suffix('.curves.npz').name} beside the module)")
-            return None
-        found = CurveTable.load(path)
+        if path is not None:
+            return CurveTable.load(path)
+        client = store_if_any(tracking_uri)
+        found = earlier_sweep(client, module.space, module.metric, max_epochs or 1) if client is not None else None
+        if found is None and required:
+            raise ValueError(f"table: no recorded curves for space {module.name!r}: give --table FILE or --from-sweep NAME, "
+                             f"ship {module.path.with_suffix('.curves.npz').name} beside the module, or finish a sweep "
+                             f"of this space (with {MIN_EARLIER} trials or more trained to the end) first")
     return found
 
 
@@ -281,19 +349,22 @@ def plan_expectation(curves: CurveTable, space, settings, workers: int, epoch_se
     return Summary(setting, runs, None, curves.mode)
 
 
-def expected(prep, workers: int) -> dict[str, float]:
+def expected(prep, workers: int, client=None, parent: str | None = None) -> dict[str, float]:
     """Plan against actual, for the parent run at a sweep's end: the plan's arithmetic and, where a
-    table of recorded curves ships beside the space module, the simulated median (5 seeds, 2 for
-    TPE; in this process, about a second)."""
+    table of recorded curves ships beside the space module or an earlier sweep of the same space
+    is in the store (``client``; ``parent``: this sweep's own run, left out), the simulated median
+    (5 seeds, 2 for TPE; in this process, about a second)."""
     from hpsearch.schedulers import plan_budget
 
     s = prep.settings
     out = {"planned_epochs": float(plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor).total_epochs)}
     path = table_beside(prep.space_path)
-    if path is None:
+    table = CurveTable.load(path) if path is not None else \
+        earlier_sweep(client, prep.space, s.metric, s.max_epochs, exclude=parent) if client is not None else None
+    if table is None:
         return out
     try:
-        summary = plan_expectation(CurveTable.load(path), prep.space, s, workers, None,
+        summary = plan_expectation(table, prep.space, s, workers, None,
                                    seeds=2 if str(s.strategy) == "tpe" else 5, processes=1)
     except ValueError:  # a table for other settings (another metric, fewer epochs): nothing to compare
         return out
@@ -307,7 +378,8 @@ def plan_lines(summary: Summary, curves: CurveTable, ideal_epochs: int) -> list[
     wall = summary.wall
     rungs = ", ".join(f"{e} -> {n:g}" for e, n in summary.trials_per_rung().items())
     return [
-        f"Simulated on recorded curves ({len(curves)} configurations of this space; {len(summary.runs)} seeds, "
+        f"Simulated on recorded curves ({len(curves)} configurations of this space"
+        f"{', from ' + curves.source if curves.source.startswith('sweep ') else ''}; {len(summary.runs)} seeds, "
         f"{summary.setting.workers} workers): {mid:.0f} epochs [{lo:.0f}-{hi:.0f}] ({mid / ideal_epochs:.2f}x the "
         f"arithmetic above: Ray's ASHA promotes without waiting for a full rung), trials reaching each rung {rungs}; "
         f"wall {duration(wall[0])} [{duration(wall[1])}-{duration(wall[2])}] with start-up and hand-overs.",
@@ -353,10 +425,11 @@ def comparison(module: SpaceModule, curves: CurveTable, settings: Sequence[Setti
 
 
 def plan_report(prep, ideal_epochs: int, workers: int, epoch_seconds: float | None, table: str | None = None,
-                from_sweep: str | None = None) -> list[str]:
+                from_sweep: str | None = None, tracking_uri: str | bool | None = None) -> list[str]:
     """What ``plan`` prints beside its arithmetic: the sweep simulated on recorded curves of its space
-    (``--table``, ``--from-sweep``, or the table shipped beside the module); nothing where there are
-    none. A curve source that was asked for and fails raises ValueError (one line)."""
+    (``--table``, ``--from-sweep``, the table shipped beside the module, or the newest finished sweep
+    of the space in the store at ``tracking_uri``); nothing where there are none. A curve source
+    that was asked for and fails raises ValueError (one line)."""
     from hpsearch.modules import load_space_module
 
     asked = bool(table or from_sweep)
@@ -364,7 +437,8 @@ def plan_report(prep, ideal_epochs: int, workers: int, epoch_seconds: float | No
         return []
     try:
         module = load_space_module(prep.space_path) if prep.space_path else None
-        curves = find_table(module, table, from_sweep, required=asked) if module else None
+        curves = find_table(module, table, from_sweep, tracking_uri, required=asked,
+                            max_epochs=prep.settings.max_epochs) if module else None
         if curves is None:
             return []
         summary = plan_expectation(curves, prep.space, prep.settings, workers, epoch_seconds)

@@ -24,7 +24,8 @@ from typing import Any
 from hpsearch.engine import PreparedSweep
 from hpsearch.results import SweepResult, read_results
 from hpsearch.trial import Replay
-from hpsearch.vocab import RAY_KEYS, REPLAY_MARK, REUSED_KEY, TrialStatus, is_number
+from hpsearch.space import Fixed
+from hpsearch.vocab import MASK, RAY_KEYS, REPLAY_MARK, REUSED_KEY, TrialStatus, is_number, mask_config
 
 
 class Ledger:
@@ -60,7 +61,7 @@ def warm_start_points(ledger: Ledger, night: str, prep: PreparedSweep, k: int) -
         if len(points) >= k:
             break
         try:
-            config = space.validate_config(t["config"])
+            config = space.validate_config(unmask(space, t["config"]))
         except ValueError:  # the space changed since: this winner is no longer a valid point
             continue
         h = space.config_hash(config)
@@ -68,6 +69,13 @@ def warm_start_points(ledger: Ledger, night: str, prep: PreparedSweep, k: int) -
             seen.add(h)
             points.append(config)
     return points
+
+
+def unmask(space, config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as the ledger keeps it (secrets masked), with each masked fixed value taken
+    from the space again; a masked tuned value stays masked (that point no longer validates)."""
+    return {k: space[k].value if v == MASK and k in space and isinstance(space[k], Fixed) else v
+            for k, v in config.items()}
 
 
 def reusable(ledger: Ledger, night: str, key: str) -> dict[str, Replay]:
@@ -112,7 +120,7 @@ def trial_entries(result: SweepResult, prep: PreparedSweep) -> list[dict[str, An
         replayed = sum(1 for row in by_epoch.values() if REUSED_KEY in row)
         sources = [row[REUSED_KEY] for row in by_epoch.values() if REUSED_KEY in row]
         out.append({
-            "trial_id": r.trial_id, "config": r.config, "config_hash": prep.space.config_hash(r.config),
+            "trial_id": r.trial_id, "config": mask_config(r.config), "config_hash": prep.space.config_hash(r.config),
             "status": r.status, "epochs": r.epochs, "metric": r.metric, "curve": curve, "checkpoint": ckpt,
             "reused_epochs": replayed, "trained_epochs": len(by_epoch) - replayed,
             "source": sources[0] if sources else f"{result.name}/trial-{r.trial_id}",

@@ -26,7 +26,7 @@ import random
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from hpsearch.params import KINDS, Choice, Config, Derived, Fixed, Float, Int, Param, PowerOfTwo, Scalar, tidy
-from hpsearch.vocab import is_whole
+from hpsearch.vocab import MASK, is_secret, is_whole
 
 __all__ = ["Choice", "Config", "Derived", "Fixed", "Float", "Grid", "Int", "Param", "PowerOfTwo", "Scalar", "Space"]
 
@@ -220,13 +220,27 @@ class Space:
         norm = {k: (tidy(v) if isinstance(v, float) else v) for k, v in sorted(self.complete(config).items())}
         return hashlib.sha1(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:12]
 
+    def fingerprint(self) -> str:
+        """A short hash of the space's definition: sweeps with the same one searched the same space.
+
+        Example:
+            >>> Space(Float("lr", 1e-4, 1e-1, log=True)).fingerprint() == Space(Float("lr", 1e-4, 1e-1, log=True)).fingerprint()
+            True
+        """
+        return hashlib.sha1(json.dumps(self.to_dict(masked=True), sort_keys=True).encode()).hexdigest()[:12]
+
     # -- JSON --------------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"hpsearch_space": 1, "params": [p.to_dict() for p in self._order]}
+    def to_dict(self, masked: bool = False) -> dict[str, Any]:
+        """``masked``: a fixed value whose name says it is a secret reads ``***`` (``vocab.is_secret``):
+        the form logged to MLflow and written into tables; the sweep's own record keeps the value."""
+        params = [p.to_dict() for p in self._order]
+        if masked:
+            params = [{**d, "value": MASK} if "value" in d and is_secret(d["name"]) else d for d in params]
+        return {"hpsearch_space": 1, "params": params}
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+    def to_json(self, masked: bool = False) -> str:
+        return json.dumps(self.to_dict(masked), indent=2)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Space":

@@ -30,8 +30,8 @@ from hpsearch.store import git_commit, log_model, open_client, param_value
 from hpsearch.vocab import (
     PENDING_FILE, RAY_KEYS, REUSED_KEY, ROLE_SWEEP, ROLE_TRIAL, TAG_BEST, TAG_BEST_CONFIG, TAG_BEST_MODEL,
     TAG_BEST_TRIAL, TAG_CONFIG_HASH, TAG_EPOCHS, TAG_ERROR, TAG_GIT_COMMIT, TAG_NOTE, TAG_PARENT,
-    TAG_RAY_RESOURCES, TAG_RETRIES, TAG_REUSED_EPOCHS, TAG_REUSED_FROM, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT,
-    TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, VERSION, StopReason, TrialStatus, is_number, mask, plain_number,
+    TAG_RAY_RESOURCES, TAG_RETRIES, TAG_REUSED_EPOCHS, TAG_REUSED_FROM, TAG_ROLE, TAG_SPACE, TAG_STATUS, TAG_STOPPED_AT,
+    TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, VERSION, StopReason, TrialStatus, is_number, mask, mask_config, plain_number,
     sqlite_path,
 )
 from hpsearch.writer import Writer, children_of, spill
@@ -126,7 +126,7 @@ def parent_run(client, experiment: str, s: SweepSettings, space: Space) -> tuple
     from mlflow.entities import Param
 
     tags = {
-        TAG_SWEEP: s.name, TAG_ROLE: ROLE_SWEEP, TAG_VERSION: VERSION,
+        TAG_SWEEP: s.name, TAG_ROLE: ROLE_SWEEP, TAG_VERSION: VERSION, TAG_SPACE: space.fingerprint(),
         TAG_RAY_RESOURCES: json.dumps({k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")}),
         TAG_NOTE: f"hpsearch sweep {s.name}: {s.strategy} search, {s.scheduler} scheduler, "
                   f"{s.trials} trials of up to {s.max_epochs} epochs, optimising {s.metric} ({s.mode}).",
@@ -137,7 +137,7 @@ def parent_run(client, experiment: str, s: SweepSettings, space: Space) -> tuple
     run = client.create_run(experiment, tags=tags, run_name=s.name)
     params = {k: v for k, v in s.to_json().items() if k not in ("name", "tracking_uri")}
     client.log_batch(run.info.run_id, params=[Param(k, param_value(mask(k, v))) for k, v in params.items()])
-    client.log_text(run.info.run_id, space.to_json(), "space.json")
+    client.log_text(run.info.run_id, space.to_json(masked=True), "space.json")
     return {"parent": run.info.run_id}, False
 
 
@@ -277,7 +277,7 @@ class SweepTracker:
             metrics += [(f"best_{k}", float(v), now, 0) for k, v in result.best.metrics.items()
                         if plain_number(v) is not None]
             tags.update({TAG_BEST: self.children.get(result.best.trial_id, ""), TAG_BEST_TRIAL: result.best.trial_id,
-                         TAG_BEST_CONFIG: json.dumps(result.best.config)[:5000]})
+                         TAG_BEST_CONFIG: json.dumps(mask_config(result.best.config))[:5000]})
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics, "tags": tags})
         self.writer.submit({"op": "set_status", "ref": "parent", "status": status})
 
@@ -330,7 +330,7 @@ def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], 
         tracker.finish(result)
     pending = tracker.close(result.path)
     result.tracking = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_id,
-                       "children": tracker.children,
+                       "children": tracker.children, "refused": list(tracker.writer.refused),
                        "pending": None if pending is None else {"path": str(pending[0]), "writes": pending[1]}}
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from enum import Enum
-from typing import Any
+from typing import Any, Mapping
 
 
 VERSION = "0.1.0"  # hpsearch's version (pyproject.toml says the same; recorded on every sweep)
@@ -94,6 +94,7 @@ TAG_TRIAL = "hpsearch.trial_id"
 TAG_STATUS = "hpsearch.status"  # a TrialStatus
 TAG_EPOCHS = "hpsearch.epochs"
 TAG_CONFIG_HASH = "hpsearch.config_hash"
+TAG_SPACE = "hpsearch.space"  # on the parent: Space.fingerprint(), so a later plan finds sweeps of the same space
 TAG_STOPPED_AT = "hpsearch.stopped_at_epoch"
 TAG_STOPPED_BY = "hpsearch.stopped_by"  # a StopReason or the scheduler's name
 TAG_ERROR = "hpsearch.error"
@@ -198,15 +199,38 @@ def sqlite_path(uri: str | None) -> str | None:
     return uri[len(prefix):] if uri and uri.startswith(prefix) else None
 
 
-# Secret-looking names: the words must stand as whole parts of the name (split at _ . -).
-_SECRET = re.compile(r"(^|[_.-])(token|password|passwd|secret|api_?key|key|credentials?)($|[_.-])", re.I)
+MASK = "***"  # what a secret's value reads as wherever hpsearch writes a configuration
+# A name is a secret's when its last part (split at _ . - and camelCase) is one of these words, or
+# it ends in one of the key pairs: hyperparameters that merely hold such a word keep their values.
+_SECRET_WORDS = frozenset({"token", "password", "passwd", "passphrase", "secret", "credential", "credentials", "apikey"})
+_KEY_OWNERS = frozenset({"api", "access", "secret", "private", "signing", "encryption"})
+
+
+def is_secret(name: str) -> bool:
+    """Whether a parameter's name says its value is a secret.
+
+    Example:
+        >>> [n for n in ("hf_token", "db_password", "client_secret", "openai_api_key", "aws_secret_access_key",
+        ...              "apiKey", "token", "key_dim", "num_key_heads", "token_dropout", "sort_key", "max_tokens")
+        ...  if is_secret(n)]
+        ['hf_token', 'db_password', 'client_secret', 'openai_api_key', 'aws_secret_access_key', 'apiKey', 'token']
+    """
+    parts = [p for p in re.split(r"[_.\-]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if p]
+    if not parts:
+        return False
+    return parts[-1] in _SECRET_WORDS or (parts[-1] == "key" and len(parts) > 1 and parts[-2] in _KEY_OWNERS)
 
 
 def mask(name: str, value: Any) -> Any:
-    """Values whose names look like secrets are never logged.
+    """Values whose names say they are secrets are never logged.
 
     Example:
-        >>> mask("api_key", "abc"), mask("lr", 0.1)
-        ('***', 0.1)
+        >>> mask("api_key", "abc"), mask("lr", 0.1), mask("key_dim", 64)
+        ('***', 0.1, 64)
     """
-    return "***" if _SECRET.search(name) else value
+    return MASK if is_secret(name) else value
+
+
+def mask_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration as hpsearch writes it anywhere (MLflow, ledger, verdict, console): secrets masked."""
+    return {k: mask(k, v) for k, v in config.items()}

@@ -27,6 +27,21 @@ from hpsearch.vocab import TAG_PARENT, TAG_TRIAL
 log = logging.getLogger(__name__)
 
 _MERGE_WINDOW = 256  # queued operations the writer looks through for more of the same run's batch
+# MLflow's error codes for a write it refuses (a value too long, a parameter changed, a run gone):
+# the same write would be refused again, so it is dropped (and said) rather than retried.
+_REFUSED = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                      "INVALID_STATE", "RESOURCE_CONFLICT", "PERMISSION_DENIED", "UNAUTHENTICATED"})
+
+
+class Refused(Exception):
+    """A write that cannot succeed however often it is tried."""
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether MLflow refused the write itself (as opposed to being unreachable or busy)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, Refused) or (isinstance(exc, MlflowException) and exc.error_code in _REFUSED)
 
 
 def _fits(metrics: int, params: int, tags: int) -> bool:
@@ -81,7 +96,9 @@ class Writer:
     The driver's event loop only enqueues, so a slow or unreachable server never stalls trials.
     Operations are plain JSON (run references, not run objects), so what cannot be delivered can
     be written to disk and sent later in the same order. While MLflow is unreachable the head
-    operation is retried with backoff; nothing behind it is skipped.
+    operation is retried with backoff; nothing behind it is skipped. A write MLflow refuses is
+    dropped with a warning (``refused`` keeps what and why); when it was a merged batch, its parts
+    are sent one by one first, so only the refused part is lost.
     """
 
     def __init__(self, client, experiment_id: str, runs: dict[str, str]) -> None:
@@ -93,6 +110,8 @@ class Writer:
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self.outages = 0
+        self.refused: list[str] = []  # one line per write MLflow refused and that was dropped
+        self._unmerged = 0  # queue positions to send one by one (after a merged batch was refused)
         self.thread = threading.Thread(target=self._loop, name="hpsearch-mlflow-writer", daemon=True)
         self.thread.start()
 
@@ -113,11 +132,14 @@ class Writer:
                     self.cond.wait()
                 if self.stopping:
                     return
-                op, taken = merge_head(self.queue)
+                op, taken = merge_head(self.queue) if not self._unmerged else (self.queue[0], [0])
                 originals = [self.queue[i] for i in taken]
             try:
                 self._execute(op)
-            except Exception as exc:  # any failure to write: keep the op, retry later
+            except Exception as exc:  # noqa: BLE001 - refused: drop it; any other failure: keep it, retry later
+                if refused(exc):
+                    self._refused(op, taken, originals, exc)
+                    continue
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 if self.failing_since is None:
                     self.failing_since, self.outages = time.monotonic(), self.outages + 1
@@ -127,15 +149,29 @@ class Writer:
                 delay = min(delay * 2, 15.0)
                 continue
             delay = 1.0
+            self._remove(taken, originals)
+
+    def _remove(self, taken: list[int], originals: list[dict[str, Any]]) -> None:
+        with self.cond:
+            # Only this thread removes, and others only append: the positions still hold.
+            for i, original in sorted(zip(taken, originals), reverse=True, key=lambda x: x[0]):
+                if i < len(self.queue) and self.queue[i] is original:
+                    del self.queue[i]
+            self._unmerged = max(self._unmerged - 1, 0)
+            if self.failing_since is not None:
+                log.warning("MLflow reachable again after %.0f s", time.monotonic() - self.failing_since)
+                self.failing_since = None
+            self.cond.notify_all()
+
+    def _refused(self, op: dict[str, Any], taken: list[int], originals: list[dict[str, Any]], exc: Exception) -> None:
+        if len(taken) > 1:  # a merged batch: send its parts one by one, to lose only the refused one
             with self.cond:
-                # Only this thread removes, and others only append: the positions still hold.
-                for i, original in sorted(zip(taken, originals), reverse=True, key=lambda x: x[0]):
-                    if i < len(self.queue) and self.queue[i] is original:
-                        del self.queue[i]
-                if self.failing_since is not None:
-                    log.warning("MLflow reachable again after %.0f s", time.monotonic() - self.failing_since)
-                    self.failing_since = None
-                self.cond.notify_all()
+                self._unmerged = max(taken) + 1
+            return
+        what = f"{op['op']} for {op['ref']}: {type(exc).__name__}: {str(exc)[:300]}"
+        self.refused.append(what)
+        log.warning("MLflow refused a write, dropped: %s", what)
+        self._remove(taken, originals)
 
     def _execute(self, op: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -147,7 +183,9 @@ class Writer:
                 with self.cond:
                     self.runs[ref] = run.info.run_id
             return
-        run_id = self.runs[ref]
+        run_id = self.runs.get(ref)
+        if run_id is None:  # its create_run was refused
+            raise Refused(f"no run for {ref}: it was never created")
         if kind == "log_batch":
             self.client.log_batch(
                 run_id, metrics=[Metric(*m) for m in op.get("metrics", ())],

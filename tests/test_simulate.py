@@ -13,12 +13,14 @@ already recorded at a rung):
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from hpsearch.curves import CurveTable, epoch_seconds
-from hpsearch.forecast import compare, expand
+from hpsearch import cli
+from hpsearch.forecast import compare, earlier_sweep, expand
 from hpsearch.simulate import Costs, Setting, simulate
 from hpsearch.space import Float, Space
 
@@ -174,7 +176,7 @@ def test_simulate_command_compares_settings_and_recommends_one(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_a_table_read_from_a_real_sweep_predicts_a_real_asha_sweep(ray_session, mnist1d, tmp_path, mlflow_uri):
+def test_a_table_read_from_a_real_sweep_predicts_a_real_asha_sweep(ray_session, mnist1d, tmp_path, mlflow_uri, capsys):
     """Record curves with a real FIFO sweep, read them back from MLflow, then run a real ASHA sweep
     of the same configurations: the simulation on the table trains as many epochs, within 20%."""
     from mlflow import MlflowClient
@@ -194,6 +196,12 @@ def test_a_table_read_from_a_real_sweep_predicts_a_real_asha_sweep(ray_session, 
     assert len(recorded) == grid and recorded.max_epochs == 9 and (recorded.lengths == 9).all()
     assert np.isfinite(recorded.seconds).all() and (recorded.seconds > 0).all()
 
+    # Found again without its name: the newest finished sweep of the same space in the store.
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    earlier = earlier_sweep(client, TINY, "val_acc", 9)
+    assert earlier is not None and earlier.source == recorded.source and len(earlier) == grid
+    assert earlier_sweep(client, TINY, "val_acc", 10) is None and earlier_sweep(client, TINY, "val_loss", 9) is None
+
     real = sweep(f"asha-{tmp_path.name}", "asha")
     setting = Setting("grid", "asha", trials=grid, max_epochs=9, grace_period=1, reduction_factor=3, workers=2)
     runs = [simulate(recorded, setting, seed) for seed in range(3)]
@@ -201,3 +209,20 @@ def test_a_table_read_from_a_real_sweep_predicts_a_real_asha_sweep(ray_session, 
     predicted = float(np.median([r.epochs for r in runs]))
     # ASHA decides as results arrive, so the order of two workers' results moves a trial or two.
     assert abs(predicted - real.total_epochs) <= max(0.2 * real.total_epochs, 3), (predicted, real.total_epochs)
+    # The sweep's parent run recorded plan against actual from that earlier sweep (TINY ships no table).
+    assert abs(real.expected["simulated_epochs"] - real.total_epochs) <= max(0.2 * real.total_epochs, 3), real.expected
+
+    # plan finds it too, for a space module defining the same space.
+    module = tmp_path / "same_space.py"
+    module.write_text("from tests.conftest import TINY as SPACE\nMETRIC = 'val_acc'\nMODE = 'max'\nMAX_EPOCHS = 9\n"
+                      "DATASET = 'mnist1d'\n")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["plan", str(module), "--strategy", "grid", "--scheduler", "asha", "--max-epochs", "9", "--grace-period", "1",
+                  "--reduction-factor", "3", "--epoch-seconds", "0.1", "--workers", "2"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"from sweep asha-{tmp_path.name}" not in text  # an ASHA sweep has too few whole curves
+    simulated = re.search(rf"Simulated on recorded curves \({grid} configurations of this space, from sweep "
+                          rf"table-{tmp_path.name} .*?: (\d+) epochs", text)
+    assert simulated, text
+    assert abs(int(simulated.group(1)) - predicted) <= max(0.2 * predicted, 3)

@@ -144,15 +144,26 @@ def test_goal_ends_the_sweep_once_a_trial_reaches_it(ray_session, storage, mnist
             assert r.data.tags["hpsearch.stopped_by"] == "goal"
 
 
-def test_time_budget_ends_the_sweep(ray_session, storage, mnist1d):
-    import time
+def test_time_budget_ends_the_sweep(ray_session, storage, tmp_path):
+    # The first trial finishes at once; the others wait for a file nobody writes, so the budget,
+    # not the machine's speed, ends them: two stopped while running (2 CPUs), one never started.
+    never = str(tmp_path / "never")
 
-    start = time.time()
-    result = _sweep(storage, mnist1d, strategy="random", scheduler="fifo", trials=200, max_epochs=4, seed=3,
-                    time_budget_s=12)
-    assert result.stopped_by == "time_budget" and time.time() - start < 60
-    statuses = [t.status for t in result.trials]
-    assert "completed" in statuses and "pending" in statuses
+    def train(config):
+        import os
+        import time
+
+        while config["kind"] != "quick" and not os.path.exists(never):
+            time.sleep(0.05)
+        for epoch in (1, 2):
+            hpsearch.report(epoch=epoch, score=1.0)
+
+    space = hpsearch.Space(hpsearch.Choice("kind", ["quick", "waits-1", "waits-2", "waits-3"]))
+    result = hpsearch.sweep(space, train=train, metric="score", mode="max", strategy="grid", scheduler="fifo",
+                            max_epochs=2, storage=storage, progress=False, time_budget_s=20)
+    assert result.stopped_by == "time_budget"
+    assert {t.config["kind"]: t.status for t in result.trials} == {
+        "quick": "completed", "waits-1": "stopped", "waits-2": "stopped", "waits-3": "pending"}
 
 
 def test_without_a_goal_every_trial_runs(ray_session, storage, mnist1d):

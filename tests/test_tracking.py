@@ -21,8 +21,16 @@ SPACE = hpsearch.Space(
     hpsearch.Fixed("model", "mlp"), hpsearch.Fixed("norm", "none"), hpsearch.Fixed("batch_size", 128),
     hpsearch.Choice("lr", [0.05, 0.01, 1e-5, 1e12]), hpsearch.PowerOfTwo("width", 16, 32),
     hpsearch.Fixed("depth", 1), hpsearch.Fixed("optimizer", "sgd"), hpsearch.Fixed("api_token", "hunter2"),
+    # Hyperparameter-like names holding a secret's word keep their values (the rule reads the last part).
+    hpsearch.Fixed("key_dim", 8), hpsearch.Fixed("token_dropout", 0.25), hpsearch.Fixed("sort_key", "val"),
 )
 MAX_EPOCHS = 4
+
+
+def _files(client, run_id, folder=None):
+    """Every artifact file of a run, walking its folders."""
+    for a in client.list_artifacts(run_id, folder):
+        yield from (_files(client, run_id, a.path) if a.is_dir else [a.path])
 
 
 def _run(uri, storage, mnist1d, experiment):
@@ -70,6 +78,8 @@ def test_sweep_is_one_parent_with_one_child_per_trial(which, request, mnist1d, m
         assert tags["hpsearch.status"] == record.status
         assert child.data.params["lr"] == repr(record.config["lr"]) or float(child.data.params["lr"]) == record.config["lr"]
         assert child.data.params["api_token"] == "***"  # secrets are masked
+        assert (child.data.params["key_dim"], child.data.params["token_dropout"], child.data.params["sort_key"]) == \
+            ("8", "0.25", "val")
         assert tags["hpsearch.config_hash"] == SPACE.config_hash(record.config)
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
         assert steps == list(range(1, record.epochs + 1))  # one point per epoch it ran
@@ -102,7 +112,17 @@ def test_sweep_is_one_parent_with_one_child_per_trial(which, request, mnist1d, m
     assert {"report/trials.csv", "report/parallel_coordinates.png", "report/metric_vs_params.png",
             "report/learning_curves.png", "report/param_importance.png"} <= artifacts
     space_json = client.download_artifacts(parent.info.run_id, "space.json", str(Path(result.path) / "space"))
-    assert hpsearch.Space.from_json(Path(space_json).read_text()) == SPACE
+    assert hpsearch.Space.from_json(Path(space_json).read_text()).to_dict() == SPACE.to_dict(masked=True)
+    assert json.loads(parent.data.tags["hpsearch.best_config"])["api_token"] == "***"
+    assert json.loads(parent.data.tags["hpsearch.best_config"])["key_dim"] == 8
+
+    # The secret is nowhere in the store: no param or tag of any run, no text the sweep logged.
+    assert not any("hunter2" in json.dumps([r.data.params, r.data.tags]) for r in runs)
+    texts = Path(result.path) / "texts"
+    for run in runs:
+        for path in _files(client, run.info.run_id):
+            if path.endswith((".json", ".csv", ".txt", ".md", ".yaml")):
+                assert "hunter2" not in Path(client.download_artifacts(run.info.run_id, path, str(texts))).read_text(), path
 
 
 def test_report_command_rebuilds_table_and_plots_from_mlflow(embedded_sweep, tmp_path):

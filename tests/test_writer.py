@@ -122,6 +122,31 @@ def test_writer_creates_a_run_once_for_a_known_reference(mlflow_uri, tmp_path):
     assert client.get_run(existing).data.metrics == {"acc": 1.0}
 
 
+def test_a_write_mlflow_refuses_is_dropped_and_said_and_the_rest_delivered(mlflow_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = new_experiment(client, tmp_path)
+    writer = Writer(client, exp, {})
+    ops = [{"op": "create_run", "ref": "trial:1", "name": "trial-1", "tags": {}},
+           {"op": "log_batch", "ref": "trial:1", "metrics": [["acc", 0.1, 0, 1]], "params": {"lr": "0.1"}},
+           # MLflow refuses to change a logged parameter (INVALID_PARAMETER_VALUE): retrying cannot help.
+           {"op": "log_batch", "ref": "trial:1", "metrics": [["acc", 0.2, 0, 2]], "params": {"lr": "0.2"}},
+           {"op": "log_batch", "ref": "trial:1", "metrics": [["acc", 0.3, 0, 3]]},
+           {"op": "set_status", "ref": "trial:1", "status": "FINISHED"},
+           {"op": "log_batch", "ref": "trial:9", "metrics": [["acc", 1.0, 0, 1]]}]  # a run never created
+    with writer.cond:  # all queued before the thread starts: the three batches are merged, refused, sent apart
+        for op in ops:
+            writer.submit(op)
+    assert writer.drain(30) and writer.close(5) == []
+    run = client.get_run(writer.runs["trial:1"])
+    assert run.data.params == {"lr": "0.1"} and run.info.status == "FINISHED"
+    # Only the refused part is lost: its parameter and the metric that came with it.
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "acc")) == [1, 3]
+    assert len(writer.refused) == 2 and writer.refused[0].startswith("log_batch for trial:1")
+    assert "trial:9" in writer.refused[1] and writer.outages == 0
+
+
 # -- unreachable server: kept, spilled, synced ---------------------------------------------------
 
 def test_unreachable_server_keeps_every_op_and_sync_delivers_them_later(mlflow_uri, tmp_path, monkeypatch):

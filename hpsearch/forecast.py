@@ -211,17 +211,14 @@ _EARLIER: dict[tuple[str, str], CurveTable | None] = {}
 
 def store_if_any(tracking_uri: str | bool | None):
     """A client of the store to look for earlier sweeps in, without creating one: None when
-    tracking is off, the SQLite file does not exist, or the store does not answer."""
-    from hpsearch.settings import check_reachable, resolve_tracking_uri, sqlite_path
+    tracking is off, the SQLite file does not exist, or the store does not answer (the checks of
+    ``settings.store_to_read``, as a quiet None instead of its one line)."""
+    from hpsearch.settings import store_to_read
 
-    if tracking_uri in (False, "off"):
+    if tracking_uri is False:
         return None
     try:
-        uri = resolve_tracking_uri(tracking_uri)
-        path = sqlite_path(uri) if uri else None
-        if uri is None or (path is not None and not Path(path).exists()):
-            return None
-        check_reachable(uri)
+        uri = store_to_read(tracking_uri, "plan")
     except ValueError:
         return None
     from mlflow import MlflowClient

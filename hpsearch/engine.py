@@ -235,7 +235,7 @@ def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepSto
 def _live_callbacks(prep: PreparedSweep, progress: bool, client=None):
     """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
     the driver callbacks that feed them; ``client``: the store, if already open."""
-    from hpsearch.callbacks import InterruptWatch, NoCSV, NoTensorBoard
+    from hpsearch.callbacks import Groundwork, InterruptWatch, NoCSV, NoTensorBoard
     from hpsearch.progress import Progress
 
     s = prep.settings
@@ -243,21 +243,25 @@ def _live_callbacks(prep: PreparedSweep, progress: bool, client=None):
     bar = Progress(s, plan.total_epochs, enabled=progress)
     watch = InterruptWatch()
     if not s.tracking_uri:
-        return Live(bar, None, watch, [bar.callback(), watch, NoTensorBoard(), NoCSV()])
+        return Live(bar, None, watch, None, [bar.callback(), watch, NoTensorBoard(), NoCSV()])
     from hpsearch.tracking import MlflowCallback, SweepTracker
 
     tracker = SweepTracker(s, prep.space, client=client)
-    return Live(bar, tracker, watch, [bar.callback(), MlflowCallback(tracker), watch, NoTensorBoard(), NoCSV()])
+    ground = Groundwork(lambda: _expected(prep, tracker.client, tracker.parent_id))
+    return Live(bar, tracker, watch, ground,
+                [bar.callback(), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV()])
 
 
 @dataclass
 class Live:
     """What watches a running sweep on the driver: its progress bar, its MLflow tracker (None with
-    tracking off), the interrupt watch, and the Ray Tune callbacks that feed them."""
+    tracking off), the interrupt watch, the end's groundwork (with tracking), and the Ray Tune
+    callbacks that feed them."""
 
     bar: Any
     tracker: Any
     watch: Any
+    ground: Any
     callbacks: list[Any]
 
 
@@ -362,7 +366,7 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
         from hpsearch.tracking import close_sweep
 
         if not result.interrupted:
-            result.expected = _expected(prep, tracker.client, tracker.parent_id)
+            result.expected = live.ground.result()
         close_sweep(tracker, result, lambda: best_model(prep, result.best), prep.data)
     return result
 

@@ -1,5 +1,6 @@
 """The tracker's pieces without Ray: Buffers, and reconcile after a resume against a real store."""
 
+import threading
 import json
 from types import SimpleNamespace
 
@@ -126,3 +127,30 @@ def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflo
     assert reconcile(again, trials) == 0
     assert again.writer.close(30) == [] and sent == []
     assert len(client.search_runs([exp])) == 4  # parent, a, b, d
+
+
+def test_groundwork_runs_its_work_once_on_a_thread_from_the_first_result_or_at_the_end():
+    from hpsearch.callbacks import Groundwork
+
+    seen = []
+
+    def work():
+        seen.append(threading.current_thread().name)
+        return {"simulated_epochs": 12.0}
+
+    ended_early = Groundwork(work)  # no trial ever reported: the work is done when asked for
+    assert seen == [] and ended_early.result() == {"simulated_epochs": 12.0}
+    assert seen == [threading.main_thread().name]
+
+    seen.clear()
+    ground = Groundwork(work)
+    ground.on_trial_result(0, [], None, {})
+    ground.on_trial_result(1, [], None, {})  # later results start nothing more
+    assert ground.result() == {"simulated_epochs": 12.0}
+    assert seen == ["hpsearch-groundwork"]
+    # Pickled into Ray's experiment state it carries nothing, and a restored copy does nothing.
+    import pickle
+
+    restored = pickle.loads(pickle.dumps(ground))
+    restored.on_trial_result(2, [], None, {})
+    assert not restored.live

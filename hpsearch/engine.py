@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -225,9 +227,9 @@ def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepSto
     return tune.RunConfig(
         name=s.name, storage_path=s.storage, stop=stopper,
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
-        # Ray snapshots the experiment every num_to_keep trial checkpoints so that the state it
-        # would resume from never names a deleted checkpoint; 2 halves those snapshots vs 1.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # Every checkpoint kept until the sweep ends (persist.prune_checkpoints says why): Ray
+        # deletes a superseded one before the snapshot that stops naming it is uploaded.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=list(callbacks), verbose=0,
     )
 
@@ -274,10 +276,13 @@ def run_prepared(
 
     from hpsearch.stopper import SweepStop
 
+    from hpsearch.persist import SchedulerState, resumable
+
     s = prep.settings
     prep.record.save()
     live = _live_callbacks(prep, progress, client)
     stopper = SweepStop(s, prep.deadline)
+    scheduler = resumable(make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor))
     tuner = tune.Tuner(
         trainable_for(prep),
         # Ray takes pre-set points only for keys its param_space names; the points themselves come
@@ -287,14 +292,14 @@ def run_prepared(
             metric=s.metric, mode=str(s.mode), num_samples=s.trials,
             search_alg=make_search_alg(s.strategy, prep.space, s.metric, str(s.mode), s.trials, s.seed,
                                        s.concurrency, prep.points_to_evaluate, max_epochs=s.max_epochs),
-            scheduler=make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
+            scheduler=scheduler,
             # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
             # it is safe because each trial builds its own model and optimizer from its config.
             reuse_actors=True,
             max_concurrent_trials=s.concurrency,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(prep, [*live.callbacks, *callbacks], stopper),
+        run_config=_run_config(prep, [*live.callbacks, SchedulerState(scheduler), *callbacks], stopper),
     )
     return _run(tuner, prep, live, stopper)
 
@@ -315,10 +320,16 @@ def resume_prepared(
     tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
     # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
     # DriverCallback); hand it live ones, and this start's deadline. get_run_config() returns the
-    # object the run will use.
+    # object the run will use. The scheduler comes back as pickled when the sweep started; its
+    # state comes from the latest snapshot, through SchedulerState (a sweep started before
+    # hpsearch kept it gets the wrapper now, and resumes with an empty state as it used to).
+    from hpsearch.persist import SchedulerState, resumable
+
     live = _live_callbacks(prep, progress, client)
+    tune_config = tuner._local_tuner._tune_config
+    tune_config.scheduler = resumable(tune_config.scheduler)
     run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = [*live.callbacks, *callbacks]
+    run_config.callbacks = [*live.callbacks, SchedulerState(tune_config.scheduler), *callbacks]
     run_config.stop = stopper = SweepStop(s, prep.deadline)
     if any(stopper.meets_goal(r) for d in Path(path).glob("*/") for r in read_results(d)):
         stopper.reached = StopReason.GOAL  # reached before the interruption: end now instead of going on
@@ -331,7 +342,7 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
     start = time.time()
     live.watch.arm()
     try:
-        with live.bar:
+        with live.bar, snapshot_period(s.checkpoint_every_s):
             grid = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM): end at once, resumable as after the first
         if tracker is not None:
@@ -359,6 +370,10 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
         for r in records:
             if r.status == TrialStatus.STOPPED and r.trial_id in never_started:
                 r.status = TrialStatus.PENDING
+    if stopper.reached != StopReason.INTERRUPTED:
+        from hpsearch.persist import prune_checkpoints
+
+        prune_checkpoints(trials)  # the sweep has ended: no resume will need a superseded one
     result = SweepResult(s.name, str(prep.path), s.metric, str(s.mode), s.max_epochs, records, wall,
                          pick_best(records, s.mode), stopped_by=stopper.reached,
                          signal=live.watch.signal if stopper.reached == StopReason.INTERRUPTED else None)
@@ -369,6 +384,27 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
             result.expected = live.ground.result()
         close_sweep(tracker, result, lambda: best_model(prep, result.best), prep.data)
     return result
+
+
+@contextmanager
+def snapshot_period(checkpoint_every_s: float):
+    """Ray's experiment snapshots (what a resume starts from) at least as often as trials keep
+    checkpoints, down to one a second, while a sweep runs.
+
+    A resume restarts each trial from the checkpoint the latest snapshot names, so the work a crash
+    repeats is up to ``checkpoint_every_s`` plus the snapshot's age. Ray snapshots every 10 s or
+    more ("auto": at most 5% of the driver's time); that stays when trials checkpoint every 10 s
+    or less often. ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins. Ray reads it when a run starts.
+    """
+    name = "TUNE_GLOBAL_CHECKPOINT_S"
+    if name in os.environ or checkpoint_every_s >= 10:
+        yield
+        return
+    os.environ[name] = f"{max(checkpoint_every_s, 1.0):g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:

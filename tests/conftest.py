@@ -62,8 +62,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mlflow_server(store, port: int):
-    """A real `mlflow server` on 127.0.0.1:port over ``store``, started by the project's mlflow/serve."""
+def start_mlflow_server(store, port: int, backend: str | None = None):
+    """A real `mlflow server` on 127.0.0.1:port over ``store`` (runs in ``backend`` if given, else
+    SQLite in ``store``), started by the project's mlflow/serve."""
     import subprocess
     import time
     from pathlib import Path
@@ -72,7 +73,8 @@ def start_mlflow_server(store, port: int):
 
     script = Path(__file__).resolve().parent.parent / "mlflow" / "serve"
     log = open(Path(store) / "server.log", "a")
-    proc = subprocess.Popen([str(script), "--port", str(port), "--store", str(store)], stdout=log,
+    extra = ["--backend-store-uri", backend] if backend else []
+    proc = subprocess.Popen([str(script), "--port", str(port), "--store", str(store), *extra], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -108,3 +110,50 @@ def mlflow_server(tmp_path_factory):
     proc, uri = start_mlflow_server(store, port)
     yield {"uri": uri, "port": port, "store": store, "proc": proc}
     stop_mlflow_server(proc)
+
+
+def _pg_bin(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, or where Debian's postgresql package puts it."""
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture()
+def postgres():
+    """A throw-away PostgreSQL server on a free port of 127.0.0.1 (``initdb`` + ``pg_ctl`` in a
+    temporary folder, trust authentication, one database ``mlflow``); yields its URI.
+
+    PostgreSQL refuses to run as root: as root, the server runs as the ``postgres`` user
+    (Debian's package creates it), in a folder that user owns."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server programs not installed (./scripts/test installs them as root)")
+    folder = tempfile.mkdtemp(prefix="hpsearch-pg-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(folder, "data"), free_port()
+
+    def run(*cmd):
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)
+
+    run(initdb, "-D", data, "-U", "hpsearch", "--auth=trust", "-E", "UTF8")
+    run(pg_ctl, "-D", data, "-l", os.path.join(folder, "server.log"), "-w", "-t", "60", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        run(_pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "hpsearch", "mlflow")
+        yield f"postgresql://hpsearch@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)

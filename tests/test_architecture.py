@@ -21,7 +21,7 @@ LAYERS = [
     {"modules", "strategies", "schedulers", "train", "tpe"},
     {"settings"},  # pure options; the trial side reads them too
     {"trial"},
-    {"results", "callbacks", "stopper", "store", "writer", "cluster"},
+    {"results", "callbacks", "stopper", "store", "writer", "cluster", "persist"},
     {"progress", "analysis", "curves"},
     {"simulate", "forecast"},  # replay recorded curves through the schedulers; what plan and simulate print
     {"tracking"},
@@ -32,7 +32,7 @@ LAYERS = [
     {"__init__"},
 ]
 TRIAL_SIDE = {"session", "train", "data", "trial"}
-DRIVER_SIDE = {"cluster", "results", "callbacks", "stopper", "store", "writer", "progress", "analysis", "tracking",
+DRIVER_SIDE = {"cluster", "results", "callbacks", "persist", "stopper", "store", "writer", "progress", "analysis", "tracking",
                "engine", "ledger", "verdict", "nightly", "cli", "tpe", "curves", "simulate", "forecast"}
 PURE = {"vocab", "params", "space", "modules", "strategies", "schedulers", "settings"}  # no Ray, MLflow or torch at module level
 HEAVY = ("ray", "mlflow", "torch")

@@ -433,3 +433,48 @@ def _epochs(result_json: Path) -> list[int]:
 def _seconds(result_json: Path) -> list[float]:
     """Each report's time since the one before (Ray's time_this_iter_s), in the order reported."""
     return [float(r["time_this_iter_s"]) for r in read_results(result_json.parent)]
+
+
+def _stop_epochs(experiment_dir: Path) -> dict[tuple, set[int]]:
+    """Configuration (lr, width) -> the distinct epochs its trial reported, over all its result.json."""
+    out: dict[tuple, set[int]] = {}
+    for path in experiment_dir.glob("*/result.json"):
+        rows = read_results(path.parent)
+        if rows:
+            config = rows[0]["config"]
+            out.setdefault((round(config["lr"], 12), config["width"]), set()).update(int(r["epoch"]) for r in rows)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["asha", "hyperband"])
+def test_a_resumed_sweep_decides_as_its_uninterrupted_twin(ray_session, tmp_path, scheduler):
+    # One trial at a time (concurrency 1): results arrive in one order, so the scheduler's
+    # decisions are the same every time, and the killed-and-resumed sweep must make the same ones.
+    # Before the scheduler's state was saved with the experiment, the resumed half started with
+    # empty rungs (ASHA promoted every trial it had no results to compare with) or new brackets.
+    module = tmp_path / "twin.py"
+    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", "MAX_EPOCHS = 9").replace("grid=3", "grid=6"))
+    storage = tmp_path / "runs"
+    options = {"strategy": "grid", "scheduler": scheduler, "concurrency": 1, "checkpoint_every_s": 1}
+    engine.sweep(str(module), name="twin", storage=str(storage), progress=False, **options)
+    expected = _stop_epochs(storage / "twin")
+    assert len(expected) == 12
+
+    proc = _hpsearch("run", str(module), "--name", "killed", "--storage", str(storage), "--no-progress",
+                     "--strategy", "grid", "--scheduler", scheduler, "--concurrency", "1", "--checkpoint-every", "1",
+                     start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(storage.glob("killed/*/result.json"))) < 7:
+        time.sleep(0.2)  # the 7th trial has reported: mid-way
+    assert proc.poll() is None, "the sweep finished before the kill"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    result = engine.resume_sweep("killed", storage=str(storage), progress=False)
+    assert len(result.trials) == 12 and not result.interrupted
+    got = _stop_epochs(storage / "killed")
+    assert got.keys() == expected.keys()
+    differ = {k: (sorted(got[k]), sorted(expected[k])) for k in expected if got[k] != expected[k]}
+    assert not differ, f"configurations trained to other epochs than in the uninterrupted sweep: {differ}"
+    total, twin_total = sum(map(len, got.values())), sum(map(len, expected.values()))
+    assert abs(total - twin_total) <= 0.1 * twin_total

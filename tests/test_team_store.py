@@ -12,7 +12,7 @@ import pytest
 from conftest import free_port, start_mlflow_server, stop_mlflow_server
 from hpsearch.results import read_results
 
-EPOCHS = 9
+EPOCHS = 6
 MODULE = f'''
 from hpsearch.space import Fixed, Float, PowerOfTwo, Space
 SPACE = Space(Fixed("model", "mlp"), Float("lr", 1e-3, 1e-1, log=True, grid=3), PowerOfTwo("width", 16, 32),

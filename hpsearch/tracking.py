@@ -335,26 +335,32 @@ def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], 
 
 
 def reconcile(tracker: SweepTracker, trials) -> int:
-    """After a resume, make MLflow hold everything Ray recorded; returns the metrics backfilled.
+    """After a resume, make MLflow hold everything Ray recorded; returns the epochs backfilled
+    (those with at least one finite metric: the others have nothing MLflow can hold).
 
     A killed driver loses what it had buffered (up to FLUSH_SECONDS of metrics) and the endings
     of trials that finished meanwhile; Ray persisted both (each trial's result.json and state).
     """
     backfilled = 0
+    metric = tracker.settings.metric
     for trial in trials:
         results = read_results(trial_dir(trial))
         if not results and not tracker.knows(trial.trial_id):
             continue
         run_id = tracker.writer.runs_snapshot().get(f"trial:{trial.trial_id}")
         ref = tracker.child(trial)
-        have = {m.step for m in tracker.client.get_metric_history(run_id, tracker.settings.metric)} if run_id else set()
+        run = tracker.client.get_run(run_id) if run_id else None
+        # The epochs MLflow holds, from the sweep's metric; an epoch where it was NaN or infinite
+        # (a diverging trial) is missing from that curve only, so then from every curve of the run.
+        keys = [metric] if all(plain_number(r.get(metric)) is not None for r in results) else list(run.data.metrics) if run else []
+        have = {m.step for key in keys for m in tracker.client.get_metric_history(run_id, key)}
         tracker.steps.setdefault(ref, set()).update(have)
         for result in results:
             if int(result.get("epoch", 0) or 0) not in tracker.steps[ref]:
                 tracker.add_result(trial, result)
-                backfilled += 1
+                backfilled += any(plain_number(v) is not None for k, v in result.items() if k not in RAY_KEYS)
         tracker.flush(ref)
-        running = run_id is None or tracker.client.get_run(run_id).info.status == "RUNNING"
+        running = run is None or run.info.status == "RUNNING"
         if trial.status in ("TERMINATED", "ERROR") and running:
             tracker.end_trial(trial, status_of(trial, tracker.settings.max_epochs), error=error_text(trial))
     return backfilled

@@ -57,12 +57,13 @@ SPACE = Space(Float("lr", 1e-3, 1e-1, log=True), Choice("optimizer", ["adamw", "
 MAX_EPOCHS = 4
 
 
-def ray_trial(tmp_path, trial_id, status, epochs, error=None):
-    """A trial as Ray restores it: its status, last result and a result.json with one line an epoch."""
+def ray_trial(tmp_path, trial_id, status, epochs, error=None, nan_at=None):
+    """A trial as Ray restores it: its status, last result and a result.json with one line an epoch
+    (``nan_at``: the epoch whose val_acc was NaN)."""
     folder = tmp_path / f"trial_{trial_id}"
     folder.mkdir()
-    rows = [{"epoch": e, "val_acc": e / 10, "train_loss": 1 / e, "timestamp": 1_700_000_000 + e,
-             "training_iteration": e} for e in range(1, epochs + 1)]
+    rows = [{"epoch": e, "val_acc": float("nan") if e == nan_at else e / 10, "train_loss": 1 / e,
+             "timestamp": 1_700_000_000 + e, "training_iteration": e} for e in range(1, epochs + 1)]
     (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     error_file = None
     if error:
@@ -90,21 +91,30 @@ def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflo
     parent_id = parent.info.run_id
     a_run = client.create_run(exp, run_name="trial-a", tags={TAG_PARENT: parent_id, TAG_TRIAL: "a"}).info.run_id
     client.log_batch(a_run, metrics=[Metric(k, v, 0, e) for e in (1, 2) for k, v in (("val_acc", e / 10), ("train_loss", 1 / e))])
+    # Trial e diverged at epoch 2 and ended there; the live driver logged all of it (no val_acc at 2:
+    # MLflow holds no NaN) but died before ending the run.
+    e_run = client.create_run(exp, run_name="trial-e", tags={TAG_PARENT: parent_id, TAG_TRIAL: "e"}).info.run_id
+    client.log_batch(e_run, metrics=[Metric("val_acc", 0.1, 0, 1), Metric("train_loss", 1.0, 0, 1), Metric("train_loss", 0.5, 0, 2)])
 
     trials = [
         ray_trial(tmp_path, "a", "TERMINATED", 4),  # ran to the end: completed
         ray_trial(tmp_path, "b", "TERMINATED", 2),  # cut at epoch 2 while the driver was down: stopped, no run yet
         ray_trial(tmp_path, "c", "PENDING", 0),  # never started: no run
         ray_trial(tmp_path, "d", "ERROR", 1, error="ValueError: loss is nan"),
+        ray_trial(tmp_path, "e", "TERMINATED", 2, nan_at=2),  # in MLflow already: nothing to add
     ]
     # The real tracker: it finds the parent (so needs no Ray) and its child runs.
     tracker = SweepTracker(settings, SPACE)
     assert tracker.continued and tracker.parent_id == parent_id and tracker.knows("a") and not tracker.knows("b")
-    assert reconcile(tracker, trials) == 2 + 2 + 1  # a: epochs 3-4; b: 1-2; d: 1
+    assert reconcile(tracker, trials) == 2 + 2 + 1  # a: epochs 3-4; b: 1-2; d: 1; e: none
     assert tracker.writer.close(30) == []
 
     children = children_of(client, exp, parent_id)
-    assert set(children) == {"trial:a", "trial:b", "trial:d"} and children["trial:a"] == a_run
+    assert set(children) == {"trial:a", "trial:b", "trial:d", "trial:e"} and children["trial:a"] == a_run
+    e = client.get_run(e_run)
+    assert e.info.status == "FINISHED"  # ended, and its curves not written twice
+    assert sorted(m.step for m in client.get_metric_history(e_run, "train_loss")) == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(e_run, "val_acc")) == [1]
     expected = {"a": ("FINISHED", "completed", 4), "b": ("FINISHED", "stopped", 2), "d": ("FAILED", "failed", 1)}
     for t, (status, tag, epochs) in expected.items():
         run = client.get_run(children[f"trial:{t}"])
@@ -126,7 +136,7 @@ def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflo
     again.writer.submit = lambda op: (sent.append(op), submit(op))
     assert reconcile(again, trials) == 0
     assert again.writer.close(30) == [] and sent == []
-    assert len(client.search_runs([exp])) == 4  # parent, a, b, d
+    assert len(client.search_runs([exp])) == 5  # parent, a, b, d, e
 
 
 def test_groundwork_runs_its_work_once_on_a_thread_from_the_first_result_or_at_the_end():

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -274,9 +272,8 @@ def run_prepared(
     client = start_driver(prep, address)
     from ray import tune
 
-    from hpsearch.stopper import SweepStop
-
     from hpsearch.persist import SchedulerState, resumable
+    from hpsearch.stopper import SweepStop
 
     s = prep.settings
     prep.record.save()
@@ -337,6 +334,8 @@ def resume_prepared(
 
 
 def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepResult:
+    from hpsearch.persist import prune_checkpoints, snapshot_period
+
     s = prep.settings
     tracker = live.tracker
     start = time.time()
@@ -371,8 +370,6 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
             if r.status == TrialStatus.STOPPED and r.trial_id in never_started:
                 r.status = TrialStatus.PENDING
     if stopper.reached != StopReason.INTERRUPTED:
-        from hpsearch.persist import prune_checkpoints
-
         prune_checkpoints(trials)  # the sweep has ended: no resume will need a superseded one
     result = SweepResult(s.name, str(prep.path), s.metric, str(s.mode), s.max_epochs, records, wall,
                          pick_best(records, s.mode), stopped_by=stopper.reached,
@@ -384,27 +381,6 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
             result.expected = live.ground.result()
         close_sweep(tracker, result, lambda: best_model(prep, result.best), prep.data)
     return result
-
-
-@contextmanager
-def snapshot_period(checkpoint_every_s: float):
-    """Ray's experiment snapshots (what a resume starts from) at least as often as trials keep
-    checkpoints, down to one a second, while a sweep runs.
-
-    A resume restarts each trial from the checkpoint the latest snapshot names, so the work a crash
-    repeats is up to ``checkpoint_every_s`` plus the snapshot's age. Ray snapshots every 10 s or
-    more ("auto": at most 5% of the driver's time); that stays when trials checkpoint every 10 s
-    or less often. ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins. Ray reads it when a run starts.
-    """
-    name = "TUNE_GLOBAL_CHECKPOINT_S"
-    if name in os.environ or checkpoint_every_s >= 10:
-        yield
-        return
-    os.environ[name] = f"{max(checkpoint_every_s, 1.0):g}"
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
 
 
 def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:

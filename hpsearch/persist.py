@@ -1,5 +1,5 @@
 """What Ray Tune does not keep across a driver crash: the scheduler's decision state, saved with
-the experiment, and the checkpoints a resume may name.
+the experiment; the checkpoints a resume may name; snapshots as frequent as the trials' checkpoints.
 
 Ray Tune pickles its experiment state without the scheduler (``TuneController.__getstate__``
 drops it; ray-project/ray#30838), so a resumed sweep used to start ASHA with empty rungs and
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import pickle
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,24 @@ def prune_checkpoints(trials) -> int:
                 shutil.rmtree(path, ignore_errors=True)
                 deleted += 1
     return deleted
+
+
+@contextmanager
+def snapshot_period(checkpoint_every_s: float):
+    """Ray's experiment snapshots (what a resume starts from) at least as often as trials keep
+    checkpoints, down to one a second, while a sweep runs.
+
+    A resume restarts each trial from the checkpoint the latest snapshot names, so the work a crash
+    repeats is up to ``checkpoint_every_s`` plus the snapshot's age. Ray snapshots every 10 s or
+    more ("auto": at most 5% of the driver's time); that stays when trials checkpoint every 10 s
+    or less often. ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins. Ray reads it when a run starts.
+    """
+    name = "TUNE_GLOBAL_CHECKPOINT_S"
+    if name in os.environ or checkpoint_every_s >= 10:
+        yield
+        return
+    os.environ[name] = f"{max(checkpoint_every_s, 1.0):g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)

@@ -193,12 +193,14 @@ class SweepTracker:
         self.buffers.add(ref, tags=tags)
         self.flush(ref)
 
-    def add_result(self, trial, result: Mapping[str, Any]) -> None:
+    def add_result(self, trial, result: Mapping[str, Any]) -> bool:
+        """Queue a result's metrics for the trial's child run; False if its epoch was already sent
+        or it holds no metric MLflow can keep (only NaN, infinite or non-numeric values)."""
         ref = self.child(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
         steps = self.steps.setdefault(ref, set())
         if step in steps:
-            return
+            return False
         steps.add(step)
         if REUSED_KEY in result:
             source, n = self._reused.get(ref, (str(result[REUSED_KEY]), 0))
@@ -207,9 +209,11 @@ class SweepTracker:
         if value is not None:
             self.curves.setdefault(trial.trial_id, {})[step] = value
         when = report_ms(result.get("timestamp"), time.time())
-        self.buffers.add(ref, metrics=[(k, v, when, step) for k, v in ((k, plain_number(v)) for k, v in result.items()
-                                                                      if k not in RAY_KEYS) if v is not None])
+        metrics = [(k, v, when, step) for k, v in ((k, plain_number(v)) for k, v in result.items() if k not in RAY_KEYS)
+                   if v is not None]
+        self.buffers.add(ref, metrics=metrics)
         self.maybe_flush()
+        return bool(metrics)
 
     def maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
@@ -350,15 +354,15 @@ def reconcile(tracker: SweepTracker, trials) -> int:
         run_id = tracker.writer.runs_snapshot().get(f"trial:{trial.trial_id}")
         ref = tracker.child(trial)
         run = tracker.client.get_run(run_id) if run_id else None
-        # The epochs MLflow holds, from the sweep's metric; an epoch where it was NaN or infinite
-        # (a diverging trial) is missing from that curve only, so then from every curve of the run.
-        keys = [metric] if all(plain_number(r.get(metric)) is not None for r in results) else list(run.data.metrics) if run else []
-        have = {m.step for key in keys for m in tracker.client.get_metric_history(run_id, key)}
-        tracker.steps.setdefault(ref, set()).update(have)
+        if run is not None:
+            # The epochs MLflow holds, from the sweep's metric; an epoch where it was NaN or infinite
+            # (a diverging trial) is missing from that curve only, so then from every curve of the run.
+            finite = all(plain_number(r.get(metric)) is not None for r in results)
+            keys = [metric] if finite else list(run.data.metrics)
+            tracker.steps.setdefault(ref, set()).update(
+                m.step for key in keys for m in tracker.client.get_metric_history(run_id, key))
         for result in results:
-            if int(result.get("epoch", 0) or 0) not in tracker.steps[ref]:
-                tracker.add_result(trial, result)
-                backfilled += any(plain_number(v) is not None for k, v in result.items() if k not in RAY_KEYS)
+            backfilled += tracker.add_result(trial, result)  # epochs already in MLflow are skipped
         tracker.flush(ref)
         running = run is None or run.info.status == "RUNNING"
         if trial.status in ("TERMINATED", "ERROR") and running:

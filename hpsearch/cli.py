@@ -76,6 +76,7 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "seed": ("--seed", int),
     "cpus_per_trial": ("--cpus-per-trial", float),
     "gpus_per_trial": ("--gpus-per-trial", float),
+    "workers_per_trial": ("--workers-per-trial", int),
     "concurrency": ("--concurrency", Optional[int]),
     "max_failures": ("--max-failures", int),
     "metric": ("--metric", Optional[str]),
@@ -85,6 +86,7 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "storage": ("--storage", Optional[str]),
     "tracking_uri": ("--tracking-uri", Optional[str]),
     "experiment": ("--experiment", Optional[str]),
+    "register_model": ("--register-model", Optional[str]),
     "goal": ("--goal", Optional[float]),
     "time_budget_s": ("--time-budget", Optional[float]),
     "checkpoint_every_s": ("--checkpoint-every", float),
@@ -440,6 +442,9 @@ def print_tracking(result) -> None:
         out.print(f"Open the UI: mlflow/serve, then http://127.0.0.1:5000/#/experiments/{t['experiment_id']}/runs")
     elif t["uri"].startswith("http"):
         out.print(f"Open the UI: {t['uri']}/#/experiments/{t['experiment_id']}/runs")
+    if result.registered:
+        name = result.registered.split("/")[1]
+        out.print(f"Best model registered as {result.registered}: mlflow.pytorch.load_model('models:/{name}/latest')")
 
 
 def print_result(result) -> None:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -37,9 +38,11 @@ def quiet_ray() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def connect(address: str | None) -> dict[str, float]:
+def connect(address: str | None, groups: bool = False) -> dict[str, float]:
     """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``; else ``$RAY_ADDRESS``) or
-    start Ray on this machine.
+    start Ray on this machine. ``groups``: the sweep's trials run on several workers each, so Ray's
+    workers get ``repair_cleaner`` as their setup hook (a Ray already started here, e.g. by
+    a notebook, keeps the setup it was started with).
 
     Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
     With no address, a Ray of our own is started even when another is running here: left to
@@ -51,6 +54,8 @@ def connect(address: str | None) -> dict[str, float]:
     if not ray.is_initialized():
         # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
         kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        if groups:
+            kwargs["runtime_env"] = {"worker_process_setup_hook": repair_cleaner}
         name = "address" if address else "RAY_ADDRESS"
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
@@ -98,8 +103,23 @@ def largest_node(nodes: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {**out, "GPU": gpus} if gpus else out
 
 
-def check_fits(cpus: float, gpus: float, nodes: Sequence[dict[str, Any]]) -> None:
-    """One line naming the option, the rule and the value when no node could ever hold a trial."""
+def worker_slots(cpus: float, gpus: float, nodes: Sequence[dict[str, Any]]) -> int:
+    """How many workers holding ``cpus`` and ``gpus`` each the live nodes can hold at once.
+
+    Example:
+        >>> worker_slots(1, 0, [{"Resources": {"CPU": 2.0}}, {"Resources": {"CPU": 3.0}}])
+        5
+    """
+    total = 0
+    for r in (n.get("Resources", {}) for n in nodes if n.get("Alive", True)):
+        fits = [r.get("CPU", 0.0) / cpus if cpus else math.inf, r.get("GPU", 0.0) / gpus if gpus else math.inf]
+        total += int(min(fits) + 1e-9)
+    return total
+
+
+def check_fits(cpus: float, gpus: float, nodes: Sequence[dict[str, Any]], workers: int = 1) -> None:
+    """One line naming the option, the rule and the value when no node could ever hold a trial (a
+    worker of one, with ``workers`` above 1), or the cluster could never hold a trial's workers."""
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
     total_cpus = sum(r.get("CPU", 0.0) for r in alive)
     total_gpus = sum(r.get("GPU", 0.0) for r in alive)
@@ -114,18 +134,25 @@ def check_fits(cpus: float, gpus: float, nodes: Sequence[dict[str, Any]]) -> Non
     if cpus > big["CPU"]:
         raise ValueError(f"cpus_per_trial: no node has {fmt(cpus)} CPUs (the largest has {fmt(big['CPU'])}; "
                          f"{cluster}), got {fmt(cpus)}")
+    slots = worker_slots(cpus, gpus, nodes)
+    if workers > slots:
+        each = f"{fmt(cpus)} CPU" + (f" and {fmt(gpus)} GPU" if gpus else "")
+        raise ValueError(f"workers_per_trial: the cluster can hold at most {slots} workers of {each} each "
+                         f"({cluster}), got {workers}")
 
 
-def wait_until_fits(cpus: float, gpus: float, wait_s: float | None, poll_s: float = 2.0) -> None:
-    """Check that a trial fits on a live node of the connected cluster. With ``wait_s`` (an
-    autoscaling cluster, whose nodes come on demand), keep looking that long before failing."""
+def wait_until_fits(cpus: float, gpus: float, wait_s: float | None, poll_s: float = 2.0, workers: int = 1) -> int:
+    """Check that a trial fits on a live node of the connected cluster (with ``workers`` above 1:
+    that the cluster holds its workers). With ``wait_s`` (an autoscaling cluster, whose nodes come
+    on demand), keep looking that long before failing. Returns how many trials fit at once."""
     import ray
 
     deadline = time.monotonic() + (wait_s or 0.0)
     while True:
         try:
-            check_fits(cpus, gpus, ray.nodes())
-            return
+            nodes = ray.nodes()
+            check_fits(cpus, gpus, nodes, workers)
+            return worker_slots(cpus, gpus, nodes) // workers
         except ValueError as exc:
             if time.monotonic() >= deadline:
                 if wait_s:
@@ -133,3 +160,35 @@ def wait_until_fits(cpus: float, gpus: float, wait_s: float | None, poll_s: floa
                 raise
             log.info("waiting for a node that fits a trial: %s", exc)
         time.sleep(poll_s)
+
+
+# -- Ray Train's placement-group cleaner without the dashboard ---------------------------------
+
+def repair_cleaner() -> None:
+    """A ``worker_process_setup_hook`` (see ``connect``). When Tune stops a trial its actor
+    ends, and with it Ray Train's controller; Train then relies on a detached cleaner actor to free
+    the worker group's placement group, which asks the State API whether the controller is still
+    alive. The State API is served by the Ray dashboard, which hpsearch does not start (seconds of
+    start-up, a CPU's worth of processes on small machines): every query fails, the cleaner retries
+    for ever and the group's CPUs are never freed, so the next trial waits for good. Here, when the
+    State API cannot answer, the actor's state is read from the GCS's actor table (what the State
+    API reads it from)."""
+    import ray.util.state as state
+
+    if getattr(state.get_actor, "hpsearch_fallback", False):
+        return
+    original = state.get_actor
+
+    def get_actor(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False):
+        try:
+            return original(id, address=address, timeout=timeout, _explain=_explain)
+        except state.exception.RayStateApiException:
+            from types import SimpleNamespace
+
+            from ray._private.state import actors  # no public reader of the GCS's actor table
+
+            info = actors(actor_id=id)
+            return SimpleNamespace(state=info.get("State", "DEAD"), actor_id=id) if info else None
+
+    get_actor.hpsearch_fallback = True  # type: ignore[attr-defined]
+    state.get_actor = get_actor

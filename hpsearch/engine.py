@@ -60,6 +60,10 @@ class PreparedSweep:
     # such a trial replays it instead of training again.
     reuse: dict[str, Replay] = field(default_factory=dict)
     deadline: float | None = None  # time.time() after which running trials are stopped
+    # Multi-worker trials: how many worker groups the cluster holds at once (set by start_driver).
+    groups_at_once: int | None = None
+    # Builds the trainable's network from a config (MODEL), for the best trial's state dict.
+    model_fn: Callable[..., Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -86,6 +90,7 @@ def prepare(
     train: Callable[..., Any] | None = None,
     data: str | Dataset | Callable[[], Dataset] | None = None,
     points_to_evaluate: Sequence[Mapping[str, Any]] = (),
+    model: Callable[..., Any] | None = None,
 ) -> PreparedSweep:
     """Resolve ``settings`` against the space module, check everything and load the data; raises
     ValueError (one line) before any compute."""
@@ -116,6 +121,9 @@ def prepare(
         data = data if data is not None else "mnist1d"
     if not callable(train_fn):
         raise ValueError(f"train: must be a function train(config), got {type(train_fn).__name__}")
+    model_fn = model or (module.model if module else None)
+    if model_fn is not None and not callable(model_fn):
+        raise ValueError(f"model: must be a function model(config) building the network, got {type(model_fn).__name__}")
     if module is not None and getattr(train_fn, "__module__", None) in sys.modules and \
             sys.modules[train_fn.__module__].__file__ == str(module.path):
         # A space module is loaded from a path, not installed: workers cannot import it by name,
@@ -134,7 +142,7 @@ def prepare(
         storage=str(Path(s.storage or default_storage()).expanduser().resolve()),
         experiment=s.experiment or (module.name if module else "hpsearch"),
     )
-    return PreparedSweep(resolved, sp, str(module.path) if module else None, train_fn, dataset, warm)
+    return PreparedSweep(resolved, sp, str(module.path) if module else None, train_fn, dataset, warm, model_fn=model_fn)
 
 
 def prepare_resume(
@@ -143,13 +151,14 @@ def prepare_resume(
     storage: str | None = None,
     train: Callable[..., Any] | None = None,
     data: str | Dataset | Callable[[], Dataset] | None = None,
+    model: Callable[..., Any] | None = None,
 ) -> PreparedSweep:
     """A recorded sweep, validated again (its module, data and tracking store) before Ray starts."""
     record = SweepRecord.load(name, storage)
     if record.space_path is None and train is None:
         raise ValueError(f"train: sweep {name!r} was started from a Space object; pass train= to resume it")
     space_or_module: Any = load_space_module(record.space_path) if record.space_path else Space.from_dict(record.space)
-    prep = prepare(space_or_module, record.settings, train=train, data=data)
+    prep = prepare(space_or_module, record.settings, train=train, data=data, model=model)
     prep.space = Space.from_dict(record.space)  # the space as it was when the sweep started
     return prep
 
@@ -169,13 +178,25 @@ def start_driver(prep: PreparedSweep, address: str | None):
     quiet_ray()
     import ray  # noqa: F401  before the thread starts, so both threads find it imported
 
-    with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
-        opening = pool.submit(_import_driver_side, prep.settings.tracking_uri or None)
-        connect(address)
-        client = opening.result()
     s = prep.settings
-    wait_until_fits(s.cpus_per_trial, s.gpus_per_trial, s.wait_for_resources_s)
+    with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
+        opening = pool.submit(_import_driver_side, s.tracking_uri or None)
+        connect(address, groups=s.workers_per_trial > 1)
+        client = opening.result()
+    fit = wait_until_fits(s.cpus_per_trial, s.gpus_per_trial, s.wait_for_resources_s, workers=s.workers_per_trial)
+    if s.workers_per_trial > 1:
+        prep.groups_at_once = fit
     return client
+
+
+def concurrency(prep: PreparedSweep) -> int | None:
+    """Trials at once: the ``concurrency`` option; for multi-worker trials, at most as many as the
+    cluster holds worker groups, so that no trial is started only to wait for its workers (its
+    controller retries every 60 s, and the searcher and the scheduler count it as running)."""
+    s = prep.settings
+    if prep.groups_at_once is None:
+        return s.concurrency
+    return min(s.concurrency or prep.groups_at_once, prep.groups_at_once)
 
 
 def _import_driver_side(uri: str | None):
@@ -204,6 +225,10 @@ def trainable_for(prep: PreparedSweep):
         trial_entry, train_fn=prep.train_fn, data=prep.data, settings=s, space=prep.space,
         reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},
     )
+    if s.workers_per_trial > 1:  # its workers hold the CPUs and GPUs (see hpsearch.workers)
+        from hpsearch.workers import TRIAL_ACTOR_MEMORY
+
+        return tune.with_resources(fn, tune.PlacementGroupFactory([{"CPU": 0, "memory": TRIAL_ACTOR_MEMORY}]))
     return tune.with_resources(fn, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
 
 
@@ -288,12 +313,13 @@ def run_prepared(
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=str(s.mode), num_samples=s.trials,
             search_alg=make_search_alg(s.strategy, prep.space, s.metric, str(s.mode), s.trials, s.seed,
-                                       s.concurrency, prep.points_to_evaluate, max_epochs=s.max_epochs),
+                                       concurrency(prep), prep.points_to_evaluate, max_epochs=s.max_epochs),
             scheduler=scheduler,
             # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
-            # it is safe because each trial builds its own model and optimizer from its config.
-            reuse_actors=True,
-            max_concurrent_trials=s.concurrency,
+            # it is safe because each trial builds its own model and optimizer from its config. A
+            # multi-worker trial's actor cannot be reused: its group trains until the actor ends.
+            reuse_actors=s.workers_per_trial == 1,
+            max_concurrent_trials=concurrency(prep),
             trial_dirname_creator=trial_dirname,
         ),
         run_config=_run_config(prep, [*live.callbacks, SchedulerState(scheduler), *callbacks], stopper),
@@ -325,6 +351,7 @@ def resume_prepared(
     live = _live_callbacks(prep, progress, client)
     tune_config = tuner._local_tuner._tune_config
     tune_config.scheduler = resumable(tune_config.scheduler)
+    tune_config.max_concurrent_trials = concurrency(prep)  # this cluster's, which may not be the first one's
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = [*live.callbacks, SchedulerState(tune_config.scheduler), *callbacks]
     run_config.stop = stopper = SweepStop(s, prep.deadline)
@@ -390,7 +417,7 @@ def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
     from hpsearch.forecast import expected
 
     s = prep.settings
-    workers = s.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
+    workers = concurrency(prep) or max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
     try:
         return expected(prep, workers, client, parent)
     except Exception as exc:  # noqa: BLE001 - a forecast must never cost the sweep its record
@@ -401,8 +428,9 @@ def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
 def best_model(prep: PreparedSweep, best: TrialRecord | None):
     """The trained model of the best trial, from its last checkpoint; None if it holds no model.
 
-    A checkpoint may be an ``nn.Module``, a dict with one under ``"model"``, or (the reference
-    trainable) a dict whose ``"model"`` is a state dict, rebuilt here from the trial's config.
+    A checkpoint may be an ``nn.Module``, a dict with one under ``"model"``, or a dict whose
+    ``"model"`` is a state dict, loaded into the network the sweep's ``MODEL`` builds from the
+    trial's config (the reference trainable's own network when it trained).
     """
     if best is None or not best.checkpoint:
         return None
@@ -418,13 +446,21 @@ def best_model(prep: PreparedSweep, best: TrialRecord | None):
     held = state.get("model")
     if isinstance(held, nn.Module):
         return held.eval()
+    builder = prep.model_fn
     from hpsearch.train import build_model, train as reference_train
 
-    if prep.train_fn is reference_train and isinstance(held, dict) and prep.data is not None:
-        model = build_model(best.config, prep.data.num_features, prep.data.num_classes)
-        model.load_state_dict(held)
-        return model.eval()
-    return None
+    if builder is None and prep.train_fn is reference_train and prep.data is not None:
+        builder = lambda config, data: build_model(config, data.num_features, data.num_classes)  # noqa: E731
+    if builder is None or not isinstance(held, dict):
+        return None
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+    wants_data = "data" in inspect.signature(builder).parameters
+    model = builder(best.config, data=prep.data) if wants_data else builder(best.config)
+    held = dict(held)
+    consume_prefix_in_state_dict_if_present(held, "module.")  # saved from the DDP wrapper rather than the model
+    model.load_state_dict(held)
+    return model.eval()
 
 
 # -- the public one-call forms ----------------------------------------------------------------
@@ -433,8 +469,9 @@ def settings_from(options: Mapping[str, Any], resources: Resources | None = None
     """``SweepSettings`` from keyword options; an unknown one is one line with the nearest name."""
     if resources is not None:
         if not isinstance(resources, Resources):
-            raise ValueError(f"resources: must be hpsearch.Resources(cpus=..., gpus=...), got {resources!r}")
-        options = {**options, "cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus}
+            raise ValueError(f"resources: must be hpsearch.Resources(cpus=..., gpus=..., workers=...), got {resources!r}")
+        options = {**options, "cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus,
+                   "workers_per_trial": resources.workers}
     return SweepSettings.from_mapping(dict(options))
 
 
@@ -443,6 +480,7 @@ def sweep(
     *,
     train: Callable[..., Any] | None = None,
     data: str | Dataset | Callable[[], Dataset] | None = None,
+    model: Callable[..., Any] | None = None,
     resources: Resources | None = None,
     address: str | None = None,
     progress: bool = True,
@@ -457,7 +495,11 @@ def sweep(
             module's ``TRAIN`` or the reference PyTorch trainable.
         data: dataset name, ``Dataset`` or a function returning one; passed to ``train`` if it
             declares a ``data`` argument, through Ray's object store (put once).
-        resources: per trial, e.g. ``Resources(cpus=1, gpus=0.25)``.
+        model: ``model(config)`` (or ``model(config, data)``) building ``train``'s network, so the
+            best trial's checkpointed ``{"model": state_dict}`` is logged as a model (default:
+            the module's ``MODEL``).
+        resources: per trial, e.g. ``Resources(cpus=1, gpus=0.25)``; ``Resources(workers=2, cpus=1)``
+            trains each trial under DDP on two workers of one CPU each.
         address: None starts Ray here; ``auto`` or ``ray://host:port`` joins a cluster.
         **options: any field of ``hpsearch.SweepSettings`` (``strategy``, ``scheduler``, ``trials``,
             ``max_epochs``, ``metric``, ``goal``, ``tracking_uri``...; see its fields for each
@@ -466,7 +508,7 @@ def sweep(
     Example:
         >>> hpsearch.sweep("mlp", strategy="tpe", trials=27, max_epochs=27)  # doctest: +SKIP
     """
-    prep = prepare(space, settings_from(options, resources), train=train, data=data)
+    prep = prepare(space, settings_from(options, resources), train=train, data=data, model=model)
     return run_prepared(prep, address=address, callbacks=callbacks, progress=progress)
 
 
@@ -484,6 +526,7 @@ def resume_sweep(
     storage: str | None = None,
     train: Callable[..., Any] | None = None,
     data: str | Dataset | Callable[[], Dataset] | None = None,
+    model: Callable[..., Any] | None = None,
     address: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
@@ -493,5 +536,5 @@ def resume_sweep(
     A sweep started from a space module needs only its name; one started from a ``Space`` object
     needs ``train`` (and ``data``) again, since functions are not recorded.
     """
-    prep = prepare_resume(name, storage=storage, train=train, data=data)
+    prep = prepare_resume(name, storage=storage, train=train, data=data, model=model)
     return resume_prepared(prep, address=address, progress=progress, callbacks=callbacks)

@@ -24,7 +24,9 @@ class SpaceModule:
 
     A module defines ``SPACE`` (a ``Space``), ``METRIC`` (reported name), ``MODE`` ("max" or
     "min") and ``MAX_EPOCHS`` (default budget); optionally ``DATASET`` (a name for the reference
-    trainable) and ``TRAIN`` (your own ``train(config)`` function).
+    trainable), ``TRAIN`` (your own ``train(config)`` function) and ``MODEL`` (a function
+    ``MODEL(config)`` or ``MODEL(config, data)`` building your trainable's network, so the best
+    trial's checkpointed state dict, its ``"model"`` entry, becomes a model MLflow can log).
     """
 
     name: str
@@ -35,6 +37,7 @@ class SpaceModule:
     max_epochs: int
     dataset: str | None = None
     train: Callable[..., Any] | None = field(default=None, compare=False)
+    model: Callable[..., Any] | None = field(default=None, compare=False)
 
 
 def _spaces_dirs() -> list[Path]:
@@ -97,7 +100,11 @@ def load_space_module(spec: str) -> SpaceModule:
     train = getattr(module, "TRAIN", None)
     if train is not None and not callable(train):
         raise ValueError(f"TRAIN: must be a function train(config), got {type(train).__name__} in {str(path)!r}")
+    model = getattr(module, "MODEL", None)
+    if model is not None and not callable(model):
+        raise ValueError(f"MODEL: must be a function MODEL(config) building the network, got {type(model).__name__} "
+                         f"in {str(path)!r}")
     dataset = getattr(module, "DATASET", None)
     if dataset is not None and not isinstance(dataset, str):
         raise ValueError(f"DATASET: must be a dataset name, got {dataset!r} in {str(path)!r}")
-    return SpaceModule(path.stem, path, space, metric, mode, max_epochs, dataset, train)
+    return SpaceModule(path.stem, path, space, metric, mode, max_epochs, dataset, train, model)

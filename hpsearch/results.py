@@ -52,6 +52,7 @@ class SweepResult:
     wall_s: float
     best: TrialRecord | None
     tracking: dict[str, Any] | None = None  # uri, experiment_id, parent_run_id, children (trial id -> run id)
+    registered: str | None = None  # models:/NAME/VERSION, when the best model was registered (register_model)
     stopped_by: StopReason | None = None  # set when the sweep ended before its trials did
     signal: str | None = None  # SIGINT or SIGTERM, when one interrupted the sweep (stopped_by INTERRUPTED)
     # Plan against actual, logged on the parent run: planned_epochs (plan's arithmetic) and, where

@@ -40,8 +40,25 @@ class TrialFailed(RuntimeError):
     """Raised by a trainable to end its trial as failed with a reason (e.g. a diverged loss)."""
 
 
+@dataclass(frozen=True)
+class Group:
+    """This process is one worker of a multi-worker trial (see ``hpsearch.workers``): its rank, the
+    group's size, and the checkpoint the group starts from (the Tune trial's, after a pause, a retry
+    or a resume; None for a fresh start)."""
+
+    rank: int
+    size: int
+    start: Any = None
+
+
+# Set in each worker of a multi-worker trial while the user's train(config) runs; None otherwise.
+group: Group | None = None
+
+
 def in_sweep() -> bool:
-    """True inside a trial run by Ray Tune."""
+    """True inside a trial run by Ray Tune (in a multi-worker trial: in each of its workers)."""
+    if group is not None:
+        return True
     try:
         from ray.tune.trainable.trainable_fn_utils import _in_tune_session
     except ImportError:  # pragma: no cover - ray is a dependency, but keep user code importable
@@ -118,33 +135,59 @@ def report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
         history.append(values)
         return
     import ray
-    from ray import tune
 
     values["node_id"] = ray.get_runtime_context().get_node_id()  # where it ran (several nodes may share an IP)
+    if group is not None:
+        return _report_in_group(values, checkpoint)
+    from ray import tune
+
     if checkpoint is None or (policy is not None and not policy.due(epoch)):
         tune.report(values)
         return
+    tmp = _save(checkpoint)
+    try:  # Ray copies the directory into the trial's storage before report returns
+        tune.report(values, checkpoint=tune.Checkpoint.from_directory(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save(checkpoint: Any) -> str:
+    """A new folder holding ``checkpoint`` (or what the function ``checkpoint`` returns)."""
     import torch
 
     state = checkpoint() if callable(checkpoint) else checkpoint
     tmp = tempfile.mkdtemp(prefix="hpsearch-ckpt-")
-    try:
-        torch.save(state, os.path.join(tmp, _CHECKPOINT_FILE))
-        if policy is not None:
-            policy.kept()
-        # Ray copies the directory into the trial's storage before report returns.
-        tune.report(values, checkpoint=tune.Checkpoint.from_directory(tmp))
+    torch.save(state, os.path.join(tmp, _CHECKPOINT_FILE))
+    if policy is not None:
+        policy.kept()
+    return tmp
+
+
+def _report_in_group(values: dict[str, Any], checkpoint: Any) -> None:
+    """Every rank reports (Ray Train's report is a barrier); only rank 0's metrics reach the trial,
+    and only rank 0 writes the checkpoint, where the policy says (the ranks hold the same model)."""
+    from ray import train
+
+    assert group is not None
+    keep = group.rank == 0 and checkpoint is not None and (policy is None or policy.due(values["epoch"]))
+    tmp = _save(checkpoint) if keep else None
+    try:  # Ray Train copies the folder to the run's storage before report returns (SYNC upload)
+        train.report(values, checkpoint=train.Checkpoint.from_directory(tmp) if tmp else None)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_checkpoint() -> Any:
     """The object last passed as ``checkpoint`` to ``report`` for this trial, or None."""
     if not in_sweep():
         return None
-    from ray import tune
+    if group is not None:
+        ckpt = group.start
+    else:
+        from ray import tune
 
-    ckpt = tune.get_checkpoint()
+        ckpt = tune.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:

@@ -35,25 +35,37 @@ from hpsearch.vocab import NAME, SETTINGS_FILE, Mode, Scheduler, Strategy, is_nu
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial gets. Fractional ``gpus`` pack several trials on one GPU.
+    """What one trial gets. With ``workers`` above 1 the trial trains under PyTorch DDP on that many
+    workers, and ``cpus`` / ``gpus`` are what each worker holds. Fractional ``gpus`` pack several
+    single-worker trials on one GPU.
 
     Example:
         >>> Resources(cpus=1, gpus=0.25)
-        Resources(cpus=1, gpus=0.25)
+        Resources(cpus=1, gpus=0.25, workers=1)
+        >>> Resources(workers=2, gpus=0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: gpus_per_trial: with several workers per trial each worker needs whole GPUs (NCCL cannot run two ranks of one trial on one GPU), got 0.5 with workers_per_trial=2
     """
 
     cpus: float = 1.0
     gpus: float = 0.0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for name in ("cpus", "gpus"):
             value = getattr(self, name)
             if not is_number(value) or value < 0 or math.isnan(value):
                 raise ValueError(f"{name}_per_trial: must be a number >= 0, got {value!r}")
+        whole("workers_per_trial", self.workers, 1)
         if self.cpus == 0 and self.gpus == 0:
             raise ValueError("cpus_per_trial: a trial needs some CPU or GPU, got cpus=0 and gpus=0")
         if self.gpus > 1 and self.gpus != int(self.gpus):
             raise ValueError(f"gpus_per_trial: above 1 must be a whole number of GPUs, got {self.gpus!r}")
+        if self.workers > 1 and self.gpus != int(self.gpus):
+            raise ValueError(f"gpus_per_trial: with several workers per trial each worker needs whole GPUs (NCCL "
+                             f"cannot run two ranks of one trial on one GPU), got {self.gpus!r} with "
+                             f"workers_per_trial={self.workers}")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -75,6 +87,9 @@ class SweepSettings:
     seed: int = _opt(0, "Seeds the strategy's proposals.")
     cpus_per_trial: float = _opt(1, "CPUs each trial holds.")
     gpus_per_trial: float = _opt(0, "GPUs each trial holds; fractions pack several trials on one GPU.")
+    workers_per_trial: int = _opt(
+        1, "Workers per trial: above 1, each trial trains under PyTorch DDP on this many Ray Train workers, "
+           "and cpus/gpus per trial are per worker.")
     concurrency: int | None = _opt(None, "At most this many trials at once.")
     max_failures: int = _opt(0, "Retries of a failed trial, from its last checkpoint.")
     dataset: str | None = _opt(None, "Dataset name (default: the module's DATASET).")
@@ -83,6 +98,9 @@ class SweepSettings:
     tracking_uri: str | bool | None = _opt(
         None, "MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
     experiment: str | None = _opt(None, "MLflow experiment (default: the space module's name).")
+    register_model: str | None = _opt(
+        None, "Register the best trial's model in the MLflow Model Registry under this name (a new version "
+              "each sweep, loadable as models:/NAME/latest).")
     goal: float | None = _opt(None, "End the sweep once a trial reports the metric at or beyond this value.")
     time_budget_s: float | None = _opt(None, "End the sweep this many seconds after it starts (or resumes).")
     wait_for_resources_s: float | None = _opt(
@@ -108,12 +126,12 @@ class SweepSettings:
         if self.concurrency is not None:
             whole("concurrency", self.concurrency, 1)
         whole("max_failures", self.max_failures, 0)
-        Resources(self.cpus_per_trial, self.gpus_per_trial)
+        Resources(self.cpus_per_trial, self.gpus_per_trial, self.workers_per_trial)
         for key in ("reduction_factor", "cpus_per_trial", "gpus_per_trial"):  # 3.0 from the CLI prints as 3
             value = getattr(self, key)
             if isinstance(value, float) and value.is_integer():
                 set_(key, int(value))
-        for key in ("dataset", "storage", "experiment"):
+        for key in ("dataset", "storage", "experiment", "register_model"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"{key}: must be a non-empty name, got {value!r}")
@@ -121,6 +139,9 @@ class SweepSettings:
             raise ValueError(f"name: letters, digits and _ . = - only (max 128), got {self.name!r}")
         if self.tracking_uri == "off":
             set_("tracking_uri", False)
+        if self.register_model is not None and self.tracking_uri is False:
+            raise ValueError(f"register_model: registering a model needs MLflow tracking, but tracking_uri is off, "
+                             f"got {self.register_model!r}")
         if not (self.tracking_uri is None or isinstance(self.tracking_uri, bool) or
                 (isinstance(self.tracking_uri, str) and self.tracking_uri)):
             raise ValueError(f"tracking_uri: give a URI such as http://127.0.0.1:5000 or sqlite:///path, "

@@ -96,8 +96,10 @@ def git_commit() -> str | None:
         return None
 
 
-def log_model(uri: str, run_id: str, model, input_example) -> str:
-    """Log the best trial's model on the parent run; ``mlflow.pytorch.load_model`` gives it back."""
+def log_model(uri: str, run_id: str, model, input_example, register: str | None = None) -> tuple[str, str | None]:
+    """Log the best trial's model on the parent run; ``mlflow.pytorch.load_model`` gives it back.
+    With ``register``, also a new version of that registered model. Returns the model's URI and
+    the version (None when not registered)."""
     import mlflow
     import mlflow.pytorch
     import mlflow.tracking._tracking_service.utils as tracking_utils
@@ -114,7 +116,7 @@ def log_model(uri: str, run_id: str, model, input_example) -> str:
                 # pickle: loads back as the same nn.Module (torch.export would give a graph) in
                 # 0.1 s rather than 2.4 s here.
                 model, name="best_model", input_example=input_example, serialization_format="pickle",
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=register,
             )
     finally:
         mlflow.set_tracking_uri(old_global)
@@ -122,4 +124,5 @@ def log_model(uri: str, run_id: str, model, input_example) -> str:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
-    return info.model_uri
+    version = getattr(info, "registered_model_version", None)
+    return info.model_uri, None if version is None else str(version)

@@ -28,7 +28,7 @@ from hpsearch.settings import SweepSettings, drain_seconds
 from hpsearch.space import Space
 from hpsearch.store import git_commit, log_model, open_client, param_value
 from hpsearch.vocab import (
-    PENDING_FILE, RAY_KEYS, REUSED_KEY, ROLE_SWEEP, ROLE_TRIAL, TAG_BEST, TAG_BEST_CONFIG, TAG_BEST_MODEL,
+    PENDING_FILE, RAY_KEYS, REUSED_KEY, ROLE_SWEEP, ROLE_TRIAL, TAG_BEST, TAG_BEST_CONFIG, TAG_BEST_MODEL, TAG_REGISTERED,
     TAG_BEST_TRIAL, TAG_CONFIG_HASH, TAG_EPOCHS, TAG_ERROR, TAG_GIT_COMMIT, TAG_NOTE, TAG_PARENT,
     TAG_RAY_RESOURCES, TAG_RETRIES, TAG_REUSED_EPOCHS, TAG_REUSED_FROM, TAG_ROLE, TAG_SPACE, TAG_STATUS, TAG_STOPPED_AT,
     TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VERSION, VERSION, StopReason, TrialStatus, is_number, mask, mask_config, plain_number,
@@ -322,9 +322,7 @@ def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], 
         tracker.finish(result, status="KILLED")
     elif tracker.writer.drain(drain_seconds()):
         try:
-            best = model()
-            if best is not None and data is not None:
-                tracker.tag("parent", {TAG_BEST_MODEL: log_model(tracker.uri, tracker.parent_id, best, data.x_val[:2])})
+            log_best_model(tracker, result, model(), data)
             from hpsearch.analysis import log_report
 
             log_report(tracker.client, tracker.parent_id, sweep_data(tracker, result))
@@ -336,6 +334,29 @@ def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], 
     result.tracking = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_id,
                        "children": tracker.children, "refused": list(tracker.writer.refused),
                        "pending": None if pending is None else {"path": str(pending[0]), "writes": pending[1]}}
+
+
+def log_best_model(tracker: SweepTracker, result: SweepResult, best, data) -> None:
+    """The best trial's model on the parent run and, with ``register_model``, as a new version in
+    the Model Registry tagged with the sweep, the trial, its config and its metric."""
+    name = tracker.settings.register_model
+    if best is None:
+        if name:
+            log.warning("register_model: the best trial's checkpoint holds no model to register %r (give the "
+                        "space a MODEL builder, or report checkpoint={'model': model})", name)
+        return
+    example = data.x_val[:2] if data is not None else None
+    uri, version = log_model(tracker.uri, tracker.parent_id, best, example, register=name)
+    tags = {TAG_BEST_MODEL: uri}
+    if version is not None:
+        b = result.best
+        for key, value in {TAG_SWEEP: result.name, TAG_TRIAL: b.trial_id, TAG_BEST_CONFIG: json.dumps(mask_config(b.config), default=str),
+                           "hpsearch.metric": result.metric, "hpsearch.metric_value": repr(b.metric),
+                           "hpsearch.sweep_run_id": tracker.parent_id}.items():
+            tracker.client.set_model_version_tag(name, version, key, str(value))
+        tags[TAG_REGISTERED] = f"models:/{name}/{version}"
+        result.registered = tags[TAG_REGISTERED]
+    tracker.tag("parent", tags)
 
 
 def reconcile(tracker: SweepTracker, trials) -> int:

@@ -5,7 +5,8 @@ batch norm), an AdamW or SGD-with-momentum optimizer with weight decay, optional
 and cosine decay of the learning rate, and reports ``train_loss``, ``val_loss`` and ``val_acc``
 each epoch with a checkpoint (kept where the sweep's checkpoint policy says), so a paused or
 retried trial resumes instead of restarting. It runs on the GPU a trial is given, if any, and
-ends a diverged trial (NaN/inf loss) as failed.
+ends a diverged trial (NaN/inf loss) as failed. In a trial with several workers it trains under
+DDP (``hpsearch.ddp``): each worker takes its shard of every batch.
 
 Example:
     >>> import hpsearch
@@ -25,15 +26,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+import hpsearch.ddp as ddp
 from hpsearch.data import Dataset, load_dataset
 from hpsearch.session import check_finite, load_checkpoint, report
 
 DEFAULT_EPOCHS = 10
-
-
-def device() -> torch.device:
-    """The GPU Ray assigned to this trial (it sets CUDA_VISIBLE_DEVICES), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _norm(kind: str, width: int) -> nn.Module:
@@ -107,7 +104,7 @@ def train(config: Mapping[str, Any], data: Dataset | None = None, max_epochs: in
     max_epochs = int(max_epochs or config.get("max_epochs", DEFAULT_EPOCHS))
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
-    dev = device()
+    dev = ddp.device()
     model = build_model(config, data.num_features, data.num_classes).to(dev)
     optimizer = build_optimizer(config, model.parameters())
     base_lr = optimizer.param_groups[0]["lr"]
@@ -118,37 +115,44 @@ def train(config: Mapping[str, Any], data: Dataset | None = None, max_epochs: in
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["epoch"] + 1
+    net = ddp.prepare_model(model)  # DDP with several workers: gradients averaged at each backward
 
     # Arrays from Ray's object store are read-only; torch.tensor copies (the data sets are small).
     x_tr = torch.tensor(data.x_train, device=dev).flatten(1)
     y_tr = torch.tensor(data.y_train, device=dev)
     x_va = torch.tensor(data.x_val, device=dev).flatten(1)
     y_va = torch.tensor(data.y_val, device=dev)
-    batch = int(config.get("batch_size", 128))
+    # batch_size is the effective batch of one optimizer step; each of the N workers takes 1/N of it,
+    # so the gradient DDP averages is that of the same batch_size samples a single process would use.
+    batch = max(1, int(config.get("batch_size", 128)) // ddp.world_size())
     warmup, schedule = int(config.get("warmup_epochs", 0)), config.get("lr_schedule", "cosine")
     loss_fn = nn.CrossEntropyLoss()
+    # One permutation per epoch from seed and epoch only: identical whether the trial resumed or not,
+    # and for any number of workers (worker r takes positions r, r+N, ... of it).
+    shard = ddp.sampler(len(x_tr), seed=seed * 100_003)
 
     for epoch in range(start, max_epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = base_lr * lr_factor(epoch, max_epochs, warmup, schedule)
-        model.train()
-        # A per-epoch generator makes the shuffle identical whether the trial resumed or not.
-        order = torch.randperm(len(x_tr), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).to(dev)
+        net.train()
+        shard.set_epoch(epoch)
+        order = torch.tensor(list(shard), device=dev)
         total, seen = 0.0, 0
         for i in range(0, len(order), batch):
             idx = order[i : i + batch]
-            if len(idx) < 2 and seen:  # batch norm cannot train on a single sample
+            if len(idx) < 2 and seen:  # batch norm cannot train on a single sample (every shard has the same length)
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x_tr[idx]), y_tr[idx])
+            loss = loss_fn(net(x_tr[idx]), y_tr[idx])
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
             seen += len(idx)
+        total, seen = ddp.sum_across(total, seen)
         train_loss = total / max(seen, 1)
-        model.eval()
+        net.eval()
         with torch.no_grad():
-            logits = model(x_va)
+            logits = net(x_va)
             val_loss = loss_fn(logits, y_va).item()
             val_acc = (logits.argmax(1) == y_va).float().mean().item()
         check_finite(epoch, train_loss=train_loss, val_loss=val_loss)

@@ -56,7 +56,8 @@ def trial_entry(
 
     Ray fills inactive conditional parameters with None; the user sees them absent, as in the space.
     A configuration with a recorded result (``reuse``) reports that result again instead. The
-    sweep's whole ``settings`` come along, so an option the trial side needs is read here.
+    sweep's whole ``settings`` come along, so an option the trial side needs is read here; with
+    ``workers_per_trial`` above 1, ``train`` runs on a group of workers (``hpsearch.workers``).
     """
     max_epochs = settings.max_epochs
     replay = (reuse or {}).get(space.config_hash(config))
@@ -69,8 +70,14 @@ def trial_entry(
     if "max_epochs" in params:
         kwargs["max_epochs"] = max_epochs
     s = settings
-    epochs = decision_epochs(s.scheduler, max_epochs, s.grace_period, s.reduction_factor)
-    with checkpoint_policy(CheckpointPolicy(epochs, max_epochs, s.checkpoint_every_s)):
+    policy = {"epochs": decision_epochs(s.scheduler, max_epochs, s.grace_period, s.reduction_factor),
+              "last": max_epochs, "every_s": s.checkpoint_every_s}
+    if s.workers_per_trial > 1:
+        from hpsearch.workers import run_group  # imports Ray Train: only where a trial needs it
+
+        run_group(space.complete(config), train_fn, kwargs, s, policy)
+        return
+    with checkpoint_policy(CheckpointPolicy(**policy)):
         train_fn(space.complete(config), **kwargs)
 
 

@@ -107,6 +107,7 @@ TAG_BEST = "hpsearch.best_run_id"
 TAG_BEST_TRIAL = "hpsearch.best_trial_id"
 TAG_BEST_CONFIG = "hpsearch.best_config"
 TAG_BEST_MODEL = "hpsearch.best_model_uri"
+TAG_REGISTERED = "hpsearch.registered_model"  # models:/NAME/VERSION, when the sweep registered its best model
 TAG_NIGHTLY = "hpsearch.nightly"
 TAG_NIGHT = "hpsearch.night"
 TAG_VERDICT = "hpsearch.verdict"

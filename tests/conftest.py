@@ -37,7 +37,11 @@ def ray_session():
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         # address="local": our own, even if a cluster address was left in /tmp/ray by another run.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # With the setup hook hpsearch.cluster.connect gives a Ray it starts for multi-worker trials.
+        from hpsearch.cluster import repair_cleaner
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"worker_process_setup_hook": repair_cleaner})
     yield ray
     ray.shutdown()
 

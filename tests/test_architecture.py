@@ -16,11 +16,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hpsearch"
 # a trial's actor) sits low and never reaches the driver side.
 LAYERS = [
     {"vocab"},
-    {"params", "data", "session"},
+    {"params", "data", "session", "ddp"},
     {"space"},
     {"modules", "strategies", "schedulers", "train", "tpe"},
     {"settings"},  # pure options; the trial side reads them too
-    {"trial"},
+    {"trial", "workers"},  # workers: a trial's group of DDP workers on Ray Train
     {"results", "callbacks", "stopper", "store", "writer", "cluster", "persist"},
     {"progress", "analysis", "curves"},
     {"simulate", "forecast"},  # replay recorded curves through the schedulers; what plan and simulate print
@@ -31,7 +31,7 @@ LAYERS = [
     {"cli"},
     {"__init__"},
 ]
-TRIAL_SIDE = {"session", "train", "data", "trial"}
+TRIAL_SIDE = {"session", "ddp", "train", "data", "trial", "workers"}
 DRIVER_SIDE = {"cluster", "results", "callbacks", "persist", "stopper", "store", "writer", "progress", "analysis", "tracking",
                "engine", "ledger", "verdict", "nightly", "cli", "tpe", "curves", "simulate", "forecast"}
 PURE = {"vocab", "params", "space", "modules", "strategies", "schedulers", "settings"}  # no Ray, MLflow or torch at module level

@@ -44,6 +44,12 @@ BAD_INPUT = [
     (["run", "{tiny}", "--cpus-per-trial", "-1"], "cpus_per_trial: must be a number >= 0, got -1"),
     (["run", "{tiny}", "--gpus-per-trial", "1.5"], "gpus_per_trial: above 1 must be a whole number of GPUs, got 1.5"),
     (["run", "{tiny}", "--concurrency", "0"], "concurrency: must be a whole number >= 1, got 0"),
+    (["run", "{tiny}", "--workers-per-trial", "0"], "workers_per_trial: must be a whole number >= 1, got 0"),
+    (["run", "{tiny}", "--workers-per-trial", "2", "--gpus-per-trial", "0.5"],
+     "gpus_per_trial: with several workers per trial each worker needs whole GPUs (NCCL cannot run two ranks of one "
+     "trial on one GPU), got 0.5 with workers_per_trial=2"),
+    (["run", "{tiny}", "--register-model", "best", "--tracking-uri", "off"],
+     "register_model: registering a model needs MLflow tracking, but tracking_uri is off, got 'best'"),
     (["run", "{tiny}", "--name", "bad name!"], "name: letters, digits and _ . = - only"),
     (["run", "no_such_space"], "space: no space module named 'no_such_space' (known: "),
     (["run", "{nospace}"], "SPACE: "),
@@ -180,7 +186,8 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(tiny
 @pytest.mark.parametrize("flags, message", [
     (["--gpus-per-trial", "1"], "hpsearch: error: gpus_per_trial: no node has a GPU (cluster: 1 node, "),
     (["--cpus-per-trial", "64", "--wait-for-resources", "2"], "hpsearch: error: cpus_per_trial: no node has 64 CPUs (the largest has "),
-], ids=["gpu", "cpus-after-waiting"])
+    (["--workers-per-trial", "64"], "hpsearch: error: workers_per_trial: the cluster can hold at most "),
+], ids=["gpu", "cpus-after-waiting", "workers"])
 def test_resources_no_node_has_are_refused_before_anything_is_written(flags, message, tiny, tmp_path):
     # A real Ray started by the command: it knows what this machine's node offers.
     store = tmp_path / "store" / "mlflow.db"
@@ -190,6 +197,8 @@ def test_resources_no_node_has_are_refused_before_anything_is_written(flags, mes
     assert proc.returncode == 2, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), err
+    if "--workers-per-trial" in flags:
+        assert lines[0].endswith("workers of 1 CPU each (cluster: 1 node, " + f"{os.cpu_count()} CPUs, 0 GPUs), got 64")
     if "--wait-for-resources" in flags:
         assert lines[0].endswith("(after waiting 2 s for the cluster to grow)")
     assert not store.exists() and not (tmp_path / "runs").exists(), "something was written"
@@ -205,6 +214,7 @@ BAD_VALUE = {
     "goal": "nan",
     "metric": "", "dataset": "imagenet", "name": "bad name!", "storage": " ",
     "tracking_uri": "mlflow.example", "experiment": " ", "wait_for_resources_s": "-1",
+    "workers_per_trial": "0", "register_model": " ",
 }
 
 

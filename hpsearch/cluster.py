@@ -38,9 +38,9 @@ def quiet_ray() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def connect(address: str | None, groups: bool = False) -> dict[str, float]:
+def connect(address: str | None, workers_per_trial: int = 1) -> dict[str, float]:
     """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``; else ``$RAY_ADDRESS``) or
-    start Ray on this machine. ``groups``: the sweep's trials run on several workers each, so Ray's
+    start Ray on this machine. With ``workers_per_trial`` above 1 (trials on groups of workers) Ray's
     workers get ``repair_cleaner`` as their setup hook (a Ray already started here, e.g. by
     a notebook, keeps the setup it was started with).
 
@@ -54,7 +54,7 @@ def connect(address: str | None, groups: bool = False) -> dict[str, float]:
     if not ray.is_initialized():
         # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
         kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        if groups:
+        if workers_per_trial > 1:
             kwargs["runtime_env"] = {"worker_process_setup_hook": repair_cleaner}
         name = "address" if address else "RAY_ADDRESS"
         address = address or os.environ.get("RAY_ADDRESS") or None
@@ -63,7 +63,25 @@ def connect(address: str | None, groups: bool = False) -> dict[str, float]:
             ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+    elif workers_per_trial > 1:
+        check_groups_freed(workers_per_trial)
     return dict(ray.cluster_resources())
+
+
+def check_groups_freed(workers_per_trial: int) -> None:
+    """A Ray started before hpsearch (a notebook's) must free the worker groups of stopped trials:
+    it needs the dashboard (Ray Train's cleaner asks its State API) or ``repair_cleaner`` as its
+    workers' setup hook. Without either, the first stopped trial's workers would hold their CPUs
+    for good and the sweep would hang; one line instead."""
+    import ray
+
+    hook = ray.get_runtime_context().runtime_env.get("worker_process_setup_hook") or ""
+    dashboard = ray._private.worker.global_worker.node.address_info.get("webui_url")
+    if "repair_cleaner" not in str(hook) and not dashboard:
+        raise ValueError("workers_per_trial: the Ray already started in this process has no dashboard and not "
+                         "hpsearch's setup hook, so it would never free a stopped trial's workers; start it with "
+                         "ray.init(runtime_env={'worker_process_setup_hook': hpsearch.cluster.repair_cleaner}), "
+                         f"or let hpsearch start Ray, got {workers_per_trial}")
 
 
 def check_answers(address: str, name: str = "address") -> None:

@@ -181,7 +181,7 @@ def start_driver(prep: PreparedSweep, address: str | None):
     s = prep.settings
     with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
         opening = pool.submit(_import_driver_side, s.tracking_uri or None)
-        connect(address, groups=s.workers_per_trial > 1)
+        connect(address, s.workers_per_trial)
         client = opening.result()
     fit = wait_until_fits(s.cpus_per_trial, s.gpus_per_trial, s.wait_for_resources_s, workers=s.workers_per_trial)
     if s.workers_per_trial > 1:

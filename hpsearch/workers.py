@@ -20,6 +20,7 @@ holding a CPU its workers wait for is the deadlock ``shared/notes/ddp-facts.md``
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import threading
@@ -37,6 +38,12 @@ _END = "__hpsearch-group-end__"
 # What a multi-worker trial's own actor reserves: memory only (Ray needs a non-empty bundle). Its
 # workers hold the CPUs and GPUs.
 TRIAL_ACTOR_MEMORY = 64 * 1024 * 1024
+
+
+# Ray Train features a trial's group does not use, each an actor or callbacks started per group:
+# the preemption watcher (an actor polling for node drains: a preempted group fails and Tune's
+# retry restarts it from its checkpoint) and Train's Prometheus metrics (no dashboard to show them).
+LEAN_TRAIN = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 
 
 def worker_resources(settings: SweepSettings) -> dict[str, float]:
@@ -59,6 +66,8 @@ def run_group(
     from ray.util.queue import Queue
 
     s = settings
+    for name, value in LEAN_TRAIN.items():  # the user's own setting wins
+        os.environ.setdefault(name, value)
     gpu = bool(s.gpus_per_trial)
     folder = Path(s.storage, s.name, GROUPS_DIR, tune.get_context().get_trial_id())
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})

@@ -182,3 +182,38 @@ cluster.shutdown()
     assert out["status"] == "completed", out
     assert out["nodes"] == [2, 2, 2], out  # every epoch, the two ranks were on two nodes
     assert out["loss"][-1] < out["loss"][0], out  # and trained together
+
+
+def test_gpu_check_says_no_gpu_here_and_writes_its_json(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: scripts/gpu-check would run its sweeps")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([str(root / "scripts" / "gpu-check"), "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "gpu-check: no GPU: torch" in proc.stdout
+    out = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert out["gpu"] is False and out["why"].startswith("no GPU") and out["machine"]["cpus"] >= 1
+
+
+@pytest.mark.slow
+def test_a_ray_that_would_never_free_stopped_groups_is_refused_before_any_trial(tmp_path):
+    # A Ray started before hpsearch (a notebook's) without the dashboard or hpsearch's setup hook:
+    # the first stopped trial's workers would hold their CPUs for good. One line instead, nothing run.
+    script = f"""
+import ray, hpsearch
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+def train(config):
+    hpsearch.report(epoch=1, score=1.0)
+try:
+    hpsearch.sweep(hpsearch.Space(hpsearch.Fixed("x", 1)), train=train, metric="score", mode="max", max_epochs=1,
+                   resources=hpsearch.Resources(workers=2, cpus=1), storage={str(tmp_path)!r}, tracking_uri=False,
+                   progress=False)
+except ValueError as exc:
+    print("refused:", exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused: workers_per_trial: the Ray already started in this process has no dashboard" in proc.stdout
+    assert proc.stdout.rstrip().endswith("got 2")
+    assert not list(tmp_path.glob("*/trial_entry_*")), "a trial ran"

@@ -24,14 +24,15 @@ from typing import Any
 
 from bench.common import ROOT, git_state, machine, ray_down, ray_up
 
-PARTS = ("overhead", "model", "tracking", "scale", "gpu", "search", "predict")
+PARTS = ("overhead", "model", "tracking", "scale", "gpu", "search", "predict", "workers")
 # The default run: issue #12's parts, sized to 75 minutes together. Issue #13's two (search:
 # ~5 min, predict: ~15 min in full mode) run with --only search,predict.
 DEFAULT_PARTS = ("overhead", "model", "tracking", "scale", "gpu")
 PART_HELP = ("overhead (start-up and per-trial cost), model (time to target and utilization), tracking "
              "(tracking cost and random/FIFO utilization against Ray Tune FIFO used directly), scale, gpu; "
              "search (search efficiency at one-minute epochs, simulated on the shipped curve table) and predict "
-             "(simulated against real sweeps), not run by default")
+             "(simulated against real sweeps), not run by default; workers (a 2-worker DDP trial against a "
+             "1-worker one: start-up and accuracy, ~5 min), not run by default")
 BUSY_LOAD = 0.5  # 1-minute load average above which a measurement is not quotable
 
 # Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from the quiet
@@ -69,6 +70,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": dict(trials=8, max_epochs=3),
         "search": dict(seeds=5, trials=81, target_trials=27, epoch_seconds=60.0),
         "predict": dict(seeds=1, trials={"asha": 9}),
+        "workers": dict(seeds=2, max_epochs=3),
     },
     "full": {
         "overhead": dict(noop_trials=(20, 200), sleep_trials=(10, 50), noop_repeats=3, sleep_repeats=1,
@@ -79,6 +81,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": dict(trials=32, max_epochs=9),
         "search": dict(seeds=30, trials=243, target_trials=27, epoch_seconds=60.0),
         "predict": dict(seeds=3, trials={"fifo": 4, "asha": 27, "hyperband": 13}, tpe_trials=27),
+        "workers": dict(seeds=5, max_epochs=10),
     },
 }
 
@@ -110,7 +113,7 @@ def settled_load(seconds: float = 10.0, samples: int = 5) -> list[float]:
 
 
 def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
-    from bench import gpu, overhead, predict, scale, search, time_to_model, tracking_cost
+    from bench import gpu, overhead, predict, scale, search, time_to_model, tracking_cost, workers
 
     sizes = SIZES[mode]
     out: dict[str, Any] = {}
@@ -128,6 +131,8 @@ def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
         out["search"] = _timed(lambda: search.run(**sizes["search"], work=work, log=log))
     if "predict" in parts:
         out["predict"] = _timed(lambda: predict.run(**sizes["predict"], work=work, log=log))
+    if "workers" in parts:  # last: it replaces the suite's Ray with one of its own
+        out["workers"] = _timed(lambda: workers.run(**sizes["workers"], work=work, log=log))
     return out
 
 
@@ -273,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_average"]["at_end"] = round(os.getloadavg()[0], 2)
     meta["wall_s"] = time.perf_counter() - start
     meta["part_wall_s"] = {p: round(v.get("part_wall_s", 0.0), 1) for p, v in parts_out.items()}
-    order = ("overhead", "model", "utilization", "tracking", "scale", "gpu", "search", "predict")
+    order = ("overhead", "model", "utilization", "tracking", "scale", "gpu", "search", "predict", "workers")
     # By each figure's own part: the tracking part also gives a utilization figure.
     figures = sorted((f for out in parts_out.values() for f in out["figures"]), key=lambda f: order.index(f["part"]))
     for f in figures:

@@ -3,7 +3,7 @@
 The public API is what this module exports; everything else is private.
 """
 
-from hpsearch import session
+from hpsearch import ddp, session
 from hpsearch.data import Dataset, load_dataset
 from hpsearch.engine import resume_sweep, sweep
 from hpsearch.results import SweepResult, TrialRecord
@@ -18,6 +18,6 @@ __version__ = VERSION
 __all__ = [
     "Choice", "Dataset", "Derived", "Fixed", "Float", "Int", "PowerOfTwo", "Resources", "Scheduler", "Space",
     "StopReason", "Strategy", "SweepResult", "SweepSettings", "TrialFailed", "TrialRecord", "TrialStatus",
-    "load_checkpoint", "load_dataset", "load_space_module", "report", "resume_sweep", "session", "sweep",
+    "ddp", "load_checkpoint", "load_dataset", "load_space_module", "report", "resume_sweep", "session", "sweep",
     "__version__",
 ]

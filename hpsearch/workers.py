@@ -124,9 +124,8 @@ def group_error(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[-1].strip() if type(exc).__name__ in ("RayTaskError", "TrainingFailedError") and lines else (
-        lines[0].strip() if lines else "")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def group_worker(loop: dict[str, Any]) -> None:

@@ -230,7 +230,8 @@ def plan(
     if epoch_seconds is None:
         out.print("Time: pass --epoch-seconds to estimate it (this trainable takes no max_epochs to measure with).")
         return
-    n_workers = workers or s.concurrency or max(1, int((os.cpu_count() or 1) // max(s.cpus_per_trial, 1e-9)))
+    n_workers = workers or s.concurrency or max(
+        1, int((os.cpu_count() or 1) // max(s.cpus_per_trial * s.workers_per_trial, 1e-9)))  # trials at once
     seconds = p.total_epochs * epoch_seconds
     out.print(f"Time: {epoch_seconds:.3g} s per epoch ({source}) -> {seconds / 3600:.3g} worker-hours, "
               f"about {duration(seconds / n_workers)} on {n_workers} workers.")

@@ -159,6 +159,21 @@ def check_fits(cpus: float, gpus: float, nodes: Sequence[dict[str, Any]], worker
                          f"({cluster}), got {workers}")
 
 
+def trials_at_once(concurrency: int | None, groups_at_once: int | None) -> int | None:
+    """Trials at once: the ``concurrency`` option; for multi-worker trials (``groups_at_once``: how
+    many worker groups the cluster holds), at most that many, so that no trial is started only to
+    wait for its workers (its controller retries every 60 s, and the searcher and the scheduler
+    count it as running).
+
+    Example:
+        >>> trials_at_once(None, 2), trials_at_once(4, 2), trials_at_once(1, 2), trials_at_once(3, None)
+        (2, 2, 1, 3)
+    """
+    if groups_at_once is None:
+        return concurrency
+    return min(concurrency or groups_at_once, groups_at_once)
+
+
 def wait_until_fits(cpus: float, gpus: float, wait_s: float | None, poll_s: float = 2.0, workers: int = 1) -> int:
     """Check that a trial fits on a live node of the connected cluster (with ``workers`` above 1:
     that the cluster holds its workers). With ``wait_s`` (an autoscaling cluster, whose nodes come

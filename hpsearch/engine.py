@@ -26,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from hpsearch.cluster import connect, quiet_ray, wait_until_fits
+from hpsearch.cluster import connect, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.data import Dataset, load_dataset
-from hpsearch.results import SweepResult, TrialRecord, pick_best, read_results, records_from_trials, started
+from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started
 from hpsearch.schedulers import make_scheduler, plan_budget
 from hpsearch.settings import (
     Resources, SweepRecord, SweepSettings, check_environment, check_reachable, default_storage,
@@ -38,6 +38,7 @@ from hpsearch.modules import SpaceModule, load_space_module
 from hpsearch.space import Space
 from hpsearch.strategies import make_search_alg, planned_trials
 from hpsearch.trial import Replay, trial_entry
+from hpsearch.winner import best_model
 from hpsearch.vocab import MASK, StopReason, TrialStatus, is_secret, sqlite_path
 
 if TYPE_CHECKING:  # the driver's Ray Tune side is imported when a sweep starts (see start_driver)
@@ -189,16 +190,6 @@ def start_driver(prep: PreparedSweep, address: str | None):
     return client
 
 
-def concurrency(prep: PreparedSweep) -> int | None:
-    """Trials at once: the ``concurrency`` option; for multi-worker trials, at most as many as the
-    cluster holds worker groups, so that no trial is started only to wait for its workers (its
-    controller retries every 60 s, and the searcher and the scheduler count it as running)."""
-    s = prep.settings
-    if prep.groups_at_once is None:
-        return s.concurrency
-    return min(s.concurrency or prep.groups_at_once, prep.groups_at_once)
-
-
 def _import_driver_side(uri: str | None):
     import ray.tune  # noqa: F401
 
@@ -313,13 +304,13 @@ def run_prepared(
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=str(s.mode), num_samples=s.trials,
             search_alg=make_search_alg(s.strategy, prep.space, s.metric, str(s.mode), s.trials, s.seed,
-                                       concurrency(prep), prep.points_to_evaluate, max_epochs=s.max_epochs),
+                                       trials_at_once(prep.settings.concurrency, prep.groups_at_once), prep.points_to_evaluate, max_epochs=s.max_epochs),
             scheduler=scheduler,
             # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
             # it is safe because each trial builds its own model and optimizer from its config. A
             # multi-worker trial's actor cannot be reused: its group trains until the actor ends.
             reuse_actors=s.workers_per_trial == 1,
-            max_concurrent_trials=concurrency(prep),
+            max_concurrent_trials=trials_at_once(prep.settings.concurrency, prep.groups_at_once),
             trial_dirname_creator=trial_dirname,
         ),
         run_config=_run_config(prep, [*live.callbacks, SchedulerState(scheduler), *callbacks], stopper),
@@ -351,7 +342,7 @@ def resume_prepared(
     live = _live_callbacks(prep, progress, client)
     tune_config = tuner._local_tuner._tune_config
     tune_config.scheduler = resumable(tune_config.scheduler)
-    tune_config.max_concurrent_trials = concurrency(prep)  # this cluster's, which may not be the first one's
+    tune_config.max_concurrent_trials = trials_at_once(prep.settings.concurrency, prep.groups_at_once)  # this cluster's, which may not be the first one's
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = [*live.callbacks, SchedulerState(tune_config.scheduler), *callbacks]
     run_config.stop = stopper = SweepStop(s, prep.deadline)
@@ -406,7 +397,7 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
 
         if not result.interrupted:
             result.expected = live.ground.result()
-        close_sweep(tracker, result, lambda: best_model(prep, result.best), prep.data)
+        close_sweep(tracker, result, lambda: best_model(result.best, prep.data, prep.model_fn, prep.train_fn), prep.data)
     return result
 
 
@@ -417,50 +408,12 @@ def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
     from hpsearch.forecast import expected
 
     s = prep.settings
-    workers = concurrency(prep) or max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
+    workers = trials_at_once(prep.settings.concurrency, prep.groups_at_once) or max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
     try:
         return expected(prep, workers, client, parent)
     except Exception as exc:  # noqa: BLE001 - a forecast must never cost the sweep its record
         log.warning("plan against actual not recorded: %s: %s", type(exc).__name__, exc)
         return {}
-
-
-def best_model(prep: PreparedSweep, best: TrialRecord | None):
-    """The trained model of the best trial, from its last checkpoint; None if it holds no model.
-
-    A checkpoint may be an ``nn.Module``, a dict with one under ``"model"``, or a dict whose
-    ``"model"`` is a state dict, loaded into the network the sweep's ``MODEL`` builds from the
-    trial's config (the reference trainable's own network when it trained).
-    """
-    if best is None or not best.checkpoint:
-        return None
-    from torch import nn
-
-    from hpsearch.session import read_checkpoint_dir
-
-    state = read_checkpoint_dir(best.checkpoint)
-    if isinstance(state, nn.Module):
-        return state.eval()
-    if not isinstance(state, dict):
-        return None
-    held = state.get("model")
-    if isinstance(held, nn.Module):
-        return held.eval()
-    builder = prep.model_fn
-    from hpsearch.train import build_model, train as reference_train
-
-    if builder is None and prep.train_fn is reference_train and prep.data is not None:
-        builder = lambda config, data: build_model(config, data.num_features, data.num_classes)  # noqa: E731
-    if builder is None or not isinstance(held, dict):
-        return None
-    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
-
-    wants_data = "data" in inspect.signature(builder).parameters
-    model = builder(best.config, data=prep.data) if wants_data else builder(best.config)
-    held = dict(held)
-    consume_prefix_in_state_dict_if_present(held, "module.")  # saved from the DDP wrapper rather than the model
-    model.load_state_dict(held)
-    return model.eval()
 
 
 # -- the public one-call forms ----------------------------------------------------------------

@@ -21,7 +21,7 @@ LAYERS = [
     {"modules", "strategies", "schedulers", "train", "tpe"},
     {"settings"},  # pure options; the trial side reads them too
     {"trial", "workers"},  # workers: a trial's group of DDP workers on Ray Train
-    {"results", "callbacks", "stopper", "store", "writer", "cluster", "persist"},
+    {"results", "callbacks", "stopper", "store", "writer", "cluster", "persist", "winner"},
     {"progress", "analysis", "curves"},
     {"simulate", "forecast"},  # replay recorded curves through the schedulers; what plan and simulate print
     {"tracking"},
@@ -32,7 +32,7 @@ LAYERS = [
     {"__init__"},
 ]
 TRIAL_SIDE = {"session", "ddp", "train", "data", "trial", "workers"}
-DRIVER_SIDE = {"cluster", "results", "callbacks", "persist", "stopper", "store", "writer", "progress", "analysis", "tracking",
+DRIVER_SIDE = {"cluster", "winner", "results", "callbacks", "persist", "stopper", "store", "writer", "progress", "analysis", "tracking",
                "engine", "ledger", "verdict", "nightly", "cli", "tpe", "curves", "simulate", "forecast"}
 PURE = {"vocab", "params", "space", "modules", "strategies", "schedulers", "settings"}  # no Ray, MLflow or torch at module level
 HEAVY = ("ray", "mlflow", "torch")

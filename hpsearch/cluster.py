@@ -75,8 +75,11 @@ def check_groups_freed(workers_per_trial: int) -> None:
     for good and the sweep would hang; one line instead."""
     import ray
 
-    hook = ray.get_runtime_context().runtime_env.get("worker_process_setup_hook") or ""
-    dashboard = ray._private.worker.global_worker.node.address_info.get("webui_url")
+    try:
+        hook = ray.get_runtime_context().runtime_env.get("worker_process_setup_hook") or ""
+        dashboard = ray._private.worker.global_worker.node.address_info.get("webui_url")
+    except Exception:  # noqa: BLE001 - a Ray client connection (ray://) tells neither: the cluster's own setup decides
+        return
     if "repair_cleaner" not in str(hook) and not dashboard:
         raise ValueError("workers_per_trial: the Ray already started in this process has no dashboard and not "
                          "hpsearch's setup hook, so it would never free a stopped trial's workers; start it with "

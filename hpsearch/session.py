@@ -157,7 +157,11 @@ def _save(checkpoint: Any) -> str:
 
     state = checkpoint() if callable(checkpoint) else checkpoint
     tmp = tempfile.mkdtemp(prefix="hpsearch-ckpt-")
-    torch.save(state, os.path.join(tmp, _CHECKPOINT_FILE))
+    try:
+        torch.save(state, os.path.join(tmp, _CHECKPOINT_FILE))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if policy is not None:
         policy.kept()
     return tmp

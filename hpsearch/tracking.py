@@ -388,7 +388,23 @@ def reconcile(tracker: SweepTracker, trials) -> int:
         running = run is None or run.info.status == "RUNNING"
         if trial.status in ("TERMINATED", "ERROR") and running:
             tracker.end_trial(trial, status_of(trial, tracker.settings.max_epochs), error=error_text(trial))
+    end_lost_trials(tracker, {t.trial_id for t in trials})
     return backfilled
+
+
+def end_lost_trials(tracker: SweepTracker, restored: set[str]) -> None:
+    """A trial the killed driver started after Ray's last experiment snapshot is unknown to the
+    resumed experiment (Ray proposes its configuration again, as a new trial); its child run would
+    stay RUNNING for ever. It ends KILLED, saying so."""
+    for ref, run_id in tracker.writer.runs_snapshot().items():
+        if not ref.startswith("trial:") or ref.split(":", 1)[1] in restored:
+            continue
+        if tracker.client.get_run(run_id).info.status != "RUNNING":
+            continue
+        tracker.tag(ref, {TAG_STATUS: str(TrialStatus.INTERRUPTED), TAG_NOTE: (
+            "Lost when the driver was killed: Ray had not recorded this trial yet, so the resumed sweep "
+            "started its configuration again as a new trial.")})
+        tracker.writer.submit({"op": "set_status", "ref": ref, "status": "KILLED"})
 
 
 def sweep_data(tracker: SweepTracker, result: SweepResult):

@@ -288,7 +288,11 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
         runs = client.search_runs([client.get_experiment_by_name(cfg.sweep.experiment).experiment_id],
                                   f"tags.`hpsearch.sweep` = 'tiny-{night}'", max_results=50)
         marked = [r for r in runs if r.data.tags.get("hpsearch.reused_from")]
-        assert len(marked) == len(reused) and all(r.info.status == "FINISHED" for r in runs)
+        # (A trial the killed driver started after Ray's last snapshot is not in the resumed
+        # experiment: its run ends KILLED, tagged interrupted, and its configuration runs again.)
+        lost = [r for r in runs if r.info.status == "KILLED" and r.data.tags.get("hpsearch.status") == "interrupted"]
+        assert len(marked) == len(reused) and all(r.info.status == "FINISHED" for r in runs if r not in lost)
+        assert all(r.data.tags["hpsearch.trial_id"] not in {t["trial_id"] for t in entry["trials"]} for r in lost)
         parent = next(r for r in runs if r.data.tags.get("hpsearch.role") == "sweep")
         assert parent.data.tags["hpsearch.verdict"] in ("better", "same") and parent.data.tags["hpsearch.night"] == night
         assert "verdict.md" in [a.path for a in client.list_artifacts(parent.info.run_id)]

@@ -95,6 +95,8 @@ def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflo
     # MLflow holds no NaN) but died before ending the run.
     e_run = client.create_run(exp, run_name="trial-e", tags={TAG_PARENT: parent_id, TAG_TRIAL: "e"}).info.run_id
     client.log_batch(e_run, metrics=[Metric("val_acc", 0.1, 0, 1), Metric("train_loss", 1.0, 0, 1), Metric("train_loss", 0.5, 0, 2)])
+    # Trial f was started after Ray's last snapshot: the resumed experiment does not know it.
+    f_run = client.create_run(exp, run_name="trial-f", tags={TAG_PARENT: parent_id, TAG_TRIAL: "f"}).info.run_id
 
     trials = [
         ray_trial(tmp_path, "a", "TERMINATED", 4),  # ran to the end: completed
@@ -110,7 +112,9 @@ def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflo
     assert tracker.writer.close(30) == []
 
     children = children_of(client, exp, parent_id)
-    assert set(children) == {"trial:a", "trial:b", "trial:d", "trial:e"} and children["trial:a"] == a_run
+    assert set(children) == {"trial:a", "trial:b", "trial:d", "trial:e", "trial:f"} and children["trial:a"] == a_run
+    f = client.get_run(f_run)  # lost at the kill: ended, not left RUNNING for ever
+    assert (f.info.status, f.data.tags[TAG_STATUS]) == ("KILLED", "interrupted")
     e = client.get_run(e_run)
     assert e.info.status == "FINISHED"  # ended, and its curves not written twice
     assert sorted(m.step for m in client.get_metric_history(e_run, "train_loss")) == [1, 2]
@@ -136,7 +140,7 @@ def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflo
     again.writer.submit = lambda op: (sent.append(op), submit(op))
     assert reconcile(again, trials) == 0
     assert again.writer.close(30) == [] and sent == []
-    assert len(client.search_runs([exp])) == 5  # parent, a, b, d, e
+    assert len(client.search_runs([exp])) == 6  # parent, a, b, d, e, f
 
 
 def test_groundwork_runs_its_work_once_on_a_thread_from_the_first_result_or_at_the_end():

@@ -8,21 +8,47 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import os
+import statistics
 import sys
 import time
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from typer.exceptions import TyperException  # typer vendors click: its errors derive from this
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException  # typer vendors click: its errors derive from this
 
+from hpsearch.engine import prepare, resume_sweep, run_prepared
+from hpsearch.environment import default_storage
+from hpsearch.nightly import EXIT_BUSY, Busy, load_config, parse_date, run_nightly
+from hpsearch.record import SweepRecord
+from hpsearch.search.schedulers import plan_budget
 from hpsearch.settings import SweepSettings, option_field, option_help
-from hpsearch.vocab import (PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, duration, fmt, mask, mask_config, sqlite_path,
-                            whole)
+from hpsearch.simulate.curves import check_table_fits
+from hpsearch.simulate.events import Costs
+from hpsearch.simulate.explain import comparison, plan_report
+from hpsearch.simulate.many import settings_from_lists
+from hpsearch.simulate.sources import find_table
+from hpsearch.space.modules import load_space_module
+from hpsearch.text import duration, fmt, mask, mask_config
+from hpsearch.tracking.analysis import find_parent, load_sweep, write_report
+from hpsearch.tracking.uri import store_to_read
+from hpsearch.tracking.writer import sync as send_pending
+from hpsearch.trial.session import history
+from hpsearch.vocab import (
+    PENDING_FILE,
+    Mode,
+    Scheduler,
+    Strategy,
+    TrialStatus,
+    sqlite_path,
+    whole,
+)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -39,7 +65,6 @@ def _quiet_libraries() -> None:
 
     (The Python API leaves logging alone: configuring it is the caller's business.)
     """
-    import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow sets up its loggers
@@ -50,7 +75,6 @@ def _quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle advice: we log our own model
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failed trials are in our table instead
-    import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*noload.*")
@@ -58,7 +82,6 @@ def _quiet_libraries() -> None:
 
 class UserError(Exception):
     """A mistake in what the user asked for: reported as one line, exit status 2."""
-
 
 def _fail(message: str) -> None:
     raise UserError(message)
@@ -148,7 +171,6 @@ Storage = typer.Option(None, "--storage", help=option_help("storage"))
 
 
 def _prepare(space: str, settings: SweepSettings):
-    from hpsearch.engine import prepare
 
     try:
         return prepare(space, settings)
@@ -166,7 +188,6 @@ def run(
 ) -> None:
     """Run a sweep on Ray and print the best trial and a table of all trials."""
     prep = _prepare(space, settings)
-    from hpsearch.engine import run_prepared
 
     try:
         result = run_prepared(prep, address=address, progress=progress)
@@ -187,7 +208,6 @@ def _finish(result) -> None:
 
 def _interrupted(name: str, storage: str | None, code: int = 130) -> None:
     """The last line after an interrupt, and its exit status."""
-    from hpsearch.settings import default_storage
 
     where = "" if storage is None or Path(storage) == Path(default_storage()).resolve() else f" --storage {storage}"
     out.print(f"interrupted: resume with hpsearch resume {name}{where}", markup=False, highlight=False, soft_wrap=True)
@@ -207,7 +227,6 @@ def plan(
     """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time; and,
     where recorded curves of the space exist, what a simulation of it on them expects."""
     prep = _prepare(space, settings.replace(tracking_uri=False))  # a plan records nothing
-    from hpsearch.schedulers import plan_budget
 
     s = prep.settings
     if epoch_seconds is not None and epoch_seconds <= 0:
@@ -241,10 +260,9 @@ def plan(
 def _plan_simulated(prep, ideal_epochs: int, workers: int, epoch_seconds: float | None, table: str | None,
                     from_sweep: str | None) -> None:
     """The simulated expectation beside the arithmetic, when recorded curves of this space exist."""
-    import hpsearch.forecast as forecast
 
     try:
-        lines = forecast.plan_report(prep, ideal_epochs, workers, epoch_seconds, table, from_sweep)
+        lines = plan_report(prep, ideal_epochs, workers, epoch_seconds, table, from_sweep)
     except ValueError as exc:  # only where --table or --from-sweep asked for it
         _fail(str(exc))
     for line in lines:
@@ -256,9 +274,7 @@ def measure_epoch_seconds(prep) -> float | None:
     params = inspect.signature(prep.train_fn).parameters
     if "max_epochs" not in params:
         return None
-    import statistics
 
-    from hpsearch.session import history  # reports made outside a sweep
 
     times = []
     for config in prep.space.sample(3, seed=prep.settings.seed):
@@ -306,10 +322,6 @@ def simulate(
     experiment: Optional[str] = typer.Option(None, "--experiment"),
 ) -> None:
     """Predict wall-clock, epochs and the best found, for settings side by side, from recorded curves."""
-    import hpsearch.forecast as forecast
-    from hpsearch.curves import check_table_fits
-    from hpsearch.modules import load_space_module
-    from hpsearch.simulate import Costs
 
     try:
         lists = {
@@ -323,14 +335,14 @@ def simulate(
         if epoch_seconds is not None and not epoch_seconds > 0:
             raise ValueError(f"epoch_seconds: must be > 0, got {epoch_seconds}")
         module = load_space_module(space)
-        curves = forecast.find_table(module, table, from_sweep, tracking_uri, experiment, max_epochs=max_epochs)
+        curves = find_table(module, table, from_sweep, tracking_uri, experiment, max_epochs=max_epochs)
         epochs = max_epochs if max_epochs is not None else curves.max_epochs
         check_table_fits(curves, module.space, module.metric, epochs)
         costs = Costs(trial_s=trial_overhead, epoch_scale=1.0 if epoch_seconds is None else epoch_seconds / curves.median_seconds)
-        settings = forecast.settings_from_lists(lists, trials, epochs, optuna)
+        settings = settings_from_lists(lists, trials, epochs, optuna)
     except ValueError as exc:
         _fail(str(exc))
-    for line in forecast.comparison(module, curves, settings, seeds, costs, epoch_seconds, plot):
+    for line in comparison(module, curves, settings, seeds, costs, epoch_seconds, plot):
         out.print(line, soft_wrap=True)
 
 
@@ -342,7 +354,6 @@ def resume(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Finish an interrupted sweep: completed trials are kept, unfinished ones continue."""
-    from hpsearch.engine import resume_sweep
 
     try:
         result = resume_sweep(name, storage=storage, address=address, progress=progress)
@@ -368,10 +379,8 @@ def report(
     out_dir: Path = typer.Option(Path("report"), "--out", help="Folder for trials.csv and the plots."),
 ) -> None:
     """Table and plots of a finished sweep, from what MLflow holds."""
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # MLflow (~2 s): only when the store is used
 
-    from hpsearch.analysis import find_parent, load_sweep, write_report
-    from hpsearch.settings import store_to_read
 
     try:
         client = MlflowClient(tracking_uri=store_to_read(tracking_uri, "report"))
@@ -394,8 +403,6 @@ def sync(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Send to this store instead of the sweep's."),
 ) -> None:
     """Send to MLflow the writes a sweep kept on disk while the tracking server was unreachable."""
-    from hpsearch.settings import SweepRecord
-    from hpsearch.writer import sync as send_pending
 
     try:
         path = SweepRecord.load(name, storage).folder / PENDING_FILE
@@ -418,7 +425,6 @@ def nightly(
     Exit status: 0 fine, 1 worse than recent nights (or no result), 2 bad input, 3 already running,
     130 / 143 ended by SIGINT / SIGTERM (the next start resumes the night).
     """
-    from hpsearch.nightly import Busy, EXIT_BUSY, load_config, parse_date, run_nightly
 
     try:
         outcome = run_nightly(load_config(config), parse_date(date), progress=progress,

@@ -21,58 +21,45 @@ import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from hpsearch.cluster import connect, quiet_ray, trials_at_once, wait_until_fits
-from hpsearch.data import Dataset, load_dataset
-from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started
-from hpsearch.schedulers import make_scheduler, plan_budget
-from hpsearch.settings import (
-    Resources, SweepRecord, SweepSettings, check_environment, check_reachable, default_storage,
-    resolve_tracking_uri, tracking_uri_name,
+from hpsearch.environment import check_environment, default_storage
+from hpsearch.progress import Progress
+from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
+from hpsearch.ray.cluster import connect, quiet_ray, trials_at_once, wait_until_fits
+from hpsearch.record import PreparedSweep, SweepRecord
+from hpsearch.results import (
+    SweepResult,
+    pick_best,
+    read_results,
+    records_from_trials,
+    started,
 )
-from hpsearch.modules import SpaceModule, load_space_module
+from hpsearch.search.schedulers import plan_budget
+from hpsearch.search.strategies import planned_trials
+from hpsearch.settings import Resources, SweepSettings
+from hpsearch.simulate.explain import expected
 from hpsearch.space import Space
-from hpsearch.strategies import make_search_alg, planned_trials
-from hpsearch.trial import Replay, trial_entry
+from hpsearch.space.modules import SpaceModule, load_space_module
+from hpsearch.tracking.close import close_sweep
+from hpsearch.tracking.store import open_client
+from hpsearch.tracking.tracker import SweepTracker
+from hpsearch.tracking.uri import (
+    check_reachable,
+    resolve_tracking_uri,
+    tracking_uri_name,
+)
+from hpsearch.trial.data import Dataset, load_dataset
+from hpsearch.vocab import StopReason, TrialStatus, sqlite_path
 from hpsearch.winner import best_model
-from hpsearch.vocab import MASK, StopReason, TrialStatus, is_secret, sqlite_path
 
 if TYPE_CHECKING:  # the driver's Ray Tune side is imported when a sweep starts (see start_driver)
-    from hpsearch.stopper import SweepStop
+    from hpsearch.ray.stopper import SweepStop
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedSweep:
-    """A sweep checked and ready: resolved settings, the space, the trainable and its data."""
-
-    settings: SweepSettings  # every field resolved
-    space: Space
-    space_path: str | None  # the space module, if the sweep came from one
-    train_fn: Callable[..., Any]
-    data: Dataset | None
-    points_to_evaluate: list[dict[str, Any]]
-    # config_hash -> a result recorded earlier with the same budget, data and code (see Replay);
-    # such a trial replays it instead of training again.
-    reuse: dict[str, Replay] = field(default_factory=dict)
-    deadline: float | None = None  # time.time() after which running trials are stopped
-    # Multi-worker trials: how many worker groups the cluster holds at once (set by start_driver).
-    groups_at_once: int | None = None
-    # Builds the trainable's network from a config (MODEL), for the best trial's state dict.
-    model_fn: Callable[..., Any] | None = None
-
-    @property
-    def path(self) -> Path:
-        return Path(self.settings.storage, self.settings.name)
-
-    @property
-    def record(self) -> SweepRecord:
-        return SweepRecord(self.settings, self.space_path, self.space.to_dict())
 
 
 def _resolve_module(space: str | SpaceModule | Space) -> tuple[SpaceModule | None, Space]:
@@ -116,7 +103,7 @@ def prepare(
     if data is None:
         data = s.dataset or (module.dataset if module is not None else None)
     if train_fn is None:
-        from hpsearch.train import train as reference_train
+        from hpsearch.trial.train import train as reference_train  # torch: only for the reference trainable
 
         train_fn = reference_train
         data = data if data is not None else "mnist1d"
@@ -191,10 +178,9 @@ def start_driver(prep: PreparedSweep, address: str | None):
 
 
 def _import_driver_side(uri: str | None):
-    import ray.tune  # noqa: F401
-
-    import hpsearch.progress  # noqa: F401
-    import hpsearch.stopper  # noqa: F401
+    """Ray Tune and hpsearch's driver side (~1.5 s), and the MLflow store opened (MLflow ~2 s, an
+    SQLite store ~2 s), on the start-up thread while Ray starts: hence imports in a function."""
+    import hpsearch.ray.tuner  # noqa: F401  Ray Tune, the wing's callbacks, stopper, schedulers
 
     if uri is None:
         return None
@@ -203,69 +189,8 @@ def _import_driver_side(uri: str | None):
         import mlflow  # noqa: F401
 
         return None
-    from hpsearch.store import open_client
 
     return open_client(uri)
-
-
-def trainable_for(prep: PreparedSweep):
-    from ray import tune
-
-    s = prep.settings
-    fn = tune.with_parameters(
-        trial_entry, train_fn=prep.train_fn, data=prep.data, settings=s, space=prep.space,
-        reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},
-    )
-    if s.workers_per_trial > 1:  # its workers hold the CPUs and GPUs (see hpsearch.workers)
-        from hpsearch.workers import TRIAL_ACTOR_MEMORY
-
-        return tune.with_resources(fn, tune.PlacementGroupFactory([{"CPU": 0, "memory": TRIAL_ACTOR_MEMORY}]))
-    return tune.with_resources(fn, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
-
-
-def trial_dirname(trial) -> str:
-    """Ray's own name for a trial's folder (its id, index and configuration, shortened, and the
-    time), with secret values masked: the name goes into checkpoint paths, which a nightly's
-    ledger and Ray's logs carry."""
-    tag = trial.experiment_tag
-    for key, value in trial.config.items():
-        if is_secret(key) and value not in (None, ""):
-            tag = tag.replace(str(value), MASK)
-    return f"{trial}_{tag}"[:130] + time.strftime("_%Y-%m-%d_%H-%M-%S")
-
-
-def _run_config(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepStop):
-    from ray import tune
-
-    s = prep.settings
-    return tune.RunConfig(
-        name=s.name, storage_path=s.storage, stop=stopper,
-        failure_config=tune.FailureConfig(max_failures=s.max_failures),
-        # Every checkpoint kept until the sweep ends (persist.prune_checkpoints says why): Ray
-        # deletes a superseded one before the snapshot that stops naming it is uploaded.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        callbacks=list(callbacks), verbose=0,
-    )
-
-
-def _live_callbacks(prep: PreparedSweep, progress: bool, client=None):
-    """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
-    the driver callbacks that feed them; ``client``: the store, if already open."""
-    from hpsearch.callbacks import Groundwork, InterruptWatch, NoCSV, NoTensorBoard
-    from hpsearch.progress import Progress
-
-    s = prep.settings
-    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
-    bar = Progress(s, plan.total_epochs, enabled=progress)
-    watch = InterruptWatch()
-    if not s.tracking_uri:
-        return Live(bar, None, watch, None, [bar.callback(), watch, NoTensorBoard(), NoCSV()])
-    from hpsearch.tracking import MlflowCallback, SweepTracker
-
-    tracker = SweepTracker(s, prep.space, client=client)
-    ground = Groundwork(lambda: _expected(prep, tracker.client, tracker.parent_id))
-    return Live(bar, tracker, watch, ground,
-                [bar.callback(), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV()])
 
 
 @dataclass
@@ -281,78 +206,66 @@ class Live:
     callbacks: list[Any]
 
 
+def _live(prep: PreparedSweep, progress: bool, client=None) -> Live:
+    """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
+    the driver callbacks that feed them; ``client``: the store, if already open."""
+    import ray  # imported by start_driver already; the wing's callbacks import Ray Tune
+
+    from hpsearch.ray.callbacks import (
+        Groundwork,
+        InterruptWatch,
+        MlflowCallback,
+        NoCSV,
+        NoTensorBoard,
+        ProgressCallback,
+    )
+
+    s = prep.settings
+    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    bar = Progress(s, plan.total_epochs, enabled=progress)
+    watch = InterruptWatch()
+    if not s.tracking_uri:
+        return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV()])
+    tracker = SweepTracker(s, prep.space, client=client, resources=ray.cluster_resources())
+    ground = Groundwork(lambda: _expected(prep, tracker.client, tracker.parent_id))
+    return Live(bar, tracker, watch, ground,
+                [ProgressCallback(bar), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV()])
+
+
 def run_prepared(
     prep: PreparedSweep, *, address: str | None = None, callbacks: Sequence[Any] = (), progress: bool = True,
 ) -> SweepResult:
     """Run a validated sweep on Ray and collect its result."""
     client = start_driver(prep, address)
-    from ray import tune
+    from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
+    from hpsearch.ray.tuner import new_tuner
 
-    from hpsearch.persist import SchedulerState, resumable
-    from hpsearch.stopper import SweepStop
-
-    s = prep.settings
     prep.record.save()
-    live = _live_callbacks(prep, progress, client)
-    stopper = SweepStop(s, prep.deadline)
-    scheduler = resumable(make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor))
-    tuner = tune.Tuner(
-        trainable_for(prep),
-        # Ray takes pre-set points only for keys its param_space names; the points themselves come
-        # from the space (already validated), so the keys carry no Ray domain.
-        param_space={name: None for name in prep.space.names},
-        tune_config=tune.TuneConfig(
-            metric=s.metric, mode=str(s.mode), num_samples=s.trials,
-            search_alg=make_search_alg(s.strategy, prep.space, s.metric, str(s.mode), s.trials, s.seed,
-                                       trials_at_once(prep.settings.concurrency, prep.groups_at_once), prep.points_to_evaluate, max_epochs=s.max_epochs),
-            scheduler=scheduler,
-            # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
-            # it is safe because each trial builds its own model and optimizer from its config. A
-            # multi-worker trial's actor cannot be reused: its group trains until the actor ends.
-            reuse_actors=s.workers_per_trial == 1,
-            max_concurrent_trials=trials_at_once(prep.settings.concurrency, prep.groups_at_once),
-            trial_dirname_creator=trial_dirname,
-        ),
-        run_config=_run_config(prep, [*live.callbacks, SchedulerState(scheduler), *callbacks], stopper),
-    )
+    live = _live(prep, progress, client)
+    stopper = SweepStop(prep.settings, prep.deadline)
+    tuner = new_tuner(prep, [*live.callbacks, *callbacks], stopper)
     return _run(tuner, prep, live, stopper)
 
 
 def resume_prepared(
     prep: PreparedSweep, *, address: str | None = None, progress: bool = True, callbacks: Sequence[Any] = ()
 ) -> SweepResult:
-    """Restore an interrupted sweep's Ray experiment and run it to its end."""
+    """Restore an interrupted sweep's Ray experiment and run it to its end, with this start's
+    callbacks and deadline."""
     client = start_driver(prep, address)
-    from ray import tune
+    from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
+    from hpsearch.ray.tuner import restored_tuner
 
-    from hpsearch.stopper import SweepStop
-
-    s = prep.settings
-    path = str(prep.path)
-    if not tune.Tuner.can_restore(path):
-        raise ValueError(f"name: sweep {s.name!r} has no Ray experiment state under {path!r} to resume")
-    tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
-    # Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
-    # DriverCallback); hand it live ones, and this start's deadline. get_run_config() returns the
-    # object the run will use. The scheduler comes back as pickled when the sweep started; its
-    # state comes from the latest snapshot, through SchedulerState (a sweep started before
-    # hpsearch kept it gets the wrapper now, and resumes with an empty state as it used to).
-    from hpsearch.persist import SchedulerState, resumable
-
-    live = _live_callbacks(prep, progress, client)
-    tune_config = tuner._local_tuner._tune_config
-    tune_config.scheduler = resumable(tune_config.scheduler)
-    tune_config.max_concurrent_trials = trials_at_once(prep.settings.concurrency, prep.groups_at_once)  # this cluster's, which may not be the first one's
-    run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = [*live.callbacks, SchedulerState(tune_config.scheduler), *callbacks]
-    run_config.stop = stopper = SweepStop(s, prep.deadline)
-    if any(stopper.meets_goal(r) for d in Path(path).glob("*/") for r in read_results(d)):
+    live = _live(prep, progress, client)
+    stopper = SweepStop(prep.settings, prep.deadline)
+    tuner = restored_tuner(prep, [*live.callbacks, *callbacks], stopper)
+    if any(stopper.meets_goal(r) for d in prep.path.glob("*/") for r in read_results(d)):
         stopper.reached = StopReason.GOAL  # reached before the interruption: end now instead of going on
     return _run(tuner, prep, live, stopper)
 
 
 def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepResult:
-    from hpsearch.persist import prune_checkpoints, snapshot_period
+    from hpsearch.ray.tuner import ran_trials  # imports Ray Tune: only once a sweep runs
 
     s = prep.settings
     tracker = live.tracker
@@ -372,9 +285,7 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
     finally:
         live.watch.restore()
     wall = time.time() - start
-    # ResultGrid keeps the Trial objects it was built from; their status and error file are
-    # what the table needs, and the public Result has neither the scheduler's stop nor the status.
-    trials = list(grid._experiment_analysis.trials)
+    trials = ran_trials(grid)
     records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
     if live.watch.signal and not stopper.reached:
         # Ray saved the experiment with these trials unfinished, then marked them TERMINATED.
@@ -393,7 +304,6 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
                          pick_best(records, s.mode), stopped_by=stopper.reached,
                          signal=live.watch.signal if stopper.reached == StopReason.INTERRUPTED else None)
     if tracker is not None:
-        from hpsearch.tracking import close_sweep
 
         if not result.interrupted:
             result.expected = live.ground.result()
@@ -402,13 +312,12 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
 
 
 def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
-    """Plan against actual (``hpsearch.forecast.expected``) for the workers this cluster gave the sweep."""
-    import ray
-
-    from hpsearch.forecast import expected
+    """Plan against actual (``hpsearch.simulate.explain.expected``) for the workers this cluster gave the sweep."""
+    import ray  # connected by start_driver
 
     s = prep.settings
-    workers = trials_at_once(prep.settings.concurrency, prep.groups_at_once) or max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
+    workers = trials_at_once(s.concurrency, prep.groups_at_once) or \
+        max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
     try:
         return expected(prep, workers, client, parent)
     except Exception as exc:  # noqa: BLE001 - a forecast must never cost the sweep its record

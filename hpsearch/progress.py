@@ -1,12 +1,14 @@
-"""The live progress bar of a sweep (rich), fed by a Ray Tune callback instead of Ray's tables."""
+"""The live progress bar of a sweep (rich), fed by ``hpsearch.ray.callbacks.ProgressCallback``
+instead of Ray's tables."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any, Mapping
 
-from hpsearch.callbacks import DriverCallback
-from hpsearch.results import status_of
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
 from hpsearch.settings import SweepSettings
 from hpsearch.vocab import TrialStatus, plain_number
 
@@ -26,9 +28,6 @@ class Progress:
         self._lock = threading.Lock()
         self._bar = None
 
-    def callback(self) -> "ProgressCallback":
-        return ProgressCallback(self)
-
     def on_result(self, result: Mapping[str, Any]) -> None:
         with self._lock:
             self.epochs += 1
@@ -46,8 +45,6 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled:
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
             self._bar = RichProgress(
                 TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
@@ -73,29 +70,3 @@ class Progress:
         # Expected epochs come from the plan; schedulers may spend a little more, so grow the total.
         total = max(self.expected, self.epochs)
         self._bar.update(self._task, completed=self.epochs, total=total, status=status)
-
-
-class ProgressCallback(DriverCallback):
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-
-    @property
-    def live(self) -> bool:
-        return getattr(self, "progress", None) is not None
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        if self.live:
-            self.progress.running.add(trial.trial_id)
-            self.progress.refresh()
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.live:
-            self.progress.on_result(result)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        if self.live:
-            self.progress.on_end(trial, status_of(trial, self.progress.settings.max_epochs, ended=True))
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        if self.live:
-            self.progress.on_end(trial, TrialStatus.FAILED)

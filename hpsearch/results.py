@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from hpsearch.ray.compat import trial_started
 from hpsearch.space import Space
 from hpsearch.vocab import StopReason, TrialStatus, is_number
 
@@ -68,7 +70,6 @@ class SweepResult:
     def signal_exit(self) -> int:
         """The exit status for an interrupted sweep, as a shell reports a process a signal ended:
         128 + its number (130 for SIGINT, 143 for SIGTERM)."""
-        import signal
 
         return 128 + signal.Signals[self.signal or "SIGINT"].value
 
@@ -116,7 +117,7 @@ def started(trial) -> bool:
     """Whether Ray ever ran the trial (it notes the time it first set it RUNNING). A trial started
     just before the goal or deadline may end with no epoch: it is stopped, not pending, and has its
     child run."""
-    return getattr(getattr(trial, "run_metadata", None), "start_time", None) is not None
+    return trial_started(trial)
 
 
 def error_text(trial) -> str | None:

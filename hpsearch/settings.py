@@ -5,7 +5,9 @@ build this object and pass it down. Each option is checked on its own when the o
 with one line naming the option, the rule and the value. Options that depend on the space module
 (``metric``, ``mode``, ``max_epochs``, the default ``name``...) start as None and are filled in by
 ``engine.prepare``, which returns the settings with every field resolved; that resolved object is
-what a sweep records beside Ray's results and what ``resume`` reads back.
+what a sweep records beside Ray's results (``hpsearch.record``) and what ``resume`` reads back.
+The environment variables hpsearch reads are checked in ``hpsearch.environment``; the tracking
+store's address in ``hpsearch.tracking.uri``.
 
 A new option is one field here (with its ``help``) plus its flag in ``cli.SWEEP_OPTIONS``.
 
@@ -22,15 +24,11 @@ Example:
 from __future__ import annotations
 
 import difflib
-import json
 import math
-import os
 from dataclasses import Field, asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
-from hpsearch.schedulers import check_budget
-from hpsearch.vocab import NAME, SETTINGS_FILE, Mode, Scheduler, Strategy, is_number, sqlite_path, whole
+from hpsearch.vocab import NAME, Mode, Scheduler, Strategy, is_number, whole
 
 
 @dataclass(frozen=True)
@@ -190,143 +188,15 @@ def option_help(name: str) -> str:
     return option_field(name).metadata["help"]
 
 
-# -- where things are kept ------------------------------------------------------------------
+def check_budget(max_epochs: int | None, grace_period: int, reduction_factor: float) -> None:
+    """Raise ``ValueError`` (one line naming the option) for an impossible budget.
 
-def default_storage() -> str:
-    return str(Path(os.environ.get("HPSEARCH_STORAGE", "~/ray_results")).expanduser())
-
-
-def embedded_uri() -> str:
-    """SQLite at ``mlflow/mlflow.db`` under the current directory (the repository, for the scripts)."""
-    return "sqlite:///" + str(Path.cwd() / "mlflow" / "mlflow.db")
-
-
-def resolve_tracking_uri(uri: str | bool | None) -> str | None:
-    """False turns tracking off; None means $MLFLOW_TRACKING_URI, else the embedded store.
-
-    Example:
-        >>> resolve_tracking_uri(False) is None
-        True
+    ``max_epochs`` None: not known yet (the space module's default); the rest is checked.
     """
-    if uri is False:
-        return None
-    if uri is None or uri is True:
-        return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
-    if not isinstance(uri, str) or not uri:
-        raise ValueError(f"tracking_uri: give a URI such as http://127.0.0.1:5000 or sqlite:///path, got {uri!r}")
-    return uri
-
-
-def drain_seconds() -> float:
-    """How long the end of a sweep waits for an unreachable MLflow before keeping writes on disk
-    ($HPSEARCH_MLFLOW_DRAIN_S, default 120)."""
-    text = os.environ.get("HPSEARCH_MLFLOW_DRAIN_S", "120")
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds < math.inf:
-        raise ValueError(f"HPSEARCH_MLFLOW_DRAIN_S: must be a number of seconds >= 0, got {text!r}")
-    return seconds
-
-
-def check_environment() -> None:
-    """The environment variables hpsearch reads, checked like the options they stand for: one
-    line naming the variable, the rule and the value. ($MLFLOW_TRACKING_URI is checked with the
-    tracking store, $RAY_ADDRESS when the cluster is joined.)"""
-    env = os.environ
-    drain_seconds()
-    if "HPSEARCH_STORAGE" in env and not env["HPSEARCH_STORAGE"].strip():
-        raise ValueError("HPSEARCH_STORAGE: must be a folder for Ray's results, got ''")
-    for folder in filter(None, env.get("HPSEARCH_SPACES", "").split(os.pathsep)):
-        if not Path(folder).expanduser().is_dir():
-            raise ValueError(f"HPSEARCH_SPACES: each entry must be a folder of space modules, got {folder!r}")
-    cache = env.get("HPSEARCH_CACHE")
-    if cache is not None:
-        try:
-            Path(cache).expanduser().mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"HPSEARCH_CACHE: must be a folder hpsearch can create ({exc.strerror}), got {cache!r}") from None
-
-
-# The stores MLflow's tracking client opens (its store registry's schemes; a SQLAlchemy URI may
-# name a driver after a '+', as in postgresql+psycopg2://).
-TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
-
-
-def tracking_uri_name(value: str | bool | None) -> str:
-    """What to call the tracking URI in a message: the variable it came from, or the option."""
-    return "MLFLOW_TRACKING_URI" if value in (None, True) and os.environ.get("MLFLOW_TRACKING_URI") else "tracking_uri"
-
-
-def check_reachable(uri: str, name: str = "tracking_uri") -> None:
-    """Fail with one line, before any trial runs, when the tracking store cannot be used. ``name``:
-    where the URI came from (the option, or ``$MLFLOW_TRACKING_URI``)."""
-    path = sqlite_path(uri)
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else uri.split(":", 1)[0].lower()
-    if scheme not in TRACKING_SCHEMES:
-        raise ValueError(f"{name}: not a tracking store MLflow opens (a URI starting with "
-                         f"{', '.join(s + '://' for s in TRACKING_SCHEMES[:5])} or file://), got {uri!r}")
-    if uri.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            response = requests.get(uri.rstrip("/") + "/health", timeout=5)
-        except requests.RequestException as exc:
-            raise ValueError(f"{name}: cannot reach the MLflow server at {uri} ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise ValueError(f"{name}: {uri}/health answered HTTP {response.status_code}, not an MLflow server")
-    elif path is not None:
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"{name}: cannot create {str(Path(path).parent)!r} for the SQLite store ({exc.strerror})") from None
-    elif scheme == "sqlite":
-        raise ValueError(f"{name}: a SQLite store is sqlite:/// and a path (sqlite:////abs/path.db), got {uri!r}")
-
-
-def store_to_read(tracking_uri: str | None, reader: str) -> str:
-    """The MLflow store a command reads a finished sweep from (``reader`` names the command in the
-    message); one line if it is off, an absent SQLite file, or unreachable."""
-    if tracking_uri == "off":
-        raise ValueError(f"tracking_uri: {reader} reads a sweep back from MLflow, so it needs a store, got 'off'")
-    uri = resolve_tracking_uri(tracking_uri)
-    if sqlite_path(uri) is not None and not Path(sqlite_path(uri)).exists():
-        raise ValueError(f"tracking_uri: no MLflow store at {sqlite_path(uri)}")
-    check_reachable(uri, tracking_uri_name(tracking_uri))
-    return uri
-
-
-# -- the record of a sweep ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SweepRecord:
-    """What a sweep writes beside Ray's results (``hpsearch.json``): its resolved settings, the
-    space module it came from, and the space as it was, so ``resume`` rebuilds the same sweep."""
-
-    settings: SweepSettings
-    space_path: str | None
-    space: dict[str, Any]
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.settings.storage, self.settings.name)
-
-    def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        data = {"settings": self.settings.to_json(), "space_path": self.space_path, "space": self.space}
-        (self.folder / SETTINGS_FILE).write_text(json.dumps(data, indent=2))
-
-    @classmethod
-    def load(cls, name: str, storage: str | None = None) -> "SweepRecord":
-        """The record of a sweep, by name."""
-        root = Path(storage or default_storage()).expanduser()
-        path = root / name / SETTINGS_FILE
-        if not path.exists():
-            known = sorted(p.parent.name for p in root.glob(f"*/{SETTINGS_FILE}")) if root.is_dir() else []
-            raise ValueError(f"name: no sweep {name!r} under {str(root)!r} (known: {', '.join(known[-5:]) or 'none'})")
-        data = json.loads(path.read_text())
-        if "settings" not in data:  # written before November 2026: one flat object
-            data = {"space_path": data.pop("space_path"), "space": data.pop("space"), "settings": data}
-            data["settings"]["tracking_uri"] = data["settings"]["tracking_uri"] or False  # None meant off
-        return cls(SweepSettings.from_mapping(data["settings"], f" in {path}"), data["space_path"], data["space"])
+    if max_epochs is not None:
+        whole("max_epochs", max_epochs, 1)
+    whole("grace_period", grace_period, 1)
+    if max_epochs is not None and grace_period > max_epochs:
+        raise ValueError(f"grace_period: must be <= max_epochs, got grace_period={grace_period}, max_epochs={max_epochs}")
+    if not is_number(reduction_factor) or not reduction_factor >= 2 or math.isinf(reduction_factor):
+        raise ValueError(f"reduction_factor: must be >= 2, got {reduction_factor!r}")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from hpsearch.data import Dataset
 from hpsearch.results import TrialRecord
+from hpsearch.trial.data import Dataset
+from hpsearch.trial.session import read_checkpoint_dir
 
 
 def best_model(best: TrialRecord | None, data: Dataset | None, builder: Callable[..., Any] | None,
@@ -21,9 +22,8 @@ def best_model(best: TrialRecord | None, data: Dataset | None, builder: Callable
     that ``builder``, the sweep's ``MODEL``, can take)."""
     if best is None or not best.checkpoint:
         return None
-    from torch import nn
+    from torch import nn  # torch: only where a model trains
 
-    from hpsearch.session import read_checkpoint_dir
 
     state = read_checkpoint_dir(best.checkpoint)
     if isinstance(state, nn.Module):
@@ -33,13 +33,14 @@ def best_model(best: TrialRecord | None, data: Dataset | None, builder: Callable
     held = state.get("model")
     if isinstance(held, nn.Module):
         return held.eval()
-    from hpsearch.train import build_model, train as reference_train
+    from hpsearch.trial.train import build_model  # torch: only for the reference trainable
+    from hpsearch.trial.train import train as reference_train
 
     if builder is None and train_fn is reference_train and data is not None:
         builder = lambda config, data: build_model(config, data.num_features, data.num_classes)  # noqa: E731
     if builder is None or not isinstance(held, dict):
         return None
-    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present  # torch: only where a model trains
 
     wants_data = "data" in inspect.signature(builder).parameters
     model = builder(best.config, data=data) if wants_data else builder(best.config)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hpsearch.session
+import hpsearch.trial.session
 
 
 class _Timed(list):
@@ -44,8 +44,8 @@ _job: dict[str, Any] = {}
 def _setup(space: str, max_epochs: int) -> None:
     import torch
 
-    from hpsearch.data import load_dataset
-    from hpsearch.modules import load_space_module
+    from hpsearch.space.modules import load_space_module
+    from hpsearch.trial.data import load_dataset
 
     torch.set_num_threads(1)
     module = load_space_module(space)
@@ -53,7 +53,7 @@ def _setup(space: str, max_epochs: int) -> None:
 
 
 def _train(config: dict[str, Any]) -> tuple[list[float], list[float], bool]:
-    from hpsearch.train import train as reference_train
+    from hpsearch.trial.train import train as reference_train
 
     module = _job["module"]
     train = module.train or reference_train
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="default: beside the space module, NAME.curves.npz")
     args = ap.parse_args(argv)
-    from hpsearch.curves import CurveTable
-    from hpsearch.modules import load_space_module
+    from hpsearch.simulate.curves import CurveTable
+    from hpsearch.space.modules import load_space_module
 
     module = load_space_module(args.space)
     out = args.out or module.path.with_suffix(".curves.npz")

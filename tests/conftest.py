@@ -38,7 +38,7 @@ def ray_session():
     if not ray.is_initialized():
         # address="local": our own, even if a cluster address was left in /tmp/ray by another run.
         # With the setup hook hpsearch.cluster.connect gives a Ray it starts for multi-worker trials.
-        from hpsearch.cluster import repair_cleaner
+        from hpsearch.ray.cluster import repair_cleaner
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"worker_process_setup_hook": repair_cleaner})
@@ -48,7 +48,7 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def mnist1d():
-    from hpsearch.data import load_dataset
+    from hpsearch.trial.data import load_dataset
 
     return load_dataset("mnist1d")
 

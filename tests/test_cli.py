@@ -93,8 +93,8 @@ BAD_INPUT = [
 
 def tiny_table(module_path: str, path: Path) -> Path:
     """A recorded-curves table for the tiny module: its six grid points, three epochs each."""
-    from hpsearch.curves import CurveTable
-    from hpsearch.modules import load_space_module
+    from hpsearch.simulate.curves import CurveTable
+    from hpsearch.space.modules import load_space_module
 
     m = load_space_module(module_path)
     configs = list(m.space.grid())

@@ -2,12 +2,12 @@
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 
-from hpsearch.ledger import Ledger, reusable, warm_start_points
+from hpsearch.nightly.ledger import Ledger, reusable, warm_start_points
 from hpsearch.space import Choice, Float, Space
+from hpsearch.vocab import Mode
 
 SPACE = Space(Float("lr", 1e-3, 1e-1, log=True), Choice("optimizer", ["adamw", "sgd"]),
               Float("momentum", 0.8, 0.95, when={"optimizer": "sgd"}))
@@ -60,8 +60,7 @@ def warm_ledger(tmp_path):
     ("max", 0, []),
 ])
 def test_warm_start_points_are_the_best_distinct_valid_configs_of_earlier_done_nights(tmp_path, mode, k, expected):
-    prep = SimpleNamespace(settings=SimpleNamespace(mode=mode), space=SPACE)
-    points = warm_start_points(warm_ledger(tmp_path), "2026-11-04", prep, k)
+    points = warm_start_points(warm_ledger(tmp_path), "2026-11-04", SPACE, Mode.parse(mode), k)
     assert [(p["lr"], p["optimizer"]) for p in points] == expected
     assert all(p == SPACE.validate_config(p) for p in points)
 

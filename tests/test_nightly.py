@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from hpsearch import cli, engine
-from hpsearch.nightly import Busy, Ledger, NightlyConfig, _lock, judge, load_config, parse_date, run_nightly
+from hpsearch.nightly.config import NightlyConfig, load_config, parse_date
+from hpsearch.nightly.ledger import Ledger
+from hpsearch.nightly.run import Busy, _lock, run_nightly
+from hpsearch.nightly.verdict import judge
 
 TINY = '''
 from hpsearch.space import Fixed, Float, PowerOfTwo, Space
@@ -31,7 +34,7 @@ BROKEN = TINY + '''
 def TRAIN(config, data, max_epochs):
     import dataclasses, os, time
     import numpy as np
-    from hpsearch.train import train
+    from hpsearch.trial.train import train
     while not os.path.exists({release!r}):
         time.sleep(0.05)
     shuffled = dataclasses.replace(data, y_train=np.random.default_rng(0).permutation(data.y_train))
@@ -43,7 +46,7 @@ def TRAIN(config, data, max_epochs):
 WAITS = '''
 def TRAIN(config, data, max_epochs):
     import os, time
-    from hpsearch.train import train
+    from hpsearch.trial.train import train
     try:
         os.close(os.open({claim!r}, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
@@ -57,7 +60,7 @@ def TRAIN(config, data, max_epochs):
 HELD = '''
 def TRAIN(config, data, max_epochs):
     import os, time
-    from hpsearch.train import train
+    from hpsearch.trial.train import train
     open({started!r}, "a").close()
     while not os.path.exists({release!r}):
         time.sleep(0.05)
@@ -198,7 +201,7 @@ def test_a_second_holder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_pa
                 pass
     # A process that dies holding the lock (kill -9: no clean-up) leaves no lock behind.
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from hpsearch.nightly import _lock\n"
+        "import sys, time; from pathlib import Path; from hpsearch.nightly.run import _lock\n"
         f"with _lock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(600)\n")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

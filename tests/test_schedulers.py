@@ -2,7 +2,9 @@
 
 import pytest
 
-from hpsearch.schedulers import asha_rungs, check_budget, hyperband_plan, make_scheduler, plan_budget
+from hpsearch.ray.schedulers import make_scheduler
+from hpsearch.search.schedulers import asha_rungs, hyperband_plan, plan_budget
+from hpsearch.settings import check_budget
 
 
 def test_asha_rungs():

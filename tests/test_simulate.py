@@ -18,10 +18,11 @@ import re
 import numpy as np
 import pytest
 
-from hpsearch.curves import CurveTable, epoch_seconds
 from hpsearch import cli
-from hpsearch.forecast import compare, earlier_sweep, expand
-from hpsearch.simulate import Costs, Setting, simulate
+from hpsearch.simulate.curves import CurveTable, epoch_seconds
+from hpsearch.simulate.events import Costs, Setting, simulate
+from hpsearch.simulate.many import compare, expand
+from hpsearch.simulate.sources import earlier_sweep
 from hpsearch.space import Float, Space
 
 SPACE = Space(Float("x", 0.0, 1.0, grid=4))
@@ -146,7 +147,7 @@ def _tell(alg, trial_id: str, values: list[float], complete: bool = True) -> Non
 @pytest.mark.parametrize("max_epochs, state_of_stopped", [(4, "PRUNED"), (None, "COMPLETE")])
 def test_tpe_is_told_a_trial_stopped_early_was_pruned_with_its_values(max_epochs, state_of_stopped):
     """hpsearch's TPE (max_epochs given, as sweeps give it) against Ray's OptunaSearch as is."""
-    from hpsearch.strategies import make_search_alg
+    from hpsearch.ray.searchers import make_search_alg
 
     alg = make_search_alg("tpe", SPACE, "acc", "max", 4, seed=0, max_epochs=max_epochs)
     _tell(alg, "stopped", [0.1, 0.2])  # ASHA stopped it after epoch 2 of 4
@@ -179,10 +180,9 @@ def test_simulate_command_compares_settings_and_recommends_one(tmp_path, capsys)
 def test_a_table_read_from_a_real_sweep_predicts_a_real_asha_sweep(ray_session, mnist1d, tmp_path, mlflow_uri, capsys):
     """Record curves with a real FIFO sweep, read them back from MLflow, then run a real ASHA sweep
     of the same configurations: the simulation on the table trains as many epochs, within 20%."""
-    from mlflow import MlflowClient
-
     import hpsearch
-    from hpsearch.train import train as reference_train
+    from hpsearch.trial.train import train as reference_train
+    from mlflow import MlflowClient
     from tests.conftest import TINY
 
     def sweep(name, scheduler):

@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from hpsearch.modules import load_space_module, resolve_space_path
 from hpsearch.space import Choice, Derived, Fixed, Float, Int, PowerOfTwo, Space
-
+from hpsearch.space.modules import load_space_module, resolve_space_path
 
 # -- each parameter kind -------------------------------------------------------------------------
 

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import hpsearch.stopper
+import hpsearch.ray.stopper
+from hpsearch.ray.stopper import SweepStop
 from hpsearch.results import TrialRecord, pick_best, read_results, started, status_of
 from hpsearch.settings import SweepSettings
-from hpsearch.stopper import SweepStop
 from hpsearch.vocab import StopReason, TrialStatus
 
 # -- SweepStop ----------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def test_the_earlier_of_deadline_and_time_budget_stops_the_sweep(monkeypatch):
 
     stop = SweepStop(settings(time_budget_s=3600), deadline=now + 86400)  # the budget comes first
     assert now + 3600 <= stop.deadline < now + 86400 and not stop.stop_all()
-    monkeypatch.setattr(hpsearch.stopper, "time", SimpleNamespace(time=lambda: now + 3601 + 60))
+    monkeypatch.setattr(hpsearch.ray.stopper, "time", SimpleNamespace(time=lambda: now + 3601 + 60))
     assert stop.stop_all() and stop.reached == StopReason.TIME_BUDGET
 
 
@@ -126,7 +126,7 @@ def test_started_is_whether_ray_ever_ran_the_trial():
 
 def test_checkpoint_policy_keeps_rungs_the_last_epoch_and_one_every_period(monkeypatch):
     from hpsearch import session
-    from hpsearch.schedulers import decision_epochs
+    from hpsearch.search.schedulers import decision_epochs
 
     clock = [100.0]
     monkeypatch.setattr(session.time, "monotonic", lambda: clock[0])
@@ -145,14 +145,14 @@ def test_checkpoint_policy_keeps_rungs_the_last_epoch_and_one_every_period(monke
 
 
 def test_checkpoint_policy_of_zero_seconds_keeps_every_epoch():
-    from hpsearch.session import CheckpointPolicy
+    from hpsearch.trial.session import CheckpointPolicy
 
     policy = CheckpointPolicy(frozenset(), last=5, every_s=0)
     assert all(policy.due(e) for e in range(1, 6))
 
 
 def test_decision_epochs_follow_rays_rungs_and_brackets():
-    from hpsearch.schedulers import decision_epochs
+    from hpsearch.search.schedulers import decision_epochs
 
     assert sorted(decision_epochs("asha", 81, 1, 3)) == [1, 3, 9, 27]
     assert sorted(decision_epochs("asha", 20, 2, 2)) == [2, 4, 8, 16]

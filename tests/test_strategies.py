@@ -3,10 +3,14 @@
 import optuna
 import pytest
 
-from hpsearch.space import Choice, Derived, Fixed, Float, Int, PowerOfTwo, Space
-from hpsearch.strategies import (
-    define_by_run, initial_points, make_search_alg, planned_trials, to_optuna_distributions, to_ray_param_space,
+from hpsearch.ray.searchers import make_search_alg
+from hpsearch.search.strategies import (
+    define_by_run,
+    initial_points,
+    planned_trials,
+    to_optuna_distributions,
 )
+from hpsearch.space import Choice, Derived, Fixed, Float, Int, PowerOfTwo, Space
 
 SPACE = Space(
     Fixed("model", "mlp"),
@@ -42,19 +46,6 @@ def test_define_by_run_suggests_conditionals_only_where_active():
         seen.add(config["optimizer"])
         study.tell(trial, config["base_lr"])
     assert seen == {"adamw", "sgd"}
-
-
-def test_ray_param_space_samples_inside_the_space():
-    from ray.tune.search.variant_generator import generate_variants
-
-    param_space = to_ray_param_space(SPACE)
-    for _ in range(20):
-        _, spec = next(generate_variants({"config": param_space}))
-        config = spec["config"]
-        assert 1e-4 <= config["base_lr"] <= 1e-1 and 1 <= config["depth"] <= 4 and 8 <= config["units"] <= 512
-        assert config["batch_size"] in (32, 64, 128, 256)
-        assert config["lr"] == pytest.approx(config["base_lr"] * config["batch_size"] / 256)
-        assert (config["momentum"] is None) == (config["optimizer"] == "adamw")
 
 
 def test_points_and_counts():

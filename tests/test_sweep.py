@@ -11,7 +11,7 @@ from ray.tune import Callback
 
 import hpsearch
 from hpsearch.results import read_results
-from hpsearch.train import train as reference_train
+from hpsearch.trial.train import train as reference_train
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
@@ -222,7 +222,7 @@ def test_sweep_on_a_multi_node_cluster_places_trials_on_several_nodes(tmp_path):
         import json, ray
         from ray.cluster_utils import Cluster
         import hpsearch
-        from hpsearch.train import train
+        from hpsearch.trial.train import train
 
         cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import free_port, start_mlflow_server, stop_mlflow_server
+
 from hpsearch.results import read_results
 
 EPOCHS = 6

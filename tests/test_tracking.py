@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import hpsearch
-from hpsearch.train import train as reference_train
+from hpsearch.trial.train import train as reference_train
 
 pytestmark = pytest.mark.slow
 
@@ -152,9 +152,8 @@ def test_embedded_store_is_in_write_ahead_log_mode(embedded_sweep):
 
 
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, monkeypatch):
-    from tests.conftest import free_port
-
     from hpsearch import engine as sweep_module
+    from tests.conftest import free_port
     monkeypatch.setattr(sweep_module, "connect", lambda *a: pytest.fail("Ray started"))
     with pytest.raises(ValueError, match=r"tracking_uri: cannot reach the MLflow server at http://127.0.0.1:\d+"):
         hpsearch.sweep(SPACE, train=reference_train, metric="val_acc", mode="max", max_epochs=2,

@@ -1,16 +1,25 @@
 """The tracker's pieces without Ray: Buffers, and reconcile after a resume against a real store."""
 
-import threading
 import json
+import threading
 from types import SimpleNamespace
 
 from hpsearch.settings import SweepSettings
 from hpsearch.space import Choice, Float, Space
-from hpsearch.tracking import Buffers, SweepTracker, reconcile
+from hpsearch.tracking.reconcile import reconcile
+from hpsearch.tracking.tracker import Buffers, SweepTracker
+from hpsearch.tracking.writer import _fits, children_of
 from hpsearch.vocab import (
-    ROLE_SWEEP, TAG_ERROR, TAG_PARENT, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT, TAG_STOPPED_BY, TAG_SWEEP, TAG_TRIAL,
+    ROLE_SWEEP,
+    TAG_ERROR,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STATUS,
+    TAG_STOPPED_AT,
+    TAG_STOPPED_BY,
+    TAG_SWEEP,
+    TAG_TRIAL,
 )
-from hpsearch.writer import _fits, children_of
 
 # -- Buffers ------------------------------------------------------------------------------------
 
@@ -75,8 +84,9 @@ def ray_trial(tmp_path, trial_id, status, epochs, error=None, nan_at=None):
 
 
 def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflow_uri, tmp_path, monkeypatch):
-    from mlflow import MlflowClient
     from mlflow.entities import Metric
+
+    from mlflow import MlflowClient
 
     for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15"),
                         ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
@@ -144,7 +154,7 @@ def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflo
 
 
 def test_groundwork_runs_its_work_once_on_a_thread_from_the_first_result_or_at_the_end():
-    from hpsearch.callbacks import Groundwork
+    from hpsearch.ray.callbacks import Groundwork
 
     seen = []
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpsearch.train import build_model
+from hpsearch.trial.train import build_model
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn1d"])

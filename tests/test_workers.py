@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+# Ray's workers cannot import a test module by name: ship its functions by value.
+from ray import cloudpickle  # noqa: E402
 from torch import nn
 
 import hpsearch
 from hpsearch import ddp
 from hpsearch.space import Choice, Fixed, Space
-
-# Ray's workers cannot import a test module by name: ship its functions by value.
-from ray import cloudpickle  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -72,9 +72,10 @@ def train_ddp(config, data, max_epochs):
 
 @pytest.mark.slow
 def test_a_ddp_sweep_with_asha_is_one_record_per_trial_and_frees_its_workers(ray_session, mlflow_uri, tmp_path):
-    import mlflow
     import mlflow.pytorch
     import ray
+
+    import mlflow
     from mlflow import MlflowClient
 
     # Trial 0 learns (and fails once); trials 1 and 2 barely move, so ASHA stops them at epoch 1.

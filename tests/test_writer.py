@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
+from hpsearch.tracking.writer import Writer, _fits, children_of, merge_head, spill, sync
 from hpsearch.vocab import TAG_PARENT, TAG_TRIAL
-from hpsearch.writer import Writer, _fits, children_of, merge_head, spill, sync
 from tests.conftest import free_port
 
 

@@ -162,10 +162,11 @@ def figure(part: str, name: str, value: Any, unit: str, *, baselines: dict[str, 
 def machine() -> dict[str, Any]:
     import platform
 
-    import mlflow
     import optuna
     import ray
     import torch
+
+    import mlflow
 
     mem = None
     with contextlib.suppress(OSError, ValueError):

@@ -39,7 +39,7 @@ def cuda_train(config, data, max_epochs):
 
     import hpsearch
     from hpsearch import ddp
-    from hpsearch.train import build_model
+    from hpsearch.trial.train import build_model
 
     dev = ddp.device()
     model = build_model(config, data.num_features, data.num_classes).to(dev)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     import hpsearch
-    from hpsearch.cluster import repair_cleaner
+    from hpsearch.ray.cluster import repair_cleaner
 
     work = Path(tempfile.mkdtemp(prefix="hpsearch-gpu-check-"))
     # One Ray for every step, with the setup hook multi-worker trials need (hpsearch.cluster.connect

@@ -40,7 +40,6 @@ GOAL_MS = 35.0  # issue #12: Ray Tune tuned measured 31.6 ms all in
 
 def _hpsearch(n: int, seconds: float, rep: int, work: Path) -> dict[str, Any]:
     import hpsearch
-
     from bench import workloads
 
     train = workloads.sleep_hpsearch if seconds else workloads.noop_hpsearch
@@ -108,6 +107,7 @@ def _optuna(n: int, seconds: float, rep: int, work: Path, sqlite: bool) -> dict[
 def _prepare_stores(work: Path) -> None:
     """Create the MLflow and Optuna SQLite schemas once, outside the timings."""
     import optuna
+
     from mlflow import MlflowClient
 
     (work / "mlflow").mkdir(parents=True, exist_ok=True)

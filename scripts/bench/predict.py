@@ -25,10 +25,10 @@ GOAL_LOW, GOAL_HIGH = 0.8, 1.2
 
 
 def run(seeds: int, trials: dict[str, int], work: Path, log: Callable[[str], None], tpe_trials: int = 0) -> dict[str, Any]:
-    from hpsearch.curves import CurveTable
     from hpsearch.engine import prepare, run_prepared
     from hpsearch.settings import SweepSettings
-    from hpsearch.simulate import Costs, Setting, simulate
+    from hpsearch.simulate.curves import CurveTable
+    from hpsearch.simulate.events import Costs, Setting, simulate
 
     table = CurveTable.load(ROOT / "spaces" / "mlp.curves.npz")
     sqlite = "sqlite:///" + str(work / "mlflow-predict" / "mlflow.db")
@@ -86,8 +86,8 @@ def _tpe_before_after(trials: int, max_epochs: int, sqlite: str, work: Path, log
 
     import hpsearch.engine as engine
     from hpsearch.engine import prepare, run_prepared
+    from hpsearch.ray.searchers import make_search_alg
     from hpsearch.settings import SweepSettings
-    from hpsearch.strategies import make_search_alg
 
     out = {}
     for label, pruned in (("as_is", False), ("pruned", True)):

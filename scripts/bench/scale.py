@@ -58,9 +58,8 @@ class _PeakRss:
 
 def run(trials: int, work: Path, log) -> dict[str, Any]:
     import hpsearch
-    from mlflow import MlflowClient
-
     from bench import workloads
+    from mlflow import MlflowClient
 
     uri = "sqlite:///" + str(work / "mlflow-scale" / "mlflow.db")
     (work / "mlflow-scale").mkdir(parents=True, exist_ok=True)

@@ -33,9 +33,9 @@ def run(seeds: int, trials: int, target_trials: int, epoch_seconds: float, work:
         log: Callable[[str], None]) -> dict[str, Any]:
     from dataclasses import replace
 
-    from hpsearch.curves import CurveTable
-    from hpsearch.forecast import compare, random_target
-    from hpsearch.simulate import Costs, Setting
+    from hpsearch.simulate.curves import CurveTable
+    from hpsearch.simulate.events import Costs, Setting
+    from hpsearch.simulate.many import compare, random_target
 
     table = CurveTable.load(ROOT / "spaces" / "mlp.curves.npz")
     costs = Costs(epoch_scale=epoch_seconds / table.median_seconds)

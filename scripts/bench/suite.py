@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(), "git": git_state(), "sizes": {p: SIZES[mode][p] for p in parts}}
     log(f"bench: {mode} mode, parts {', '.join(parts)}; load average {loads[-1]:.2f}"
         f"{' (busy: figures not quotable)' if busy else ''}; scratch in {work}")
-    from hpsearch.data import load_dataset
+    from hpsearch.trial.data import load_dataset
 
     load_dataset("mnist1d")  # generate and cache once, outside every timing
     ray_up()

@@ -39,8 +39,19 @@ from typing import Any, Callable
 
 from ray.tune import Callback, Stopper
 
-from bench.common import (ROOT, WORKERS, count_children, env, figure, median, quiet, ratio, span,
-                          start_mlflow_server, stop_mlflow_server)
+from bench.common import (
+    ROOT,
+    WORKERS,
+    count_children,
+    env,
+    figure,
+    median,
+    quiet,
+    ratio,
+    span,
+    start_mlflow_server,
+    stop_mlflow_server,
+)
 
 SPACE = str(ROOT / "spaces" / "mlp.py")
 REDUCTION = 3
@@ -93,7 +104,7 @@ class Runner:
     """The arms, on the one Ray instance: hpsearch, Ray Tune used directly, Optuna used directly."""
 
     def __init__(self, max_epochs: int, work: Path) -> None:
-        from hpsearch.data import load_dataset
+        from hpsearch.trial.data import load_dataset
 
         self.max_epochs, self.work = max_epochs, work
         self.data = load_dataset("mnist1d")
@@ -163,7 +174,7 @@ class Runner:
         from ray.tune.search import BasicVariantGenerator
 
         from bench import workloads
-        from hpsearch.modules import load_space_module
+        from hpsearch.space.modules import load_space_module
 
         module = load_space_module(SPACE)
         rec = Recorder()

@@ -42,8 +42,7 @@ if __name__ == "__main__":
     sys.exit(main(["--only", "tracking", *sys.argv[1:]]))
 
 from bench.common import WORKERS, figure, median, ratio, span  # noqa: E402
-from bench.time_to_model import (GOAL_UTILIZATION, Runner, breakdown, strip_curves,  # noqa: E402
-                                 utilization_summary)
+from bench.time_to_model import GOAL_UTILIZATION, Runner, breakdown, strip_curves, utilization_summary  # noqa: E402
 
 VARIANTS = {  # variant -> label
     "off": "hpsearch random/FIFO, tracking off",

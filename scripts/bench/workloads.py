@@ -2,7 +2,7 @@
 on ``PYTHONPATH``), so every arm runs the very same functions.
 
 Part 1 uses trials that do (almost) nothing. Parts 2-4 use hpsearch's reference trainable,
-``hpsearch.train.train``, unchanged, in every arm: when a worker imports ``hpsearch.train``, the two
+``hpsearch.trial.train.train``, unchanged, in every arm: when a worker imports ``hpsearch.trial.train``, the two
 names it calls the orchestrator by (``report`` and ``load_checkpoint``) are replaced with timed
 versions, so
 
@@ -73,7 +73,7 @@ _log = None
 
 
 def install_import_hook() -> None:
-    """Ray's worker_process_setup_hook: instrument ``hpsearch.train`` when a worker first imports it.
+    """Ray's worker_process_setup_hook: instrument ``hpsearch.trial.train`` when a worker first imports it.
 
     Lazy on purpose: the hook runs in every Ray worker, including the fresh actor process that Ray
     Tune's defaults start for every trial; importing torch there would charge that arm for our
@@ -85,7 +85,7 @@ def install_import_hook() -> None:
 
 class _InstrumentOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != "hpsearch.train":
+        if fullname != "hpsearch.trial.train":
             return None
         sys.meta_path.remove(self)  # once: let the normal finders locate the module
         spec = importlib.util.find_spec(fullname)
@@ -101,9 +101,9 @@ class _InstrumentOnImport(importlib.abc.MetaPathFinder):
 
 def instrument_worker() -> None:
     """The Optuna pool's initializer: instrument now (those processes exist to train)."""
-    import hpsearch.train
+    import hpsearch.trial.train
 
-    _instrument(hpsearch.train)
+    _instrument(hpsearch.trial.train)
 
 
 def _instrument(module) -> None:
@@ -115,7 +115,7 @@ def _instrument(module) -> None:
 
 
 def _timed_load_checkpoint():
-    import hpsearch.session
+    import hpsearch.trial.session
 
     state = hpsearch.session.load_checkpoint()
     # The trainable calls this once, after building its model: training starts when it returns.
@@ -125,7 +125,7 @@ def _timed_load_checkpoint():
 
 
 def _timed_report(epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
-    import hpsearch.session
+    import hpsearch.trial.session
 
     start = time.perf_counter()
     train_s = start - (_clock["since"] or start)
@@ -194,11 +194,11 @@ def ray_direct_train(config, data=None, max_epochs: int = 81) -> None:
     global _sink
     from ray import tune
 
-    import hpsearch.train
+    import hpsearch.trial.train
 
     _sink = lambda epoch, metrics: tune.report({"epoch": epoch, **metrics})  # noqa: E731
     _clock["tag"] = _trial_tag()
-    hpsearch.train.train(config, data=data, max_epochs=max_epochs)
+    hpsearch.trial.train.train(config, data=data, max_epochs=max_epochs)
 
 
 def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: int, trials: int,
@@ -214,10 +214,10 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
     global _sink
     import optuna
 
-    import hpsearch.train
-    from hpsearch.data import load_dataset
-    from hpsearch.modules import load_space_module
-    from hpsearch.strategies import define_by_run
+    import hpsearch.trial.train
+    from hpsearch.search.strategies import define_by_run
+    from hpsearch.space.modules import load_space_module
+    from hpsearch.trial.data import load_dataset
 
     os.environ["BENCH_TIMING_DIR"] = timing_dir
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -252,7 +252,7 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
                 raise optuna.TrialPruned()
 
         _sink = sink
-        hpsearch.train.train(config, data=data, max_epochs=max_epochs)
+        hpsearch.trial.train.train(config, data=data, max_epochs=max_epochs)
         return last["val_acc"]
 
     # Both processes stop once the study holds ``trials`` trials, whoever ran them.

@@ -1,0 +1,134 @@
+"""The nightly ledger: every night's record, and what later nights draw from it.
+
+``<storage>/<name>.nightly/ledger.json`` holds, per night, its status, best trial, counts and each
+trial's curve and last real checkpoint. Warm start (the best configurations of earlier nights),
+reuse (a configuration already evaluated under the same budget, data and code is not trained
+again) and the verdict all read it.
+
+Example:
+    >>> import tempfile
+    >>> ledger = Ledger(Path(tempfile.mkdtemp()))
+    >>> ledger.nights["2026-11-01"] = {"status": "done", "trials": []}
+    >>> ledger.save(); [sorted(e) for e in Ledger(ledger.folder).done_before("2026-11-02")]
+    [['status', 'trials']]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from hpsearch.results import SweepResult, read_results
+from hpsearch.space import Fixed, Space
+from hpsearch.text import MASK, mask_config
+from hpsearch.trial.entry import Replay
+from hpsearch.vocab import (
+    RAY_KEYS,
+    REPLAY_MARK,
+    REUSED_KEY,
+    Mode,
+    TrialStatus,
+    is_number,
+)
+
+
+class Ledger:
+    """Every night's record, in ``<storage>/<name>.nightly/ledger.json`` (rewritten atomically)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "ledger.json"
+        self.nights: dict[str, dict[str, Any]] = (
+            json.loads(self.path.read_text())["nights"] if self.path.exists() else {}
+        )
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"nights": self.nights}, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def done_before(self, night: str) -> list[dict[str, Any]]:
+        return [self.nights[d] for d in sorted(self.nights) if d < night and self.nights[d]["status"] == "done"]
+
+
+def warm_start_points(ledger: Ledger, night: str, space: Space, mode: Mode, k: int) -> list[dict[str, Any]]:
+    """The ``k`` best distinct configurations of earlier nights that still fit ``space``."""
+    seen, scored = set(), []
+    for entry in ledger.done_before(night):
+        for t in entry["trials"]:
+            if t["metric"] is not None and t["status"] != TrialStatus.FAILED and math.isfinite(t["metric"]):
+                scored.append(t)
+    scored.sort(key=lambda t: t["metric"], reverse=(mode == Mode.MAX))
+    points = []
+    for t in scored:
+        if len(points) >= k:
+            break
+        try:
+            config = space.validate_config(unmask(space, t["config"]))
+        except ValueError:  # the space changed since: this winner is no longer a valid point
+            continue
+        h = space.config_hash(config)
+        if h not in seen:
+            seen.add(h)
+            points.append(config)
+    return points
+
+
+def unmask(space, config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as the ledger keeps it (secrets masked), with each masked fixed value taken
+    from the space again; a masked tuned value stays masked (that point no longer validates)."""
+    return {k: space[k].value if v == MASK and k in space and isinstance(space[k], Fixed) else v
+            for k, v in config.items()}
+
+
+def reusable(ledger: Ledger, night: str, key: str) -> dict[str, Replay]:
+    """config_hash -> the longest curve recorded under the same budget, data and code version."""
+    out: dict[str, Replay] = {}
+    for entry in ledger.done_before(night):
+        if entry["key"] != key:
+            continue
+        for t in entry["trials"]:
+            if t["status"] == TrialStatus.FAILED or not t["curve"]:
+                continue
+            ckpt = t.get("checkpoint")
+            replay = Replay(
+                curve=tuple(t["curve"]), source=t["source"],
+                checkpoint=ckpt["path"] if ckpt and Path(ckpt["path"]).is_dir() else None,
+                checkpoint_epoch=ckpt["epoch"] if ckpt else 0,
+            )
+            old = out.get(t["config_hash"])
+            if old is None or len(replay.curve) >= len(old.curve):
+                out[t["config_hash"]] = replay
+    return out
+
+
+def trial_entries(result: SweepResult, space: Space) -> list[dict[str, Any]]:
+    """What a later night needs of each trial: its curve, its last real checkpoint, where it came from."""
+    out = []
+    for r in result.trials:
+        rows = read_results(r.path)
+        by_epoch: dict[int, dict[str, Any]] = {}
+        ckpt = None
+        for row in rows:
+            epoch = int(row.get("epoch", 0) or 0)
+            if epoch < 1:
+                continue
+            by_epoch[epoch] = row  # a resumed trial may repeat an epoch: the later report stands
+            name = row.get("checkpoint_dir_name")
+            if name and r.path and Path(r.path, name).is_dir() and not Path(r.path, name, REPLAY_MARK).exists():
+                ckpt = {"epoch": epoch, "path": str(Path(r.path, name))}
+        curve = [{"epoch": e, **{k: v for k, v in row.items() if k not in RAY_KEYS and k != REUSED_KEY
+                                 and is_number(v)}}
+                 for e, row in sorted(by_epoch.items())]
+        replayed = sum(1 for row in by_epoch.values() if REUSED_KEY in row)
+        sources = [row[REUSED_KEY] for row in by_epoch.values() if REUSED_KEY in row]
+        out.append({
+            "trial_id": r.trial_id, "config": mask_config(r.config), "config_hash": space.config_hash(r.config),
+            "status": r.status, "epochs": r.epochs, "metric": r.metric, "curve": curve, "checkpoint": ckpt,
+            "reused_epochs": replayed, "trained_epochs": len(by_epoch) - replayed,
+            "source": sources[0] if sources else f"{result.name}/trial-{r.trial_id}",
+        })
+    return out

@@ -1,0 +1,58 @@
+"""Checkpoints across a sweep's life: every one kept while it runs (a resume may name any), each
+trial's latest kept after it ends, and experiment snapshots as frequent as the trials' checkpoints.
+
+Driver side.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from hpsearch.results import trial_dir
+
+
+def prune_checkpoints(trials) -> int:
+    """At a sweep's end, each trial's checkpoints but its latest; returns how many were deleted.
+
+    During a sweep Ray keeps them all (``num_to_keep=None``): Ray deletes a superseded checkpoint
+    when it registers a new one, but uploads the experiment snapshot that stops naming it only
+    later (at the step's end, asynchronously), so a driver killed in between left a snapshot
+    naming a deleted checkpoint, and resume failed with "Could not recover from checkpoint as it
+    does not exist on storage anymore". Once the sweep has ended no resume needs them.
+    """
+    deleted = 0
+    for trial in trials:
+        latest = trial.checkpoint
+        keep = Path(latest.path).name if latest is not None else None
+        folder = trial_dir(trial)
+        if folder is None or not Path(folder).is_dir():
+            continue
+        for path in Path(folder).glob("checkpoint_*"):
+            if path.is_dir() and path.name != keep:
+                shutil.rmtree(path, ignore_errors=True)
+                deleted += 1
+    return deleted
+
+
+@contextmanager
+def snapshot_period(checkpoint_every_s: float):
+    """Ray's experiment snapshots (what a resume starts from) at least as often as trials keep
+    checkpoints, down to one a second, while a sweep runs.
+
+    A resume restarts each trial from the checkpoint the latest snapshot names, so the work a crash
+    repeats is up to ``checkpoint_every_s`` plus the snapshot's age. Ray snapshots every 10 s or
+    more ("auto": at most 5% of the driver's time); that stays when trials checkpoint every 10 s
+    or less often. ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins. Ray reads it when a run starts.
+    """
+    name = "TUNE_GLOBAL_CHECKPOINT_S"
+    if name in os.environ or checkpoint_every_s >= 10:
+        yield
+        return
+    os.environ[name] = f"{max(checkpoint_every_s, 1.0):g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)

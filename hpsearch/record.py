@@ -1,0 +1,80 @@
+"""What a sweep is once it is checked: ``PreparedSweep`` (plain data the driver runs) and
+``SweepRecord`` (what it writes beside Ray's results, so ``resume`` rebuilds the same sweep).
+
+Plain data, below the driver: the engine builds them, the nightly ledger and the simulator read them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hpsearch.environment import default_storage
+from hpsearch.settings import SweepSettings
+from hpsearch.space import Space
+from hpsearch.trial.data import Dataset
+from hpsearch.trial.entry import Replay
+from hpsearch.vocab import SETTINGS_FILE
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What a sweep writes beside Ray's results (``hpsearch.json``): its resolved settings, the
+    space module it came from, and the space as it was, so ``resume`` rebuilds the same sweep."""
+
+    settings: SweepSettings
+    space_path: str | None
+    space: dict[str, Any]
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.settings.storage, self.settings.name)
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = {"settings": self.settings.to_json(), "space_path": self.space_path, "space": self.space}
+        (self.folder / SETTINGS_FILE).write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, name: str, storage: str | None = None) -> "SweepRecord":
+        """The record of a sweep, by name."""
+        root = Path(storage or default_storage()).expanduser()
+        path = root / name / SETTINGS_FILE
+        if not path.exists():
+            known = sorted(p.parent.name for p in root.glob(f"*/{SETTINGS_FILE}")) if root.is_dir() else []
+            raise ValueError(f"name: no sweep {name!r} under {str(root)!r} (known: {', '.join(known[-5:]) or 'none'})")
+        data = json.loads(path.read_text())
+        if "settings" not in data:  # written before November 2026: one flat object
+            data = {"space_path": data.pop("space_path"), "space": data.pop("space"), "settings": data}
+            data["settings"]["tracking_uri"] = data["settings"]["tracking_uri"] or False  # None meant off
+        return cls(SweepSettings.from_mapping(data["settings"], f" in {path}"), data["space_path"], data["space"])
+
+
+@dataclass
+class PreparedSweep:
+    """A sweep checked and ready: resolved settings, the space, the trainable and its data."""
+
+    settings: SweepSettings  # every field resolved
+    space: Space
+    space_path: str | None  # the space module, if the sweep came from one
+    train_fn: Callable[..., Any]
+    data: Dataset | None
+    points_to_evaluate: list[dict[str, Any]]
+    # config_hash -> a result recorded earlier with the same budget, data and code (see Replay);
+    # such a trial replays it instead of training again.
+    reuse: dict[str, Replay] = field(default_factory=dict)
+    deadline: float | None = None  # time.time() after which running trials are stopped
+    # Multi-worker trials: how many worker groups the cluster holds at once (set when Ray is joined).
+    groups_at_once: int | None = None
+    # Builds the trainable's network from a config (MODEL), for the best trial's state dict.
+    model_fn: Callable[..., Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.settings.storage, self.settings.name)
+
+    @property
+    def record(self) -> SweepRecord:
+        return SweepRecord(self.settings, self.space_path, self.space.to_dict())

@@ -1,0 +1,352 @@
+"""MLflow: one parent run per sweep, one nested child run per trial, written from the driver.
+
+A Ray Tune callback on the driver (``hpsearch.ray.callbacks.MlflowCallback``) feeds the tracker,
+which is the only writer: trials never talk to MLflow, so there is
+no "database is locked" from many processes, and the same code serves SQLite and a remote
+``http://`` server. The tracker turns trial events into operations for the one ``Writer``
+(``hpsearch.writer``); ``Buffers`` batches a run's parameters, metrics and tags into few calls;
+a child run is found again by its trial id, so a retried or resumed trial continues its own run.
+
+Example:
+    >>> b = Buffers(); b.add("trial:1", metrics=[("acc", 0.5, 0, 1)], params={"lr": "0.1"})
+    >>> [(op["ref"], op["params"], len(op["metrics"])) for op in b.take()]
+    [('trial:1', {'lr': '0.1'}, 1)]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from hpsearch.environment import drain_seconds
+from hpsearch.results import SweepResult
+from hpsearch.settings import SweepSettings
+from hpsearch.space import Space
+from hpsearch.text import mask, mask_config
+from hpsearch.tracking.store import git_commit, open_client, param_value
+from hpsearch.tracking.writer import Writer, children_of, spill
+from hpsearch.vocab import (
+    PENDING_FILE,
+    RAY_KEYS,
+    REUSED_KEY,
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    TAG_BEST,
+    TAG_BEST_CONFIG,
+    TAG_BEST_TRIAL,
+    TAG_CONFIG_HASH,
+    TAG_EPOCHS,
+    TAG_ERROR,
+    TAG_GIT_COMMIT,
+    TAG_NOTE,
+    TAG_PARENT,
+    TAG_RAY_RESOURCES,
+    TAG_RETRIES,
+    TAG_REUSED_EPOCHS,
+    TAG_REUSED_FROM,
+    TAG_ROLE,
+    TAG_SPACE,
+    TAG_STATUS,
+    TAG_STOPPED_AT,
+    TAG_STOPPED_BY,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TAG_VERSION,
+    VERSION,
+    StopReason,
+    TrialStatus,
+    is_number,
+    plain_number,
+    sqlite_path,
+)
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 2.0
+
+
+def report_ms(ray_timestamp: Any, now: float) -> int:
+    """When a result was reported, in ms. Ray's ``timestamp`` counts whole seconds, too coarse to
+    time an epoch by (``hpsearch.curves`` does); a result that arrives live takes the driver's clock
+    instead, one replayed later (resume reads Ray's result files) keeps Ray's second.
+
+    Example:
+        >>> report_ms(1000, 1000.25), report_ms(1000, 1900.0), report_ms(None, 5.5)
+        (1000250, 1000000, 5500)
+    """
+    if not is_number(ray_timestamp) or abs(now - float(ray_timestamp)) < 2:
+        return int(now * 1000)
+    return int(float(ray_timestamp) * 1000)
+
+
+class Buffers:
+    """Parameters, metrics and tags per run, held until flushed as few ``log_batch`` operations as
+    MLflow's limits allow (100 parameters, 100 tags, 1000 items a call). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._params: dict[str, dict[str, str]] = {}
+        self._metrics: dict[str, list] = {}
+        self._tags: dict[str, dict[str, str]] = {}
+
+    def add(self, ref: str, metrics=(), params: Mapping[str, str] | None = None,
+            tags: Mapping[str, str] | None = None) -> None:
+        with self._lock:
+            if metrics:
+                self._metrics.setdefault(ref, []).extend(metrics)
+            if params:
+                self._params.setdefault(ref, {}).update(params)
+            if tags:
+                self._tags.setdefault(ref, {}).update({k: str(v)[:5000] for k, v in tags.items()})
+
+    def take(self, ref: str | None = None) -> list[dict[str, Any]]:
+        """The ``log_batch`` operations for one run's buffers (or every run's), emptied."""
+        with self._lock:
+            refs = [ref] if ref else list(self._metrics.keys() | self._params.keys() | self._tags.keys())
+            batches = {r: (list(self._params.pop(r, {}).items()), self._metrics.pop(r, []),
+                           list(self._tags.pop(r, {}).items())) for r in refs}
+        ops = []
+        for r, (params, metrics, tags) in batches.items():
+            while params or metrics or tags:
+                p, params = params[:100], params[100:]
+                t, tags = tags[:100], tags[100:]
+                room = 1000 - len(p) - len(t)
+                m, metrics = metrics[:room], metrics[room:]
+                ops.append({"op": "log_batch", "ref": r, "params": dict(p), "metrics": m, "tags": dict(t)})
+        return ops
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created if missing (the embedded store's artifacts beside it,
+    rather than in ./mlruns)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    path = sqlite_path(uri)
+    artifact_location = (Path(path).parent / "artifacts").as_uri() if path else None
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # another sweep created it in the meantime
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def parent_run(client, experiment: str, s: SweepSettings, space: Space,
+               resources: Mapping[str, float] | None = None) -> tuple[dict[str, str], bool]:
+    """The sweep's parent run and the child runs it already has (``parent``, ``trial:<id>`` -> run
+    id), and whether it existed: a resumed sweep continues its own runs. Created synchronously,
+    so an unusable store fails here, before any trial."""
+    found = client.search_runs(
+        [experiment], f"tags.`{TAG_SWEEP}` = '{s.name}' and tags.`{TAG_ROLE}` = '{ROLE_SWEEP}'", max_results=1
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        if found[0].data.tags.get(TAG_STOPPED_BY):  # what ended the earlier start (an interrupt) no longer holds
+            client.delete_tag(run_id, TAG_STOPPED_BY)
+        return {"parent": run_id, **children_of(client, experiment, run_id)}, True
+    from mlflow.entities import Param  # heavy (MLflow): imported once Ray runs, on the start-up thread
+
+    tags = {
+        TAG_SWEEP: s.name, TAG_ROLE: ROLE_SWEEP, TAG_VERSION: VERSION, TAG_SPACE: space.fingerprint(),
+        TAG_RAY_RESOURCES: json.dumps({k: v for k, v in (resources or {}).items() if not k.startswith("node:")}),
+        TAG_NOTE: f"hpsearch sweep {s.name}: {s.strategy} search, {s.scheduler} scheduler, "
+                  f"{s.trials} trials of up to {s.max_epochs} epochs, optimising {s.metric} ({s.mode}).",
+    }
+    commit = git_commit()
+    if commit:
+        tags[TAG_GIT_COMMIT] = commit
+    run = client.create_run(experiment, tags=tags, run_name=s.name)
+    params = {k: v for k, v in s.to_json().items() if k not in ("name", "tracking_uri")}
+    client.log_batch(run.info.run_id, params=[Param(k, param_value(mask(k, v))) for k, v in params.items()])
+    client.log_text(run.info.run_id, space.to_json(masked=True), "space.json")
+    return {"parent": run.info.run_id}, False
+
+
+class SweepTracker:
+    """The MLflow side of one sweep: the parent run, one child per trial, their endings."""
+
+    def __init__(self, settings: SweepSettings, space: Space, client=None,
+                 resources: Mapping[str, float] | None = None) -> None:
+        """``client``: the store already opened by ``open_client`` (else opened here); ``resources``:
+        the cluster's, recorded on a new parent run."""
+        if not settings.tracking_uri:
+            raise ValueError("tracking_uri: tracking is off for this sweep")
+        self.uri, self.settings, self.space = settings.tracking_uri, settings, space
+        self.client = client or open_client(self.uri)
+        self.buffers = Buffers()
+        self._last_flush = time.monotonic()
+        self._known: set[str] = set()  # trials whose child run is created or queued
+        # Steps already sent per run: a trial resumed from a checkpoint older than its last report
+        # repeats an epoch (Ray snapshots its state periodically); its curve keeps one point a step.
+        self.steps: dict[str, set[int]] = {}
+        self._ended: set[str] = set()  # trials whose ending is queued
+        self._reused: dict[str, tuple[str, int]] = {}  # ref -> (source, epochs replayed)
+        # trial id -> {epoch: value of the sweep's metric}: the report at the end draws from this
+        # rather than reading every curve back from MLflow.
+        self.curves: dict[str, dict[int, float]] = {}
+        self.experiment_id = experiment_id(self.client, settings.experiment, self.uri)
+        # continued: the parent run existed (a resumed sweep, reconciled before going on)
+        runs, self.continued = parent_run(self.client, self.experiment_id, settings, space, resources)
+        self.parent_id = runs["parent"]
+        self._known |= {ref.split(":", 1)[1] for ref in runs if ref.startswith("trial:")}
+        self.writer = Writer(self.client, self.experiment_id, runs)
+
+    @property
+    def children(self) -> dict[str, str]:
+        """Trial id -> child run id, for the runs created so far."""
+        return {ref.split(":", 1)[1]: rid for ref, rid in self.writer.runs_snapshot().items() if ref.startswith("trial:")}
+
+    def child(self, trial) -> str:
+        """The reference of a trial's child run: created once, found again on retry or resume."""
+        ref = f"trial:{trial.trial_id}"
+        if trial.trial_id in self._known:
+            return ref
+        self._known.add(trial.trial_id)
+        config = dict(trial.config)
+        self.writer.submit({"op": "create_run", "ref": ref, "name": f"trial-{trial.trial_id}", "tags": {
+            TAG_PARENT: self.parent_id, TAG_SWEEP: self.settings.name, TAG_TRIAL: trial.trial_id,
+            TAG_ROLE: ROLE_TRIAL, TAG_STATUS: str(TrialStatus.RUNNING), TAG_CONFIG_HASH: self.space.config_hash(config)}})
+        # The parameters go with the trial's first batch of metrics (or its ending): one SQLite
+        # transaction instead of two, ~5 ms of CPU a trial, which short trials notice.
+        self.buffers.add(ref, params={k: param_value(mask(k, v)) for k, v in sorted(config.items())})
+        return ref
+
+    def tag(self, ref: str, tags: Mapping[str, str]) -> None:
+        """Queue tags for a run now, with whatever it has buffered."""
+        self.buffers.add(ref, tags=tags)
+        self.flush(ref)
+
+    def add_result(self, trial, result: Mapping[str, Any]) -> bool:
+        """Queue a result's metrics for the trial's child run; False if its epoch was already sent
+        or it holds no metric MLflow can keep (only NaN, infinite or non-numeric values)."""
+        ref = self.child(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
+        steps = self.steps.setdefault(ref, set())
+        if step in steps:
+            return False
+        steps.add(step)
+        if REUSED_KEY in result:
+            source, n = self._reused.get(ref, (str(result[REUSED_KEY]), 0))
+            self._reused[ref] = (source, n + 1)
+        value = plain_number(result.get(self.settings.metric))
+        if value is not None:
+            self.curves.setdefault(trial.trial_id, {})[step] = value
+        when = report_ms(result.get("timestamp"), time.time())
+        metrics = [(k, v, when, step) for k, v in ((k, plain_number(v)) for k, v in result.items() if k not in RAY_KEYS)
+                   if v is not None]
+        self.buffers.add(ref, metrics=metrics)
+        self.maybe_flush()
+        return bool(metrics)
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self, ref: str | None = None) -> None:
+        if ref is None:
+            self._last_flush = time.monotonic()
+        for op in self.buffers.take(ref):
+            self.writer.submit(op)
+
+    def end_trial(self, trial, status: TrialStatus, error: str | None = None, traceback: str | None = None,
+                  by: str | None = None) -> None:
+        """``by``: what stopped a trial early: the scheduler (default), or a ``StopReason``."""
+        ref = self.child(trial)
+        self._ended.add(trial.trial_id)
+        epochs = int((trial.last_result or {}).get("epoch", 0) or 0)
+        tags = {TAG_STATUS: str(status), TAG_EPOCHS: str(epochs)}
+        notes = []
+        if ref in self._reused:
+            source, n = self._reused[ref]
+            tags.update({TAG_REUSED_FROM: source, TAG_REUSED_EPOCHS: str(n)})
+            notes.append(f"Not trained again for {'epoch 1' if n == 1 else f'epochs 1-{n}'}: reused the result of "
+                         f"{source} (same configuration, budget, data and code version).")
+        if status == TrialStatus.STOPPED:
+            tags[TAG_STOPPED_AT] = str(epochs)
+            tags[TAG_STOPPED_BY] = str(by or self.settings.scheduler)
+            notes.append(f"Stopped early by {'the ' + str(by or f'{self.settings.scheduler} scheduler')} at epoch "
+                         f"{epochs} of {self.settings.max_epochs}.")
+        if notes:
+            tags[TAG_NOTE] = " ".join(notes)
+        if status == TrialStatus.FAILED:
+            tags[TAG_ERROR] = (error or "unknown error")[:5000]
+        self.tag(ref, tags)  # with the trial's last metrics (and parameters, if still held): one write
+        if status == TrialStatus.FAILED and traceback:
+            self.writer.submit({"op": "log_text", "ref": ref, "text": traceback, "file": "traceback.txt"})
+        self.writer.submit({"op": "set_status", "ref": ref, "status": "FAILED" if status == TrialStatus.FAILED else "FINISHED"})
+
+    def retrying(self, trial) -> None:
+        ref = self.child(trial)
+        self.flush(ref)
+        self.tag(ref, {TAG_RETRIES: str(trial.num_failures)})
+
+    def knows(self, trial_id: str) -> bool:
+        return trial_id in self._known
+
+    def finish(self, result: SweepResult, status: str = "FINISHED") -> None:
+        """Close the sweep: best trial's metrics and a pointer to its child run on the parent."""
+        self.flush()
+        now = int(time.time() * 1000)
+        # Trials Ray never ended (a deadline, an interrupt) must not stay RUNNING in the UI.
+        for t in result.trials:
+            if t.trial_id not in self._known or t.trial_id in self._ended:
+                continue
+            if t.status in (TrialStatus.RUNNING, TrialStatus.PENDING, TrialStatus.INTERRUPTED):
+                self.tag(f"trial:{t.trial_id}", {TAG_STATUS: str(TrialStatus.INTERRUPTED)})
+                self.writer.submit({"op": "set_status", "ref": f"trial:{t.trial_id}", "status": "KILLED"})
+            else:  # stopped by Ray without a trial event: the deadline or the goal
+                self.end_trial(EndedTrial(t), t.status, by=result.stopped_by or StopReason.DRIVER)
+        metrics = [(f"trials_{k}", float(v), now, 0) for k, v in result.counts().items()]
+        metrics += [("total_epochs", float(result.total_epochs), now, 0), ("wall_seconds", float(result.wall_s), now, 0)]
+        metrics += [(k, float(v), now, 0) for k, v in result.expected.items()]  # plan against actual
+        tags = {TAG_STOPPED_BY: str(result.stopped_by)} if result.stopped_by else {}
+        if result.best is not None:
+            metrics += [(f"best_{k}", float(v), now, 0) for k, v in result.best.metrics.items()
+                        if plain_number(v) is not None]
+            tags.update({TAG_BEST: self.children.get(result.best.trial_id, ""), TAG_BEST_TRIAL: result.best.trial_id,
+                         TAG_BEST_CONFIG: json.dumps(mask_config(result.best.config))[:5000]})
+        self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics, "tags": tags})
+        self.writer.submit({"op": "set_status", "ref": "parent", "status": status})
+
+    def close(self, storage_dir: str | Path, drain_s: float | None = None) -> tuple[Path, int] | None:
+        """Deliver what is queued; if MLflow stays unreachable, keep the rest on disk for ``sync``.
+
+        Returns the journal's path and how many writes it holds, or None when all were delivered.
+        """
+        self.flush()
+        left = self.writer.close(drain_seconds() if drain_s is None else drain_s)
+        if not left:
+            return None
+        path = Path(storage_dir) / PENDING_FILE
+        spill(path, {"tracking_uri": self.uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_id,
+                     "runs": self.writer.runs_snapshot()}, left)
+        log.warning("MLflow unreachable at the end of the sweep: %d writes kept in %s", len(left), path)
+        return path, len(left)
+
+    def interrupt(self, storage_dir: str | Path) -> None:
+        """A second interrupt: mark the parent interrupted (KILLED, as the UI shows it) and deliver
+        what is queued without waiting long; ``resume`` reconciles the rest from Ray's records."""
+        self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": [],
+                            "tags": {TAG_STOPPED_BY: str(StopReason.INTERRUPTED)}})
+        self.writer.submit({"op": "set_status", "ref": "parent", "status": "KILLED"})
+        self.close(storage_dir, drain_s=min(drain_seconds(), 10.0))
+
+    def abandon(self, storage_dir: str | Path) -> None:
+        """The sweep itself failed: mark the parent FAILED and deliver (or keep) what is queued."""
+        self.writer.submit({"op": "set_status", "ref": "parent", "status": "FAILED"})
+        self.close(storage_dir)
+
+
+class EndedTrial:
+    """A finished trial's record (``TrialRecord``) seen as the Ray trial ``end_trial`` expects."""
+
+    def __init__(self, record) -> None:
+        self.trial_id, self.config = record.trial_id, record.config
+        self.last_result = {"epoch": record.epochs}

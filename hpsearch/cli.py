@@ -39,16 +39,8 @@ from hpsearch.text import duration, fmt, mask, mask_config
 from hpsearch.tracking.analysis import find_parent, load_sweep, write_report
 from hpsearch.tracking.uri import store_to_read
 from hpsearch.tracking.writer import sync as send_pending
-from hpsearch.trial.session import history
-from hpsearch.vocab import (
-    PENDING_FILE,
-    Mode,
-    Scheduler,
-    Strategy,
-    TrialStatus,
-    sqlite_path,
-    whole,
-)
+from hpsearch.trial import session
+from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, sqlite_path, whole
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -284,7 +276,7 @@ def measure_epoch_seconds(prep) -> float | None:
         start = time.perf_counter()
         prep.train_fn(config, **kwargs)
         times.append(time.perf_counter() - start)
-    history.clear()
+    session.history.clear()  # the reports made outside a sweep (the list a caller may have replaced)
     return statistics.median(times)
 
 
@@ -389,7 +381,7 @@ def report(
         _fail(str(exc))
     paths = write_report(data, out_dir / name)
     table = Table("trial", "status", "epochs", data.metric, title=f"{name}: {len(data.rows)} trials")
-    for r in sorted(data.rows, key=lambda r: (r.value is None, -(r.value or 0) if data.mode == "max" else (r.value or 0))):
+    for r in sorted(data.rows, key=lambda r: (r.value is None, Mode(data.mode).rank(r.value or 0))):
         table.add_row(r.trial_id, r.status, str(r.epochs), "-" if r.value is None else f"{r.value:.4g}")
     out.print(table)
     for p in paths:
@@ -460,7 +452,7 @@ def print_result(result) -> None:
     keys = sorted({k for t in result.trials for k in t.config if len({str(x.config.get(k)) for x in result.trials}) > 1})
     for col in ["trial", "status", "epochs", result.metric, *keys]:
         table.add_column(col)
-    order = sorted(result.trials, key=lambda t: (t.metric is None, -(t.metric or 0) if result.mode == "max" else (t.metric or 0)))
+    order = sorted(result.trials, key=lambda t: (t.metric is None, Mode(result.mode).rank(t.metric or 0)))
     for t in order:
         status = t.status + (f" ({t.error})" if t.error else "")
         table.add_row(t.trial_id, status, str(t.epochs), "-" if t.metric is None else f"{t.metric:.4g}",

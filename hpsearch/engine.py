@@ -31,13 +31,7 @@ from hpsearch.progress import Progress
 from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
 from hpsearch.ray.cluster import connect, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
-from hpsearch.results import (
-    SweepResult,
-    pick_best,
-    read_results,
-    records_from_trials,
-    started,
-)
+from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started
 from hpsearch.search.schedulers import plan_budget
 from hpsearch.search.strategies import planned_trials
 from hpsearch.settings import Resources, SweepSettings
@@ -47,11 +41,7 @@ from hpsearch.space.modules import SpaceModule, load_space_module
 from hpsearch.tracking.close import close_sweep
 from hpsearch.tracking.store import open_client
 from hpsearch.tracking.tracker import SweepTracker
-from hpsearch.tracking.uri import (
-    check_reachable,
-    resolve_tracking_uri,
-    tracking_uri_name,
-)
+from hpsearch.tracking.uri import check_reachable, resolve_tracking_uri, tracking_uri_name
 from hpsearch.trial.data import Dataset, load_dataset
 from hpsearch.vocab import StopReason, TrialStatus, sqlite_path
 from hpsearch.winner import best_model
@@ -243,7 +233,7 @@ def run_prepared(
     prep.record.save()
     live = _live(prep, progress, client)
     stopper = SweepStop(prep.settings, prep.deadline)
-    tuner = new_tuner(prep, [*live.callbacks, *callbacks], stopper)
+    tuner = new_tuner(prep, live.callbacks, callbacks, stopper)
     return _run(tuner, prep, live, stopper)
 
 
@@ -254,11 +244,12 @@ def resume_prepared(
     callbacks and deadline."""
     client = start_driver(prep, address)
     from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
-    from hpsearch.ray.tuner import restored_tuner
+    from hpsearch.ray.tuner import attach, restored_tuner
 
-    live = _live(prep, progress, client)
     stopper = SweepStop(prep.settings, prep.deadline)
-    tuner = restored_tuner(prep, [*live.callbacks, *callbacks], stopper)
+    tuner = restored_tuner(prep, stopper)  # before the tracker: nothing to resume writes nothing to MLflow
+    live = _live(prep, progress, client)
+    attach(tuner, live.callbacks, callbacks)
     if any(stopper.meets_goal(r) for d in prep.path.glob("*/") for r in read_results(d)):
         stopper.reached = StopReason.GOAL  # reached before the interruption: end now instead of going on
     return _run(tuner, prep, live, stopper)

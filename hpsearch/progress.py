@@ -10,7 +10,7 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainin
 from rich.progress import Progress as RichProgress
 
 from hpsearch.settings import SweepSettings
-from hpsearch.vocab import TrialStatus, plain_number
+from hpsearch.vocab import Mode, TrialStatus, plain_number
 
 _ENDED = (TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.FAILED)
 
@@ -33,7 +33,7 @@ class Progress:
             self.epochs += 1
             value = plain_number(result.get(self.settings.metric))
             if value is not None:
-                better = self.best is None or (value > self.best if self.settings.mode == "max" else value < self.best)
+                better = self.best is None or Mode(self.settings.mode).better(value, self.best)
                 self.best = value if better else self.best
         self.refresh()
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from hpsearch.ray.compat import trial_started
 from hpsearch.space import Space
-from hpsearch.vocab import StopReason, TrialStatus, is_number
+from hpsearch.vocab import Mode, StopReason, TrialStatus, is_number
 
 
 @dataclass
@@ -58,7 +58,7 @@ class SweepResult:
     stopped_by: StopReason | None = None  # set when the sweep ended before its trials did
     signal: str | None = None  # SIGINT or SIGTERM, when one interrupted the sweep (stopped_by INTERRUPTED)
     # Plan against actual, logged on the parent run: planned_epochs (plan's arithmetic) and, where
-    # recorded curves of the space exist, simulated_epochs (hpsearch.forecast.expected)
+    # recorded curves of the space exist, simulated_epochs (hpsearch.simulate.explain.expected)
     expected: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -176,4 +176,4 @@ def pick_best(records: Sequence[TrialRecord], mode: str) -> TrialRecord | None:
     scored = [r for r in records if r.metric is not None and r.status != TrialStatus.FAILED and math.isfinite(r.metric)]
     if not scored:
         return None
-    return (max if mode == "max" else min)(scored, key=lambda r: r.metric)
+    return Mode(mode).best(scored, key=lambda r: r.metric)

@@ -57,10 +57,41 @@ class Scheduler(Words):
 
 
 class Mode(Words):
-    """Whether the metric is maximised or minimised."""
+    """Whether the metric is maximised or minimised, and what "better" means under it.
+
+    Example:
+        >>> Mode("min").better(0.1, 0.2), Mode.MAX.reaches(0.9, 0.9), Mode.MIN.best([3, 1, 2])
+        (True, True, 1)
+    """
 
     MAX = "max"
     MIN = "min"
+
+    def better(self, a: float, b: float) -> bool:
+        """``a`` strictly better than ``b``."""
+        return a > b if self is Mode.MAX else a < b
+
+    def reaches(self, value: float, target: float) -> bool:
+        """``value`` at or beyond ``target``."""
+        return value >= target if self is Mode.MAX else value <= target
+
+    @property
+    def sign(self) -> int:
+        """+1 where larger is better, -1 where smaller is: ``sign * (a - b)`` > 0 when a is better."""
+        return 1 if self is Mode.MAX else -1
+
+    @property
+    def direction(self) -> str:
+        """Optuna's word for the mode."""
+        return "maximize" if self is Mode.MAX else "minimize"
+
+    def best(self, items, key=None):
+        """The best of ``items`` (by ``key``)."""
+        return (max if self is Mode.MAX else min)(items, key=key)
+
+    def rank(self, value: float) -> float:
+        """A sort key that puts the best value first."""
+        return -value if self is Mode.MAX else value
 
 
 class TrialStatus(Words):

@@ -37,7 +37,7 @@ def ray_session():
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         # address="local": our own, even if a cluster address was left in /tmp/ray by another run.
-        # With the setup hook hpsearch.cluster.connect gives a Ray it starts for multi-worker trials.
+        # With the setup hook hpsearch.ray.cluster.connect gives a Ray it starts for multi-worker trials.
         from hpsearch.ray.cluster import repair_cleaner
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
@@ -56,6 +56,16 @@ def mnist1d():
 @pytest.fixture()
 def storage(tmp_path):
     return str(tmp_path / "ray_results")
+
+
+def hpsearch_process(*args, **kw):
+    """The ``hpsearch`` command run as its own process (the CLI tests, the kill-and-resume tests):
+    stdout and stderr piped as text."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
 
 
 def free_port() -> int:

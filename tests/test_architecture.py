@@ -287,3 +287,11 @@ def test_the_readme_map_is_this_table():
                       text, re.S)
     assert found, "README.md lacks the module map markers"
     assert found.group(1).strip() == readme_map(), "README.md's module map differs from LAYERS: regenerate it"
+
+
+def test_no_unused_or_undefined_names_and_imports_sorted():
+    # Pyflakes and isort through ruff (configured in pyproject.toml): what moving code between
+    # modules breaks without any test noticing.
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "hpsearch", "tests", "scripts", "spaces"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]

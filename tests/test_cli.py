@@ -3,12 +3,11 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import hpsearch_process
 
 from hpsearch import cli, engine
 from hpsearch.results import read_results
@@ -191,7 +190,7 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(tiny
 def test_resources_no_node_has_are_refused_before_anything_is_written(flags, message, tiny, tmp_path):
     # A real Ray started by the command: it knows what this machine's node offers.
     store = tmp_path / "store" / "mlflow.db"
-    proc = _hpsearch("run", tiny, "--storage", str(tmp_path / "runs"), "--no-progress", *flags,
+    proc = hpsearch_process("run", tiny, "--storage", str(tmp_path / "runs"), "--no-progress", *flags,
                      env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 2, (out, err)
@@ -246,7 +245,7 @@ def test_a_trainable_that_never_reports_ends_with_one_clear_line(tmp_path):
     module = tmp_path / "silent.py"
     module.write_text("from hpsearch.space import Int, Space\nSPACE = Space(Int('x', 1, 2))\nMETRIC = 'acc'\n"
                       "MODE = 'max'\nMAX_EPOCHS = 3\ndef TRAIN(config):\n    return None\n")
-    proc = _hpsearch("run", str(module), "--strategy", "grid", "--storage", str(tmp_path), "--no-progress")
+    proc = hpsearch_process("run", str(module), "--strategy", "grid", "--storage", str(tmp_path), "--no-progress")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     lines = [line for line in err.splitlines() if line.startswith("hpsearch: error:")]
@@ -279,14 +278,9 @@ def test_plan_measures_an_epoch_when_not_told(tiny, capsys):
     assert "6 trials (grid, grid of 6)" in text and "Total: 18 epochs" in text and "(measured here)" in text
 
 
-def _hpsearch(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
 @pytest.mark.slow
 def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
-    proc = _hpsearch("run", tiny, "--strategy", "grid", "--scheduler", "asha", "--reduction-factor", "2",
+    proc = hpsearch_process("run", tiny, "--strategy", "grid", "--scheduler", "asha", "--reduction-factor", "2",
                      "--storage", str(tmp_path), "--name", "cli-run", "--no-progress")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
@@ -308,7 +302,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}").replace(
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
     storage, name = tmp_path / "runs", f"killed-{kill_after}"
-    proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
+    proc = hpsearch_process("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
                      "--name", name, "--no-progress", "--concurrency", "2", "--checkpoint-every", "1",
                      start_new_session=True)  # a checkpoint at least every second: bounds below in seconds
     # Wait for the kill point (kill_after trials finished), then kill the driver and everything it started.
@@ -329,7 +323,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     seconds_before = {p.parent.name: _seconds(p) for p in storage.glob(f"{name}/*/result.json")}
     before = {trial: len(seconds) for trial, seconds in seconds_before.items()}  # reports made before the kill
     recorded_done = _recorded_finished(storage / name)  # what Ray's own state says had finished
-    resumed = _hpsearch("resume", name, "--storage", str(storage), "--no-progress")
+    resumed = hpsearch_process("resume", name, "--storage", str(storage), "--no-progress")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert f"{name}: 6 trials" in out
@@ -377,7 +371,7 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}").replace(
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
     storage, name = tmp_path / "runs", f"interrupted-{sig.name}"
-    proc = _hpsearch("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
+    proc = hpsearch_process("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
                      "--name", name, "--no-progress", "--concurrency", "2", start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not any(len(p.read_text().splitlines()) > 2
@@ -405,7 +399,7 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     assert cut and all(c.info.status == "KILLED" for c in cut)
     assert not any(c.info.status == "RUNNING" for c in children)
 
-    resumed = _hpsearch("resume", name, "--storage", str(storage), "--no-progress")
+    resumed = hpsearch_process("resume", name, "--storage", str(storage), "--no-progress")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert f"{name}: 6 trials" in out and "interrupted" not in out.splitlines()[-1]
@@ -467,7 +461,7 @@ def test_a_resumed_sweep_decides_as_its_uninterrupted_twin(ray_session, tmp_path
     expected = _stop_epochs(storage / "twin")
     assert len(expected) == 12
 
-    proc = _hpsearch("run", str(module), "--name", "killed", "--storage", str(storage), "--no-progress",
+    proc = hpsearch_process("run", str(module), "--name", "killed", "--storage", str(storage), "--no-progress",
                      "--strategy", "grid", "--scheduler", scheduler, "--concurrency", "1", "--checkpoint-every", "1",
                      start_new_session=True)
     deadline = time.time() + 300

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import hpsearch_process
 
 from hpsearch import cli, engine
 from hpsearch.nightly.config import NightlyConfig, load_config, parse_date
@@ -76,11 +77,6 @@ def _setup(tmp_path, **keys) -> Path:
     text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
     (tmp_path / "nightly.toml").write_text(text)
     return tmp_path / "nightly.toml"
-
-
-def _hpsearch(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -263,7 +259,7 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
     assert night1["warm_started"] == 0 and night1["reused_trials"] == 0 and night1["trials_total"] == 6
 
     # Night 2 starts from night 1's winners and is killed mid-sweep.
-    proc = _hpsearch("nightly", str(toml), "--date", "2026-11-21", "--no-progress", start_new_session=True)
+    proc = hpsearch_process("nightly", str(toml), "--date", "2026-11-21", "--no-progress", start_new_session=True)
     night2_dir = tmp_path / "runs" / "tiny-2026-11-21"
     until = time.time() + 240
     while time.time() < until and sum(1 for _ in night2_dir.glob("*/result.json")) < 3:
@@ -320,7 +316,7 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
     # other start finds the night held, whenever it comes; then the night goes on.
     release = tmp_path / "release"
     (tmp_path / "tiny.py").write_text(BROKEN.format(release=str(release)))
-    procs = [_hpsearch("nightly", str(toml), "--date", "2026-11-23", "--no-progress") for _ in range(2)]
+    procs = [hpsearch_process("nightly", str(toml), "--date", "2026-11-23", "--no-progress") for _ in range(2)]
     until = time.time() + 400
     while time.time() < until and all(p.poll() is None for p in procs):
         time.sleep(0.2)
@@ -374,7 +370,7 @@ def test_sigterm_interrupts_the_night_honestly_and_the_next_start_resumes_it(tmp
     (tmp_path / "tiny.py").write_text(TINY + HELD.format(started=str(started), release=str(release)))
     # SIGTERM to the nightly process alone, as Kubernetes sends it (systemd's default reaches the
     # whole group; the process's own handling is what is tested), once its trials run.
-    proc = _hpsearch("nightly", str(toml), "--date", "2026-11-20", "--no-progress")
+    proc = hpsearch_process("nightly", str(toml), "--date", "2026-11-20", "--no-progress")
     until = time.time() + 240
     while time.time() < until and not started.exists() and proc.poll() is None:
         time.sleep(0.1)

@@ -140,8 +140,25 @@ def test_checkpoint_policy_keeps_rungs_the_last_epoch_and_one_every_period(monke
     # Rungs 1, 3, 9; then one whenever 10 s have passed since the last kept (every 4th epoch here);
     # and the last epoch. No stretch of work without a checkpoint is longer than 10 s + one epoch.
     assert kept == [1, 3, 7, 9, 13, 17, 20]
-    gaps = [3 * (b - a) for a, b in zip(kept, kept[1:])]
-    assert max(gaps) <= 10 + 3
+
+
+@pytest.mark.parametrize("every_s, seconds", [(10, [3] * 30), (5, [1, 7, 2, 2, 9, 1, 1, 1, 4, 6] * 3), (60, [11, 2] * 15)])
+def test_no_stretch_without_a_checkpoint_is_longer_than_the_period_and_one_epoch(monkeypatch, every_s, seconds):
+    from hpsearch import session
+
+    clock = [0.0]
+    monkeypatch.setattr(session.time, "monotonic", lambda: clock[0])
+    policy = session.CheckpointPolicy(frozenset(), last=len(seconds), every_s=every_s, since=0.0)
+    kept_at = [0.0]
+    for epoch, took in enumerate(seconds, start=1):
+        clock[0] += took
+        if policy.due(epoch):
+            kept_at.append(clock[0])
+            policy.kept()
+    assert kept_at[-1] == clock[0]  # the last epoch
+    longest = max(seconds)
+    assert max(b - a for a, b in zip(kept_at, kept_at[1:])) <= every_s + longest
+    assert len(kept_at) - 1 < len(seconds)  # and not every epoch
 
 
 def test_checkpoint_policy_of_zero_seconds_keeps_every_epoch():

@@ -4,12 +4,7 @@ import optuna
 import pytest
 
 from hpsearch.ray.searchers import make_search_alg
-from hpsearch.search.strategies import (
-    define_by_run,
-    initial_points,
-    planned_trials,
-    to_optuna_distributions,
-)
+from hpsearch.search.strategies import define_by_run, initial_points, planned_trials, to_optuna_distributions
 from hpsearch.space import Choice, Derived, Fixed, Float, Int, PowerOfTwo, Space
 
 SPACE = Space(

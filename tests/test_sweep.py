@@ -203,11 +203,28 @@ def test_checkpoints_are_kept_at_the_rungs_and_the_last_epoch_only(ray_session, 
     assert best.status == "completed" and best.checkpoint  # the winner's model is still there to log
 
 
-def test_user_trainable_needs_no_ray(ray_session, storage):
-    def train(config):
-        state = hpsearch.load_checkpoint() or {"epoch": 0}
-        for epoch in range(state["epoch"] + 1, 6):
-            hpsearch.report(epoch=epoch, score=config["x"] * epoch, checkpoint={"epoch": epoch})
+USER_TRAIN = """
+import hpsearch
+
+def train(config):
+    state = hpsearch.load_checkpoint() or {"epoch": 0}
+    for epoch in range(state["epoch"] + 1, 6):
+        hpsearch.report(epoch=epoch, score=config["x"] * epoch, checkpoint={"epoch": epoch})
+"""
+
+
+def test_user_trainable_needs_no_ray(ray_session, storage, tmp_path):
+    # The same user module, written with hpsearch's API only: outside a sweep it runs as a plain
+    # function and Ray is never imported; inside one, it reports and checkpoints through Ray.
+    (tmp_path / "user_train.py").write_text(USER_TRAIN)
+    plain = subprocess.run(
+        [sys.executable, "-c", "import sys, hpsearch, user_train; user_train.train({'x': 2}); "
+                               "print([r['score'] for r in hpsearch.session.history], 'ray' in sys.modules)"],
+        cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert plain.stdout.split("]")[0] + "]" == "[2, 4, 6, 8, 10]" and plain.stdout.strip().endswith("False"), plain.stdout
+    namespace: dict = {}
+    exec(USER_TRAIN, namespace)
+    train = namespace["train"]
 
     space = hpsearch.Space(hpsearch.Int("x", 1, 3))
     result = hpsearch.sweep(space, train=train, metric="score", mode="max", strategy="grid",

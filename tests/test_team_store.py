@@ -3,12 +3,10 @@ it, one of them killed and resumed; nothing lost, nothing recorded twice."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import free_port, start_mlflow_server, stop_mlflow_server
+from conftest import free_port, hpsearch_process, start_mlflow_server, stop_mlflow_server
 
 from hpsearch.results import read_results
 
@@ -24,11 +22,6 @@ DATASET = "mnist1d"
 '''
 
 
-def _hpsearch(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
 @pytest.mark.slow
 def test_two_sweeps_and_a_kill_and_resume_into_postgres_behind_mlflow_server(postgres, tmp_path):
     from mlflow import MlflowClient
@@ -42,8 +35,8 @@ def test_two_sweeps_and_a_kill_and_resume_into_postgres_behind_mlflow_server(pos
         storage = tmp_path / "runs"
         common = ["--strategy", "grid", "--scheduler", "fifo", "--concurrency", "1", "--tracking-uri", uri,
                   "--storage", str(storage), "--no-progress", "--checkpoint-every", "1"]
-        killed = _hpsearch("run", str(module), *common, "--name", "team-a", start_new_session=True)
-        other = _hpsearch("run", str(module), *common, "--name", "team-b")
+        killed = hpsearch_process("run", str(module), *common, "--name", "team-a", start_new_session=True)
+        other = hpsearch_process("run", str(module), *common, "--name", "team-b")
         deadline = time.time() + 300
         while time.time() < deadline and not any(len(p.read_text().splitlines()) > 2
                                                   for p in storage.glob("team-a/*/result.json")):
@@ -53,7 +46,7 @@ def test_two_sweeps_and_a_kill_and_resume_into_postgres_behind_mlflow_server(pos
         killed.wait()
         out, err = other.communicate(timeout=600)
         assert other.returncode == 0, err[-3000:]
-        resumed = _hpsearch("resume", "team-a", "--storage", str(storage), "--no-progress")
+        resumed = hpsearch_process("resume", "team-a", "--storage", str(storage), "--no-progress")
         out, err = resumed.communicate(timeout=600)
         assert resumed.returncode == 0, err[-3000:]
         assert "team-a: 6 trials" in out

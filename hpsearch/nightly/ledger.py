@@ -25,14 +25,14 @@ from hpsearch.results import SweepResult, read_results
 from hpsearch.space import Fixed, Space
 from hpsearch.text import MASK, mask_config
 from hpsearch.trial.entry import Replay
-from hpsearch.vocab import (
-    RAY_KEYS,
-    REPLAY_MARK,
-    REUSED_KEY,
-    Mode,
-    TrialStatus,
-    is_number,
-)
+from hpsearch.vocab import RAY_KEYS, REPLAY_MARK, REUSED_KEY, Mode, TrialStatus, Words, is_number
+
+
+class NightStatus(Words):
+    """Where a night stands in the ledger."""
+
+    RUNNING = "running"  # started and not finished: the next start resumes it
+    DONE = "done"  # finished, with its verdict
 
 
 class Ledger:
@@ -51,7 +51,7 @@ class Ledger:
         os.replace(tmp, self.path)
 
     def done_before(self, night: str) -> list[dict[str, Any]]:
-        return [self.nights[d] for d in sorted(self.nights) if d < night and self.nights[d]["status"] == "done"]
+        return [self.nights[d] for d in sorted(self.nights) if d < night and self.nights[d]["status"] == NightStatus.DONE]
 
 
 def warm_start_points(ledger: Ledger, night: str, space: Space, mode: Mode, k: int) -> list[dict[str, Any]]:
@@ -61,7 +61,7 @@ def warm_start_points(ledger: Ledger, night: str, space: Space, mode: Mode, k: i
         for t in entry["trials"]:
             if t["metric"] is not None and t["status"] != TrialStatus.FAILED and math.isfinite(t["metric"]):
                 scored.append(t)
-    scored.sort(key=lambda t: t["metric"], reverse=(mode == Mode.MAX))
+    scored.sort(key=lambda t: Mode(mode).rank(t["metric"]))
     points = []
     for t in scored:
         if len(points) >= k:

@@ -45,7 +45,7 @@ from filelock import FileLock, Timeout
 
 from hpsearch.engine import prepare, prepare_resume, resume_prepared, run_prepared
 from hpsearch.nightly.config import NightlyConfig
-from hpsearch.nightly.ledger import Ledger, reusable, trial_entries, warm_start_points
+from hpsearch.nightly.ledger import Ledger, NightStatus, reusable, trial_entries, warm_start_points
 from hpsearch.nightly.verdict import EXIT_OK, Verdict, judge, record_verdict
 from hpsearch.record import PreparedSweep
 from hpsearch.results import SweepResult
@@ -139,13 +139,13 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, progress: bool = True, log=p
         if stale:
             say(f"Took over the lock of a run that is gone ({stale}).")
         ledger = Ledger(folder)
-        for name in sorted(d for d, e in ledger.nights.items() if e["status"] == "running"):
+        for name in sorted(d for d, e in ledger.nights.items() if e["status"] == NightStatus.RUNNING):
             _finish_interrupted(cfg, ledger, name, prep.settings.storage, deadline, progress, outcome, say)
             if any(r.interrupted for r in outcome.results.values()):
                 return outcome  # interrupted again: the next start goes on
         tonight = night.isoformat()
         entry = ledger.nights.get(tonight)
-        if entry is not None and entry["status"] == "done":
+        if entry is not None and entry["status"] == NightStatus.DONE:
             if tonight not in outcome.verdicts:
                 say(f"Night {tonight} is already done ({prep.settings.name}); its verdict:")
                 say((folder / "verdicts" / f"{tonight}.md").read_text())
@@ -158,7 +158,7 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, progress: bool = True, log=p
         prep.points_to_evaluate = warm_start_points(ledger, tonight, prep.space, prep.settings.mode, cfg.warm_start)
         prep.reuse = reusable(ledger, tonight, key)
         ledger.nights[tonight] = {
-            "night": tonight, "name": cfg.name, "sweep": prep.settings.name, "status": "running", "key": key,
+            "night": tonight, "name": cfg.name, "sweep": prep.settings.name, "status": str(NightStatus.RUNNING), "key": key,
             "metric": prep.settings.metric, "mode": prep.settings.mode, "started": start,
             "warm_started": len(prep.points_to_evaluate),
         }
@@ -204,7 +204,7 @@ def _close_night(cfg, ledger: Ledger, night: str, prep: PreparedSweep, result: S
         best = {"trial_id": t["trial_id"], "metric": t["metric"], "config": t["config"], "epochs": t["epochs"],
                 "reused": t["trained_epochs"] == 0 and t["reused_epochs"] > 0, "source": t["source"]}
     entry.update(
-        status="done", finished=time.time(), wall_s=result.wall_s, trials=trials, best=best,
+        status=str(NightStatus.DONE), finished=time.time(), wall_s=result.wall_s, trials=trials, best=best,
         counts=result.counts(), trials_total=len(trials),
         reused_trials=sum(1 for t in trials if t["reused_epochs"] and not t["trained_epochs"]),
         reused_epochs=sum(t["reused_epochs"] for t in trials), trained_epochs=sum(t["trained_epochs"] for t in trials),

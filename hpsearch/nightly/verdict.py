@@ -22,18 +22,26 @@ from hpsearch.vocab import (
     TAG_VERDICT_CHANGE,
     TAG_VERDICT_REFERENCE,
     TAG_VERDICT_REUSED,
+    Mode,
+    Words,
 )
 
 EXIT_OK, EXIT_WORSE = 0, 1
 
 
-def _better(mode: str, a: float, b: float) -> bool:
-    return a > b if mode == "max" else a < b
+class VerdictKind(Words):
+    """What tonight was, against the best of recent nights."""
+
+    FIRST = "first"  # nothing to compare with yet
+    BETTER = "better"  # beyond the threshold
+    SAME = "same"  # within the threshold
+    WORSE = "worse"  # beyond the threshold: exit 1
+    NO_RESULT = "no-result"  # no trial reported the metric: exit 1
 
 
 @dataclass
 class Verdict:
-    kind: str  # first | better | same | worse | no-result
+    kind: VerdictKind
     exit_code: int
     tonight: float | None
     reference: float | None
@@ -51,42 +59,42 @@ def judge(cfg, ledger: Ledger, night: str) -> Verdict:
     ``NightlyConfig``: its ``name``, ``history`` and ``regression_threshold``)."""
     threshold = cfg.regression_threshold
     entry = ledger.nights[night]
-    mode = entry["mode"]
+    mode = Mode(entry["mode"])
     earlier = [e for e in ledger.done_before(night) if e["best"] is not None][-cfg.history:]
     tonight = entry["best"]["metric"] if entry["best"] else None
     ref = None
     for e in earlier:
-        if ref is None or _better(mode, e["best"]["metric"], ref["best"]["metric"]):
+        if ref is None or mode.better(e["best"]["metric"], ref["best"]["metric"]):
             ref = e
-    sign = 1 if mode == "max" else -1
+    sign = mode.sign
     change = None if tonight is None or ref is None else sign * (tonight - ref["best"]["metric"])
     if tonight is None:
-        kind, code = "no-result", EXIT_WORSE
+        kind, code = VerdictKind.NO_RESULT, EXIT_WORSE
     elif ref is None:
-        kind, code = "first", EXIT_OK
+        kind, code = VerdictKind.FIRST, EXIT_OK
     elif change < -threshold:
-        kind, code = "worse", EXIT_WORSE
+        kind, code = VerdictKind.WORSE, EXIT_WORSE
     elif change > threshold:
-        kind, code = "better", EXIT_OK
+        kind, code = VerdictKind.BETTER, EXIT_OK
     else:
-        kind, code = "same", EXIT_OK
+        kind, code = VerdictKind.SAME, EXIT_OK
     markdown = render(cfg.name, threshold, entry, earlier, ref, kind, change)
     return Verdict(kind, code, tonight, ref["best"]["metric"] if ref else None, ref["night"] if ref else None,
                    change, markdown)
 
 
 def render(name: str, threshold: float, entry: dict[str, Any], earlier: list[dict[str, Any]],
-           ref: dict[str, Any] | None, kind: str, change: float | None) -> str:
+           ref: dict[str, Any] | None, kind: VerdictKind, change: float | None) -> str:
     """The verdict as Markdown: headline, tonight against the reference night, the trend, the
     winning configuration with what changed, and the night's counts."""
     night, metric, mode, best = entry["night"], entry["metric"], entry["mode"], entry["best"]
     tonight = best["metric"] if best else None
     headline = {
-        "first": "first night: nothing to compare with yet",
-        "better": f"better by {fmt(change)} {metric}",
-        "same": f"within {fmt(threshold)} of the best recent night (change {_signed(change)})",
-        "worse": f"WORSE by {fmt(-change) if change is not None else ''} {metric} (threshold {fmt(threshold)})",
-        "no-result": "NO RESULT: no trial reported the metric",
+        VerdictKind.FIRST: "first night: nothing to compare with yet",
+        VerdictKind.BETTER: f"better by {fmt(change)} {metric}",
+        VerdictKind.SAME: f"within {fmt(threshold)} of the best recent night (change {_signed(change)})",
+        VerdictKind.WORSE: f"WORSE by {fmt(-change) if change is not None else ''} {metric} (threshold {fmt(threshold)})",
+        VerdictKind.NO_RESULT: "NO RESULT: no trial reported the metric",
     }[kind]
     lines = [f"# {name}, night of {night}: {headline}", ""]
     lines += [f"| | {metric} ({mode}) | night |", "|---|---|---|",
@@ -129,7 +137,7 @@ def _winner(best: dict[str, Any], ref: dict[str, Any] | None) -> list[str]:
 def record_verdict(entry: dict[str, Any], verdict: Verdict, tracking_uri: str | None, folder: Path) -> None:
     (folder / "verdicts").mkdir(exist_ok=True)
     (folder / "verdicts" / f"{entry['night']}.md").write_text(verdict.markdown)
-    entry["verdict"] = {"kind": verdict.kind, "exit_code": verdict.exit_code, "change": verdict.change,
+    entry["verdict"] = {"kind": str(verdict.kind), "exit_code": verdict.exit_code, "change": verdict.change,
                         "reference": verdict.reference, "reference_night": verdict.reference_night}
     if not tracking_uri or not entry.get("parent_run_id"):
         return
@@ -139,7 +147,7 @@ def record_verdict(entry: dict[str, Any], verdict: Verdict, tracking_uri: str | 
         client = MlflowClient(tracking_uri=tracking_uri)
         run_id = entry["parent_run_id"]
         client.log_text(run_id, verdict.markdown, "verdict.md")
-        tags = {TAG_NIGHTLY: entry["name"], TAG_NIGHT: entry["night"], TAG_VERDICT: verdict.kind,
+        tags = {TAG_NIGHTLY: entry["name"], TAG_NIGHT: entry["night"], TAG_VERDICT: str(verdict.kind),
                 TAG_VERDICT_REUSED: str(entry["reused_trials"]), TAG_NOTE: verdict.markdown}
         if verdict.change is not None:
             tags[TAG_VERDICT_CHANGE] = f"{verdict.change:.6g}"

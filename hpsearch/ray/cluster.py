@@ -216,7 +216,9 @@ def _with_gcs_fallback(original):
     def get_actor(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False):
         try:
             return original(id, address=address, timeout=timeout, _explain=_explain)
-        except RayStateApiException:
+        # No dashboard: the State API fails; with another Ray on the same machine its address lookup
+        # ("auto") cannot choose and raises ConnectionError. The GCS table is this process's own cluster's.
+        except (RayStateApiException, ConnectionError):
             state = compat.gcs_actor_state(id)
             return None if state is None else SimpleNamespace(state=state, actor_id=id)
 

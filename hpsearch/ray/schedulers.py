@@ -23,12 +23,7 @@ import pickle
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import (
-    ASHAScheduler,
-    AsyncHyperBandScheduler,
-    FIFOScheduler,
-    HyperBandScheduler,
-)
+from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler
 
 from hpsearch.ray import compat
 from hpsearch.ray.callbacks import DriverCallback

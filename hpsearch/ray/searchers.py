@@ -37,14 +37,14 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     def __init__(self, *args: Any, max_epochs: int, time_attr: str = "epoch", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.budget = int(max_epochs)
-        self.time_attr = time_attr
+        self._max_epochs = int(max_epochs)
+        self._time_attr = time_attr
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        reached = (result or {}).get(self.time_attr)
+        reached = (result or {}).get(self._time_attr)
         value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
         ot_trial = compat.optuna_trial(self, trial_id)
-        if (error or value is None or reached is None or reached >= self.budget
+        if (error or value is None or reached is None or reached >= self._max_epochs
                 or trial_id in compat.optuna_told(self) or ot_trial is None):
             return super().on_trial_complete(trial_id, result=result, error=error)
         try:

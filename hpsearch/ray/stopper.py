@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from ray.tune import Stopper
 
 from hpsearch.settings import SweepSettings
-from hpsearch.vocab import StopReason, is_number
+from hpsearch.vocab import Mode, StopReason, is_number
 
 
 class SweepStop(Stopper):
@@ -46,7 +46,7 @@ class SweepStop(Stopper):
     def meets_goal(self, result: Mapping[str, Any]) -> bool:
         value = result.get(self.metric)
         return self.goal is not None and is_number(value) and \
-            (value >= self.goal if self.mode == "max" else value <= self.goal)
+            Mode(self.mode).reaches(value, self.goal)
 
     def stop_all(self) -> bool:
         if self.reached is None and self.deadline is not None and time.time() >= self.deadline:

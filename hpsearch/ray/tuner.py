@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from ray import tune
 
-from hpsearch.ray import compat
+from hpsearch.ray import compat, legacy
 from hpsearch.ray.cluster import trials_at_once
 from hpsearch.ray.schedulers import SchedulerState, make_scheduler, resumable
 from hpsearch.ray.searchers import make_search_alg
@@ -68,9 +68,17 @@ def trial_dirname(trial) -> str:
     return f"{trial}_{tag}"[:130] + time.strftime("_%Y-%m-%d_%H-%M-%S")
 
 
-def new_tuner(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepStop) -> tune.Tuner:
+def driver_callbacks(live: Sequence[Any], scheduler, user: Sequence[Any]) -> list[Any]:
+    """The sweep's callbacks in Ray's run: hpsearch's own, the scheduler's state, the user's. Ray
+    hands each callback's saved state back by its position in this list, so the order is fixed
+    whatever the user passes on a resume."""
+    return [*live, SchedulerState(scheduler), *user]
+
+
+def new_tuner(prep: PreparedSweep, live: Sequence[Any], user: Sequence[Any], stopper: SweepStop) -> tune.Tuner:
     """The Tuner of a new sweep: its search algorithm and scheduler (with its state kept across a
-    crash), its trials' resources and concurrency, and ``callbacks`` on the driver."""
+    crash), its trials' resources and concurrency, and its callbacks on the driver (``live``:
+    hpsearch's, ``user``: the caller's)."""
     s = prep.settings
     at_once = trials_at_once(s.concurrency, prep.groups_at_once)
     scheduler = resumable(make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor))
@@ -97,7 +105,7 @@ def new_tuner(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepStop)
             # Every checkpoint kept until the sweep ends (hpsearch.ray.checkpoints says why): Ray
             # deletes a superseded one before the snapshot that stops naming it is uploaded.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[*callbacks, SchedulerState(scheduler)], verbose=0,
+            callbacks=driver_callbacks(live, scheduler, user), verbose=0,
         ),
     )
 
@@ -107,9 +115,10 @@ def can_resume(folder: str | Path) -> bool:
     return tune.Tuner.can_restore(str(folder))
 
 
-def restored_tuner(prep: PreparedSweep, callbacks: Sequence[Any], stopper: SweepStop) -> tune.Tuner:
+def restored_tuner(prep: PreparedSweep, stopper: SweepStop) -> tune.Tuner:
     """The Tuner of an interrupted sweep, restored from its last experiment snapshot with this
-    start's ``callbacks``, stopper and concurrency; one line if there is nothing to restore.
+    start's stopper and concurrency (its callbacks come with ``attach``); one line, and nothing
+    written, if there is nothing to restore.
 
     Ray restores the RunConfig it pickled, whose driver callbacks were pickled empty (see
     ``DriverCallback``). The scheduler comes back as pickled when the sweep started; its state comes
@@ -120,14 +129,20 @@ def restored_tuner(prep: PreparedSweep, callbacks: Sequence[Any], stopper: Sweep
     path = str(prep.path)
     if not can_resume(path):
         raise ValueError(f"name: sweep {s.name!r} has no Ray experiment state under {path!r} to resume")
+    legacy.install()  # a sweep saved before hpsearch's sub-packages names its objects by their old paths
     tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
     tune_config, run_config = compat.restored_configs(tuner)
     tune_config.scheduler = resumable(tune_config.scheduler)
     # This cluster's concurrency, which may not be the first one's.
     tune_config.max_concurrent_trials = trials_at_once(s.concurrency, prep.groups_at_once)
-    run_config.callbacks = [*callbacks, SchedulerState(tune_config.scheduler)]
     run_config.stop = stopper
     return tuner
+
+
+def attach(tuner: tune.Tuner, live: Sequence[Any], user: Sequence[Any]) -> None:
+    """This start's callbacks for a restored Tuner (``live``: hpsearch's, ``user``: the caller's)."""
+    tune_config, run_config = compat.restored_configs(tuner)
+    run_config.callbacks = driver_callbacks(live, tune_config.scheduler, user)
 
 
 def ran_trials(grid) -> list:

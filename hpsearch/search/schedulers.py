@@ -75,9 +75,19 @@ class BudgetPlan:
         return 1.0 - self.total_epochs / self.full_epochs if self.full_epochs else 0.0
 
 
+def asha_rung_count(max_epochs: int, grace_period: int, reduction_factor: float) -> int:
+    """How many rungs Ray's ASHA makes: ``grace * rf**k`` for k below this count."""
+    return int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+
+
+def hyperband_brackets(max_epochs: int, reduction_factor: float) -> int:
+    """How many brackets (``s`` = 0 .. count-1) one band of Ray's HyperBand has."""
+    return int(round(math.log(max_epochs) / math.log(reduction_factor))) + 1
+
+
 def asha_rungs(max_epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
     """Epochs at which ASHA compares trials: ``grace * rf**k`` up to ``max_epochs`` (Ray's rule)."""
-    count = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+    count = asha_rung_count(max_epochs, grace_period, reduction_factor)
     return [int(grace_period * reduction_factor**k) for k in range(count)]
 
 
@@ -98,15 +108,13 @@ def decision_epochs(scheduler: str, max_epochs: int, grace_period: int = 1, redu
     scheduler = Scheduler.parse(scheduler)
     out: set[int] = set()
     if scheduler == "asha":
-        count = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+        count = asha_rung_count(max_epochs, grace_period, reduction_factor)
         out = {math.ceil(grace_period * reduction_factor**k - 1e-9) for k in range(count)}
     elif scheduler == "hyperband":
-        s_max1 = int(round(math.log(max_epochs) / math.log(reduction_factor))) + 1
-        for s in range(s_max1):
-            r = int(max_epochs * reduction_factor ** (-s))
-            for _ in range(s + 1 if r else 0):
-                out.add(r)
-                r = int(min(r * reduction_factor, max_epochs))
+        for s in range(hyperband_brackets(max_epochs, reduction_factor)):
+            start = int(max_epochs * reduction_factor ** (-s))
+            if start:  # the milestones of bracket s, as the plan's halving walks them
+                out |= {rung.epoch for rung in _halving(s, 1, 1, start, max_epochs, reduction_factor)}
     return frozenset(e for e in out if 1 <= e < max_epochs)
 
 
@@ -142,7 +150,7 @@ def hyperband_plan(trials: int, max_epochs: int, reduction_factor: float) -> Bud
     Bracket ``s`` holds ``ceil(s_max1 / (s + 1) * rf**s)`` trials starting at
     ``int(max_epochs * rf**-s)`` epochs; a partly filled last bracket halves from its nominal size.
     """
-    s_max1 = int(round(math.log(max_epochs) / math.log(reduction_factor))) + 1
+    s_max1 = hyperband_brackets(max_epochs, reduction_factor)
     brackets, left, s = [], trials, 0
     while left > 0:
         r0 = int(max_epochs * reduction_factor ** (-(s % s_max1)))

@@ -112,7 +112,7 @@ class CurveTable:
 
     def best(self) -> float:
         """The best value any configuration reached at any epoch."""
-        return float(np.nanmax(self.values) if self.mode == "max" else np.nanmin(self.values))
+        return float(np.nanmax(self.values) if Mode(self.mode) is Mode.MAX else np.nanmin(self.values))
 
     def describe(self) -> str:
         done = int(np.sum(self.lengths == self.max_epochs))

@@ -43,7 +43,7 @@ from hpsearch.ray import compat
 from hpsearch.search.strategies import define_by_run, initial_points
 from hpsearch.settings import check_budget
 from hpsearch.simulate.curves import CurveTable
-from hpsearch.vocab import Scheduler, Strategy, whole
+from hpsearch.vocab import Mode, Scheduler, Strategy, whole
 
 OPTUNA_PRUNERS = ("none", "sha", "hyperband")  # Optuna used directly: TPE with one of these
 
@@ -130,7 +130,7 @@ class Run:
     def time_to(self, target: float, mode: str) -> float | None:
         """Seconds until the best reported value first reached ``target`` (None: never)."""
         for t, v in self.best:
-            if (v >= target) if mode == "max" else (v <= target):
+            if Mode(mode).reaches(v, target):
                 return t
         return None
 
@@ -272,7 +272,7 @@ class _RaySim:
         self.run.epochs += 1
         self.run.reached[epoch] = self.run.reached.get(epoch, 0) + 1
         value = float(value)
-        if not self.run.best or _better(value, self.run.best[-1][1], self.table.mode):
+        if not self.run.best or Mode(self.table.mode).better(value, self.run.best[-1][1]):
             self.run.best.append((self.clock, value))
         result = {self.table.metric: value, "epoch": epoch, "training_iteration": epoch,
                   "time_total_s": self.clock, "trial_id": trial.trial_id, "done": False}
@@ -312,12 +312,8 @@ class _RaySim:
         self.pending.pop(trial.trial_id, None)
 
 
-def _better(a: float, b: float, mode: str) -> bool:
-    return a > b if mode == "max" else a < b
-
-
 def _reached(run: Run, goal: float | None, mode: str) -> bool:
-    return goal is not None and bool(run.best) and not _better(goal, run.best[-1][1], mode)
+    return goal is not None and bool(run.best) and Mode(mode).reaches(run.best[-1][1], goal)
 
 
 def _simulate_optuna(table: CurveTable, s: Setting, seed: int, costs: Costs) -> Run:
@@ -329,7 +325,7 @@ def _simulate_optuna(table: CurveTable, s: Setting, seed: int, costs: Costs) -> 
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=s.grace_period, max_resource=s.max_epochs,
                                                             reduction_factor=int(s.reduction_factor)),
     }[s.scheduler]()
-    study = optuna.create_study(direction="maximize" if table.mode == "max" else "minimize",
+    study = optuna.create_study(direction=Mode(table.mode).direction,
                                 sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
     suggest = define_by_run(table.space)
     run = Run(s, seed)
@@ -372,7 +368,7 @@ def _simulate_optuna(table: CurveTable, s: Setting, seed: int, costs: Costs) -> 
             run.epochs += 1
             run.reached[epoch] = run.reached.get(epoch, 0) + 1
             value = float(value)
-            if not run.best or _better(value, run.best[-1][1], table.mode):
+            if not run.best or Mode(table.mode).better(value, run.best[-1][1]):
                 run.best.append((clock, value))
             trial.report(value, epoch)
             if epoch >= s.max_epochs or (epoch >= table.lengths[row] and not table.failed[row]):

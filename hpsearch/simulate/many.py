@@ -20,6 +20,7 @@ import numpy as np
 from hpsearch.search.schedulers import decision_epochs
 from hpsearch.simulate.curves import CurveTable, check_table_fits
 from hpsearch.simulate.events import Costs, Run, Setting, simulate
+from hpsearch.vocab import Mode
 
 # -- many seeds, many settings ------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ def random_target(table: CurveTable, trials: int, max_epochs: int, workers: int,
     if not bests:
         raise ValueError(f"table: random search reported no {table.metric} in {seeds} seed(s)")
     # The worse of two middle values, as the benchmark takes it (scripts/bench/time_to_model.py).
-    return (statistics.median_low(bests) if table.mode == "max" else statistics.median_high(bests)), runs
+    return (statistics.median_low(bests) if Mode(table.mode) is Mode.MAX else statistics.median_high(bests)), runs
 
 
 def compare(table: CurveTable, settings: Sequence[Setting], seeds: int, costs: Costs = Costs(),

@@ -8,17 +8,7 @@ Space modules import everything from here:
     6
 """
 
-from hpsearch.space.params import (
-    Choice,
-    Config,
-    Derived,
-    Fixed,
-    Float,
-    Int,
-    Param,
-    PowerOfTwo,
-    Scalar,
-)
+from hpsearch.space.params import Choice, Config, Derived, Fixed, Float, Int, Param, PowerOfTwo, Scalar
 from hpsearch.space.space import Grid, Space
 
 __all__ = ["Choice", "Config", "Derived", "Fixed", "Float", "Grid", "Int", "Param", "PowerOfTwo", "Scalar", "Space"]

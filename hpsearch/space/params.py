@@ -31,6 +31,16 @@ def tidy(value: float) -> float:
     return float(f"{value:.{_SIGNIFICANT}g}")
 
 
+def _unit(value: float, low: float, high: float, log: bool) -> float:
+    """Where ``value`` lies in ``[low, high]`` as a number in [0, 1], on a log or linear scale
+    (``Float`` and ``Int`` share it; ``from_unit`` differs: an Int rounds to its whole values)."""
+    if high == low:
+        return 0.0
+    if log:
+        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+    return (value - low) / (high - low)
+
+
 def _check_name(kind: str, name: Any) -> None:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"{kind}: the name must be a Python identifier, got name={name!r}")
@@ -149,11 +159,7 @@ class Float(Param):
         return self.low + u * (self.high - self.low)
 
     def to_unit(self, value: float) -> float:
-        if self.high == self.low:
-            return 0.0
-        if self.log:
-            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        return (value - self.low) / (self.high - self.low)
+        return _unit(value, self.low, self.high, self.log)
 
     def grid_values(self) -> list[float]:
         if self.grid == 1 or self.low == self.high:
@@ -206,11 +212,7 @@ class Int(Param):
         return int(min(max(value, self.low), self.high))
 
     def to_unit(self, value: int) -> float:
-        if self.high == self.low:
-            return 0.0
-        if self.log:
-            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        return (value - self.low) / (self.high - self.low)
+        return _unit(value, self.low, self.high, self.log)
 
     def grid_values(self) -> list[int]:
         count = self.high - self.low + 1

@@ -1,8 +1,9 @@
 """Search spaces: a small frozen vocabulary of parameters and a ``Space`` that validates as a whole.
 
-The parameters live in ``hpsearch.params`` and are re-exported here, so a space module needs
-one import. This module knows nothing of Ray, Optuna, MLflow or torch; conversions to Ray Tune
-and Optuna live in ``hpsearch.strategies``; loading space modules lives in ``hpsearch.modules``.
+The parameters live in ``hpsearch.space.params`` and ``hpsearch.space`` re-exports them, so a
+space module needs one import. This module knows nothing of Ray, Optuna, MLflow or torch;
+conversion to Optuna lives in ``hpsearch.search.strategies``, to Ray in ``hpsearch.ray.searchers``;
+loading space modules lives in ``hpsearch.space.modules``.
 
 Example:
     >>> from hpsearch.space import Space, Float, PowerOfTwo, Choice
@@ -25,19 +26,7 @@ import json
 import random
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from hpsearch.space.params import (
-    KINDS,
-    Choice,
-    Config,
-    Derived,
-    Fixed,
-    Float,
-    Int,
-    Param,
-    PowerOfTwo,
-    Scalar,
-    tidy,
-)
+from hpsearch.space.params import KINDS, Choice, Config, Derived, Fixed, Float, Int, Param, PowerOfTwo, Scalar, tidy
 from hpsearch.text import MASK, is_secret
 from hpsearch.vocab import is_whole
 

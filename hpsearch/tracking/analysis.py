@@ -28,6 +28,7 @@ from hpsearch.vocab import (
     TAG_STATUS,
     TAG_SWEEP,
     TAG_TRIAL,
+    Mode,
     TrialStatus,
 )
 
@@ -143,14 +144,14 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
         lo, hi = min(values), max(values)
         cmap = plt.get_cmap("viridis")
         lines, colors = [], []
-        for r in sorted(rows, key=lambda r: r.value if data.mode == "max" else -r.value):  # best drawn last
+        for r in sorted(rows, key=lambda r: -Mode(data.mode).rank(r.value)):  # best drawn last
             # Each axis is the parameter's unit interval: log parameters sit on a log axis.
             ys = [p.to_unit(param_from_text(data.space, p.name, r.params[p.name])) if p.name in r.params else math.nan
                   for p in params]
             shade = 0.5 if hi == lo else (r.value - lo) / (hi - lo)
             ys.append(shade)  # the metric's own axis
             lines.append(list(enumerate(ys)))
-            colors.append(cmap(shade if data.mode == "max" else 1 - shade))
+            colors.append(cmap(shade if Mode(data.mode) is Mode.MAX else 1 - shade))
         # One collection rather than a line per trial: 10,000 trials draw in well under a second,
         # not 6 s.
         ax.add_collection(LineCollection(lines, colors=colors, alpha=0.8))
@@ -246,7 +247,7 @@ def param_importances(data: SweepData) -> dict[str, float]:
     if len(rows) < 3 or not params:
         return {}
     dists = to_optuna_distributions(data.space)
-    study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
+    study = optuna.create_study(direction=Mode(data.mode).direction)
     for r in rows:
         values = {n: param_from_text(data.space, n, r.params[n]) for n in params if n in r.params}
         study.add_trial(optuna.trial.create_trial(

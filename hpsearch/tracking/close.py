@@ -15,14 +15,7 @@ from hpsearch.text import mask, mask_config
 from hpsearch.tracking.analysis import SweepData, TrialRow, log_report
 from hpsearch.tracking.store import log_model, param_value
 from hpsearch.tracking.tracker import SweepTracker
-from hpsearch.vocab import (
-    TAG_BEST_CONFIG,
-    TAG_BEST_MODEL,
-    TAG_REGISTERED,
-    TAG_SWEEP,
-    TAG_TRIAL,
-    TrialStatus,
-)
+from hpsearch.vocab import TAG_BEST_CONFIG, TAG_BEST_MODEL, TAG_REGISTERED, TAG_SWEEP, TAG_TRIAL, TrialStatus
 
 log = logging.getLogger(__name__)
 

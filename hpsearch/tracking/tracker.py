@@ -4,7 +4,7 @@ A Ray Tune callback on the driver (``hpsearch.ray.callbacks.MlflowCallback``) fe
 which is the only writer: trials never talk to MLflow, so there is
 no "database is locked" from many processes, and the same code serves SQLite and a remote
 ``http://`` server. The tracker turns trial events into operations for the one ``Writer``
-(``hpsearch.writer``); ``Buffers`` batches a run's parameters, metrics and tags into few calls;
+(``hpsearch.tracking.writer``); ``Buffers`` batches a run's parameters, metrics and tags into few calls;
 a child run is found again by its trial id, so a retried or resumed trial continues its own run.
 
 Example:
@@ -71,7 +71,7 @@ FLUSH_SECONDS = 2.0
 
 def report_ms(ray_timestamp: Any, now: float) -> int:
     """When a result was reported, in ms. Ray's ``timestamp`` counts whole seconds, too coarse to
-    time an epoch by (``hpsearch.curves`` does); a result that arrives live takes the driver's clock
+    time an epoch by (``hpsearch.simulate.curves`` does); a result that arrives live takes the driver's clock
     instead, one replayed later (resume reads Ray's result files) keeps Ray's second.
 
     Example:

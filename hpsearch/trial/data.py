@@ -71,10 +71,7 @@ def _mnist1d(num_samples: int = 8000, train_split: float = 0.5, seed: int = 42) 
     """
     path = cache_dir() / f"mnist1d-n{num_samples}-split{train_split}-seed{seed}.npz"
     if not path.exists():
-        from mnist1d.data import (  # never get_dataset: it downloads
-            get_dataset_args,
-            make_dataset,
-        )
+        from mnist1d.data import get_dataset_args, make_dataset  # never get_dataset: it downloads
 
         args = get_dataset_args()
         args.num_samples, args.train_split, args.seed = num_samples, train_split, seed

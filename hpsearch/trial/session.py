@@ -22,6 +22,7 @@ import math
 import numbers
 import os
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ class TrialFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Group:
-    """This process is one worker of a multi-worker trial (see ``hpsearch.workers``): its rank, the
+    """This process is one worker of a multi-worker trial (see ``hpsearch.trial.workers``): its rank, the
     group's size, and the checkpoint the group starts from (the Tune trial's, after a pause, a retry
     or a resume; None for a fresh start)."""
 
@@ -60,7 +61,9 @@ def in_sweep() -> bool:
     """True inside a trial run by Ray Tune (in a multi-worker trial: in each of its workers)."""
     if group is not None:
         return True
-    return in_tune_session()
+    # A Tune trial's process has Ray loaded; without it this is a plain process (a notebook, a unit
+    # test), which then need not pay for importing Ray to learn so.
+    return "ray" in sys.modules and in_tune_session()
 
 
 def _plain(name: str, value: Any) -> float | int | str | bool:

@@ -109,8 +109,14 @@ def group_error(exc: BaseException) -> str:
         exc = error
         while getattr(exc, "__cause__", None) is not None:
             exc = exc.__cause__
-        return f"worker {rank}: {type(exc).__name__}: {first_line(exc)}"
-    return f"{type(exc).__name__}: {first_line(exc)}"
+        return f"worker {rank}: {_described(exc)}"
+    return _described(exc)
+
+
+def _described(exc: BaseException) -> str:
+    """``Type: first line``, or ``Type`` for an exception without a message."""
+    line = first_line(exc)
+    return type(exc).__name__ if line == type(exc).__name__ else f"{type(exc).__name__}: {line}"
 
 
 def group_worker(loop: dict[str, Any]) -> None:

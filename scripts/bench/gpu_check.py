@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from hpsearch.ray.cluster import repair_cleaner
 
     work = Path(tempfile.mkdtemp(prefix="hpsearch-gpu-check-"))
-    # One Ray for every step, with the setup hook multi-worker trials need (hpsearch.cluster.connect
+    # One Ray for every step, with the setup hook multi-worker trials need (hpsearch.ray.cluster.connect
     # gives it to a Ray it starts itself).
     ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR, runtime_env={"worker_process_setup_hook": repair_cleaner})

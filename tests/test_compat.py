@@ -255,11 +255,11 @@ def test_fluent_tracking_uri_is_what_set_tracking_uri_set(tmp_path):
         assert mlflow_compat.fluent_tracking_uri() == before
 
 
-def test_sqlalchemy_engine_of_a_sqlite_store_and_none_for_a_server(tmp_path):
+def test_sqlalchemy_engine_of_a_sqlite_store_and_none_for_a_server(mlflow_uri):
     from mlflow import MlflowClient
 
     with relied_on(mlflow_compat.sqlalchemy_engine):
-        client = MlflowClient(tracking_uri="sqlite:///" + str(tmp_path / "canary.db"))
+        client = MlflowClient(tracking_uri=mlflow_uri)  # the session's store: creating one costs seconds
         client.search_experiments(max_results=1)
         engine = mlflow_compat.sqlalchemy_engine(client)
         assert engine is not None and engine.dialect.name == "sqlite"
@@ -296,3 +296,54 @@ def test_every_compat_function_has_a_canary():
                  if inspect.isfunction(f) and f.__module__ == m.__name__ and not n.startswith("_")]
     missing = [f"{m.__name__}.{n}" for m, n in functions if f"compat.{n}" not in text]
     assert not missing, missing
+
+
+# -- sweeps saved before the sub-packages ------------------------------------------------------------
+
+# What Ray pickled of a sweep started before hpsearch's sub-packages (its Tuner, searcher state and
+# callback states: read from such a sweep's files), and where each lives now.
+LEGACY_NAMES = {
+    "hpsearch.callbacks.InterruptWatch": "hpsearch.ray.callbacks.InterruptWatch",
+    "hpsearch.callbacks.Groundwork": "hpsearch.ray.callbacks.Groundwork",
+    "hpsearch.callbacks.NoTensorBoard": "hpsearch.ray.callbacks.NoTensorBoard",
+    "hpsearch.callbacks.NoCSV": "hpsearch.ray.callbacks.NoCSV",
+    "hpsearch.engine.trial_dirname": "hpsearch.ray.tuner.trial_dirname",
+    "hpsearch.params.Fixed": "hpsearch.space.params.Fixed",
+    "hpsearch.params.Float": "hpsearch.space.params.Float",
+    "hpsearch.params.Choice": "hpsearch.space.params.Choice",
+    "hpsearch.space.Space": "hpsearch.space.space.Space",
+    "hpsearch.persist.ResumableASHA": "hpsearch.ray.schedulers.ResumableASHA",
+    "hpsearch.persist.ResumableHyperBand": "hpsearch.ray.schedulers.ResumableHyperBand",
+    "hpsearch.persist.SchedulerState": "hpsearch.ray.schedulers.SchedulerState",
+    "hpsearch.progress.ProgressCallback": "hpsearch.ray.callbacks.ProgressCallback",
+    "hpsearch.stopper.SweepStop": "hpsearch.ray.stopper.SweepStop",
+    "hpsearch.strategies.define_by_run": "hpsearch.search.strategies.define_by_run",
+    "hpsearch.tpe.PrunedAwareOptunaSearch": "hpsearch.ray.searchers.PrunedAwareOptunaSearch",
+    "hpsearch.tracking.MlflowCallback": "hpsearch.ray.callbacks.MlflowCallback",
+    "hpsearch.trial.trial_entry": "hpsearch.trial.entry.trial_entry",
+    "hpsearch.trial.Replay": "hpsearch.trial.entry.Replay",
+    "hpsearch.data.Dataset": "hpsearch.trial.data.Dataset",
+    "hpsearch.settings.SweepSettings": "hpsearch.settings.SweepSettings",
+    "hpsearch.vocab.StopReason": "hpsearch.vocab.StopReason",
+}
+
+
+def test_names_pickled_before_the_sub_packages_resolve_where_they_live_now():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, pickle, sys\n"
+        "from hpsearch.ray import legacy\n"
+        "legacy.install()\n"
+        "from hpsearch.trial import ddp, session, spec\n"  # the packages' own submodules still import
+        "out = {}\n"
+        f"for old in {sorted(LEGACY_NAMES)!r}:\n"
+        "    module, name = old.rsplit('.', 1)\n"
+        "    obj = pickle.loads(('c' + module + '\\n' + name + '\\n.').encode())\n"
+        "    out[old] = obj.__module__ + '.' + obj.__qualname__\n"
+        "print(json.dumps(out))\n"
+    )
+    found = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert found == LEGACY_NAMES

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from hpsearch.environment import check_environment, default_storage
 from hpsearch.progress import Progress
+from hpsearch.ray import compat
 from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
 from hpsearch.ray.cluster import connect, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
@@ -256,7 +257,6 @@ def resume_prepared(
 
 
 def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepResult:
-    from hpsearch.ray.tuner import ran_trials  # imports Ray Tune: only once a sweep runs
 
     s = prep.settings
     tracker = live.tracker
@@ -276,7 +276,9 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
     finally:
         live.watch.restore()
     wall = time.time() - start
-    trials = ran_trials(grid)
+    # The Trial objects: their status and error file are what the table needs; the public Result
+    # has neither the scheduler's stop nor the status.
+    trials = compat.result_trials(grid)
     records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
     if live.watch.signal and not stopper.reached:
         # Ray saved the experiment with these trials unfinished, then marked them TERMINATED.

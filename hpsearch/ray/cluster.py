@@ -78,11 +78,11 @@ def check_groups_freed(workers_per_trial: int) -> None:
     import ray  # Ray: only where Ray runs, so `import hpsearch` stays light
 
     dashboard = compat.has_dashboard()
+    if dashboard is None:  # a Ray client connection (ray://) cannot tell: the cluster's own setup decides
+        return
     try:
         hook = ray.get_runtime_context().runtime_env.get("worker_process_setup_hook") or ""
-    except Exception:  # noqa: BLE001 - a Ray client connection (ray://) cannot tell
-        return
-    if dashboard is None:  # a Ray client connection (ray://): the cluster's own setup decides
+    except Exception:  # noqa: BLE001 - no runtime env to read: as above
         return
     if "repair_cleaner" not in str(hook) and not dashboard:
         raise ValueError("workers_per_trial: the Ray already started in this process has no dashboard and not "

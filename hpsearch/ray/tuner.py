@@ -143,9 +143,3 @@ def attach(tuner: tune.Tuner, live: Sequence[Any], user: Sequence[Any]) -> None:
     """This start's callbacks for a restored Tuner (``live``: hpsearch's, ``user``: the caller's)."""
     tune_config, run_config = compat.restored_configs(tuner)
     run_config.callbacks = driver_callbacks(live, tune_config.scheduler, user)
-
-
-def ran_trials(grid) -> list:
-    """The Ray ``Trial`` objects of a finished ``fit``: their status and error file are what the
-    trials table needs, and the public ``Result`` has neither the scheduler's stop nor the status."""
-    return compat.result_trials(grid)

@@ -8,6 +8,7 @@ them (the trial side included), and they import nothing of hpsearch.
 """
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -72,6 +73,7 @@ def _unit(module: str) -> str:
     raise AssertionError(f"hpsearch.{module} has no layer in LAYERS")
 
 
+@functools.cache  # every check reads the same source: parse it once (the trees are only read)
 def _modules() -> dict[str, ast.Module]:
     return {_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.rglob("*.py"))}
 
@@ -99,6 +101,7 @@ def _internal(module: str, names: list[str], known: set[str]) -> list[str]:
     return subs or [base]
 
 
+@functools.cache
 def _graph() -> dict[str, dict[str, int]]:
     trees = _modules()
     known = set(trees)

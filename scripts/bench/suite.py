@@ -1,5 +1,5 @@
 """The benchmark suite's driver: checks the machine is quiet, runs the parts on one local Ray
-instance, writes bench.json and bench.md, and (with --update-readme, from a full run on a quiet
+instance, writes bench.json and bench.md, and (with --update-docs, from a full run on a quiet
 machine) the README's Performance table. Start it with scripts/bench/run.
 
 Sizes are per mode. The full mode must stay under 75 minutes on 2 cores (aim: about 60); the
@@ -203,11 +203,11 @@ def markdown(results: dict[str, Any]) -> str:
     ]) + "\n"
 
 
-def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
+def update_docs(text: str, readme: Path = ROOT / "docs" / "benchmarks.md") -> None:
     content = readme.read_text()
     pattern = re.compile(r"(<!-- bench:start -->\n).*?(\n<!-- bench:end -->)", re.S)
     if not pattern.search(content):
-        raise SystemExit("bench: README.md has no <!-- bench:start --> ... <!-- bench:end --> block")
+        raise SystemExit(f"bench: {readme} has no <!-- bench:start --> ... <!-- bench:end --> block")
     readme.write_text(pattern.sub(lambda m: m.group(1) + text.rstrip("\n") + m.group(2), content, count=1))
 
 
@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, about 7 minutes on 2 cores; figures indicative")
     ap.add_argument("--only", default=",".join(DEFAULT_PARTS), help=f"comma-separated parts of: {PART_HELP}")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where bench.json and bench.md go")
-    ap.add_argument("--update-readme", action="store_true",
-                    help="write this run's table into README.md (full mode on a quiet machine only)")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="write this run's table into docs/benchmarks.md (full mode on a quiet machine only)")
     ap.add_argument("--allow-busy", action="store_true",
                     help=f"run even where the load average is above {BUSY_LOAD} (the results say so: not quotable)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (Ray results, MLflow stores, logs)")
@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     command = "scripts/bench/run" + (" --quick" if args.quick else "") + \
               (f" --only {','.join(parts)}" if set(parts) != set(DEFAULT_PARTS) else "")
-    if args.update_readme and args.quick:
-        print("bench: --update-readme takes a full-mode run (the README quotes no quick figures)", file=sys.stderr)
+    if args.update_docs and args.quick:
+        print("bench: --update-docs takes a full-mode run (docs/benchmarks.md quotes no quick figures)", file=sys.stderr)
         return 2
 
     # The arms compete for the same cores as anything else running: measure on a quiet machine.
@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: machine busy: load average {loads[-1]} > {BUSY_LOAD}; stop other work or pass --allow-busy",
               file=sys.stderr)
         return 2
-    if busy and args.update_readme:
-        print(f"bench: --update-readme takes a run on a quiet machine: load average {loads[-1]} > {BUSY_LOAD}",
+    if busy and args.update_docs:
+        print(f"bench: --update-docs takes a run on a quiet machine: load average {loads[-1]} > {BUSY_LOAD}",
               file=sys.stderr)
         return 2
 
@@ -291,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "bench.md").write_text(md)
     print(md)
     log(f"bench: done in {meta['wall_s'] / 60:.1f} min; wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
-    if args.update_readme:
-        update_readme(md)
-        log("bench: README.md Performance table updated")
+    if args.update_docs:
+        update_docs(md)
+        log("bench: docs/benchmarks.md table updated")
     return 0
 
 

@@ -292,6 +292,25 @@ def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
 
 KILL_EPOCHS = 15  # ~0.2 s each at batch 32: a trial runs for seconds, long enough to kill mid-way
 
+# A space module's TRAIN that holds each trial after its third epoch until a file "release" exists
+# beside the module, checkpointing every epoch so a resumed trial goes on where it was held.
+HELD_TRAIN = """
+import time
+from pathlib import Path
+
+import hpsearch
+
+RELEASE = Path(__file__).with_name("release")
+
+
+def TRAIN(config):
+    state = hpsearch.load_checkpoint() or {"epoch": 0}
+    for epoch in range(state["epoch"] + 1, MAX_EPOCHS + 1):
+        while epoch > 3 and not RELEASE.exists():
+            time.sleep(0.05)
+        hpsearch.report(epoch=epoch, val_acc=config["lr"] * epoch / MAX_EPOCHS, checkpoint={"epoch": epoch})
+"""
+
 
 @pytest.mark.slow
 # mid: two finished, a pair in flight; late: four finished, the last pair in flight. (A kill before
@@ -366,10 +385,12 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
                          ids=["ctrl-c-to-the-terminal-group", "sigterm-to-the-driver"])
 def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code, group):
     # Ctrl-C in a terminal reaches the whole process group (Ray's processes too); systemd's
-    # KillMode=mixed and Kubernetes send SIGTERM to the main process only.
+    # KillMode=mixed and Kubernetes send SIGTERM to the main process only. The trials wait after
+    # their third epoch until the test releases them, so the signal always finds trials running,
+    # whatever the machine's speed (racing the sweep's end failed on a busy machine).
     module = tmp_path / "slow.py"
-    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}").replace(
-        'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
+    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}") + HELD_TRAIN)
+    release = tmp_path / "release"
     storage, name = tmp_path / "runs", f"interrupted-{sig.name}"
     proc = hpsearch_process("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
                      "--name", name, "--no-progress", "--concurrency", "2", start_new_session=True)
@@ -399,6 +420,7 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     assert cut and all(c.info.status == "KILLED" for c in cut)
     assert not any(c.info.status == "RUNNING" for c in children)
 
+    release.touch()  # the resumed trials go on to their last epoch
     resumed = hpsearch_process("resume", name, "--storage", str(storage), "--no-progress")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]

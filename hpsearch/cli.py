@@ -35,6 +35,7 @@ from hpsearch.simulate.explain import comparison, plan_report
 from hpsearch.simulate.many import settings_from_lists
 from hpsearch.simulate.sources import find_table
 from hpsearch.space.modules import load_space_module
+from hpsearch.storage import as_location
 from hpsearch.text import duration, fmt, mask, mask_config
 from hpsearch.tracking.analysis import find_parent, load_sweep, write_report
 from hpsearch.tracking.uri import store_to_read
@@ -194,14 +195,14 @@ def _finish(result) -> None:
     print_result(result)
     print_tracking(result)
     if result.interrupted:
-        _interrupted(result.name, str(Path(result.path).parent), result.signal_exit)
+        _interrupted(result.name, as_location(result.path).parent.uri, result.signal_exit)
     _exit_if_nothing_reported(result)
 
 
 def _interrupted(name: str, storage: str | None, code: int = 130) -> None:
     """The last line after an interrupt, and its exit status."""
 
-    where = "" if storage is None or Path(storage) == Path(default_storage()).resolve() else f" --storage {storage}"
+    where = "" if storage is None or as_location(storage) == as_location(default_storage()) else f" --storage {storage}"
     out.print(f"interrupted: resume with hpsearch resume {name}{where}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from hpsearch.environment import check_environment, default_storage
+from hpsearch.environment import check_environment
 from hpsearch.progress import Progress
 from hpsearch.ray import compat
 from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
@@ -39,6 +39,7 @@ from hpsearch.settings import Resources, SweepSettings
 from hpsearch.simulate.explain import expected
 from hpsearch.space import Space
 from hpsearch.space.modules import SpaceModule, load_space_module
+from hpsearch.storage import open_storage
 from hpsearch.tracking.close import close_sweep
 from hpsearch.tracking.store import open_client
 from hpsearch.tracking.tracker import SweepTracker
@@ -118,7 +119,7 @@ def prepare(
     resolved = s.replace(
         metric=metric, mode=mode, trials=trials, max_epochs=max_epochs, name=name,
         dataset=dataset.name if dataset else None, tracking_uri=uri or False,
-        storage=str(Path(s.storage or default_storage()).expanduser().resolve()),
+        storage=open_storage(s.storage).uri,  # a URI that cannot be opened fails here, before anything is written
         experiment=s.experiment or (module.name if module else "hpsearch"),
     )
     return PreparedSweep(resolved, sp, str(module.path) if module else None, train_fn, dataset, warm, model_fn=model_fn)
@@ -251,7 +252,7 @@ def resume_prepared(
     tuner = restored_tuner(prep, stopper)  # before the tracker: nothing to resume writes nothing to MLflow
     live = _live(prep, progress, client)
     attach(tuner, live.callbacks, callbacks)
-    if any(stopper.meets_goal(r) for d in prep.path.glob("*/") for r in read_results(d)):
+    if any(stopper.meets_goal(r) for d in prep.path.children() for r in read_results(d)):
         stopper.reached = StopReason.GOAL  # reached before the interruption: end now instead of going on
     return _run(tuner, prep, live, stopper)
 
@@ -279,7 +280,7 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
     # The Trial objects: their status and error file are what the table needs; the public Result
     # has neither the scheduler's stop nor the status.
     trials = compat.result_trials(grid)
-    records = records_from_trials(trials, prep.space, s.metric, s.max_epochs)
+    records = records_from_trials(trials, prep.space, s.metric, s.max_epochs, prep.path)
     if live.watch.signal and not stopper.reached:
         # Ray saved the experiment with these trials unfinished, then marked them TERMINATED.
         stopper.reached = StopReason.INTERRUPTED
@@ -292,8 +293,8 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
             if r.status == TrialStatus.STOPPED and r.trial_id in never_started:
                 r.status = TrialStatus.PENDING
     if stopper.reached != StopReason.INTERRUPTED:
-        prune_checkpoints(trials)  # the sweep has ended: no resume will need a superseded one
-    result = SweepResult(s.name, str(prep.path), s.metric, str(s.mode), s.max_epochs, records, wall,
+        prune_checkpoints(trials, prep.path)  # the sweep has ended: no resume will need a superseded one
+    result = SweepResult(s.name, prep.path.uri, s.metric, str(s.mode), s.max_epochs, records, wall,
                          pick_best(records, s.mode), stopped_by=stopper.reached,
                          signal=live.watch.signal if stopper.reached == StopReason.INTERRUPTED else None)
     if tracker is not None:

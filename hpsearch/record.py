@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from hpsearch.environment import default_storage
 from hpsearch.settings import SweepSettings
 from hpsearch.space import Space
+from hpsearch.storage import Location, open_storage
 from hpsearch.trial.data import Dataset
 from hpsearch.trial.entry import Replay
 from hpsearch.vocab import SETTINGS_FILE
@@ -29,22 +28,23 @@ class SweepRecord:
     space: dict[str, Any]
 
     @property
-    def folder(self) -> Path:
-        return Path(self.settings.storage, self.settings.name)
+    def folder(self) -> Location:
+        return Location.open(self.settings.storage, probe=False) / self.settings.name
 
     def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         data = {"settings": self.settings.to_json(), "space_path": self.space_path, "space": self.space}
         (self.folder / SETTINGS_FILE).write_text(json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, name: str, storage: str | None = None) -> "SweepRecord":
-        """The record of a sweep, by name."""
-        root = Path(storage or default_storage()).expanduser()
+        """The record of a sweep, by name, from its storage (a local folder or a URI: one line if
+        it cannot be opened)."""
+        root = open_storage(storage)
         path = root / name / SETTINGS_FILE
         if not path.exists():
-            known = sorted(p.parent.name for p in root.glob(f"*/{SETTINGS_FILE}")) if root.is_dir() else []
-            raise ValueError(f"name: no sweep {name!r} under {str(root)!r} (known: {', '.join(known[-5:]) or 'none'})")
+            known = sorted(c.name for c in root.children() if (c / SETTINGS_FILE).exists()) if root.is_local else []
+            raise ValueError(f"name: no sweep {name!r} under {root.uri!r}"
+                             + (f" (known: {', '.join(known[-5:]) or 'none'})" if root.is_local else ""))
         data = json.loads(path.read_text())
         if "settings" not in data:  # written before November 2026: one flat object
             data = {"space_path": data.pop("space_path"), "space": data.pop("space"), "settings": data}
@@ -72,8 +72,9 @@ class PreparedSweep:
     model_fn: Callable[..., Any] | None = None
 
     @property
-    def path(self) -> Path:
-        return Path(self.settings.storage, self.settings.name)
+    def path(self) -> Location:
+        """The sweep's folder in its storage."""
+        return Location.open(self.settings.storage, probe=False) / self.settings.name
 
     @property
     def record(self) -> SweepRecord:

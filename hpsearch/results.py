@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from hpsearch.ray.compat import trial_started
 from hpsearch.space import Space
+from hpsearch.storage import Location
 from hpsearch.vocab import Mode, StopReason, TrialStatus, is_number
 
 
@@ -141,10 +142,13 @@ def trial_dir(trial) -> str | None:
     return getattr(trial, "local_path", None)
 
 
-def read_results(folder: str | os.PathLike | None) -> list[dict[str, Any]]:
-    """Every result Ray persisted for a trial (its result.json, one JSON object a line)."""
-    path = Path(folder, "result.json") if folder else None
-    if not path or not path.exists():
+def read_results(folder: str | os.PathLike | Location | None) -> list[dict[str, Any]]:
+    """Every result Ray persisted for a trial (its result.json, one JSON object a line), from a
+    local folder or the trial's folder in the sweep's storage."""
+    if not folder:
+        return []
+    path = folder / "result.json" if isinstance(folder, Location) else Location(str(Path(folder, "result.json")))
+    if not path.exists():
         return []
     out = []
     for line in path.read_text().splitlines():
@@ -155,7 +159,10 @@ def read_results(folder: str | os.PathLike | None) -> list[dict[str, Any]]:
     return out
 
 
-def records_from_trials(trials, space: Space, metric: str, max_epochs: int) -> list[TrialRecord]:
+def records_from_trials(trials, space: Space, metric: str, max_epochs: int,
+                        storage: Location | None = None) -> list[TrialRecord]:
+    """A row per Ray trial; ``storage``: the sweep's folder, so that a checkpoint's path is a URI
+    a later process can open (Ray names it by its path inside the storage's filesystem)."""
     out = []
     for t in trials:
         last = dict(t.last_result or {})
@@ -167,7 +174,8 @@ def records_from_trials(trials, space: Space, metric: str, max_epochs: int) -> l
             metrics={k: last[k] for k in ("train_loss", "val_loss", "val_acc", metric) if k in last},
             error=error_text(t) if status == TrialStatus.FAILED else None,
             node=last.get("node_id"), path=trial_dir(t),
-            checkpoint=t.checkpoint.path if getattr(t, "checkpoint", None) is not None else None,
+            checkpoint=(storage.at(t.checkpoint.path).uri if storage is not None else t.checkpoint.path)
+            if getattr(t, "checkpoint", None) is not None else None,
         ))
     return out
 

@@ -92,7 +92,8 @@ class SweepSettings:
     max_failures: int = _opt(0, "Retries of a failed trial, from its last checkpoint.")
     dataset: str | None = _opt(None, "Dataset name (default: the module's DATASET).")
     name: str | None = _opt(None, "Sweep name (default: SPACE-strategy-scheduler-time).")
-    storage: str | None = _opt(None, "Where Ray keeps results (default ~/ray_results or $HPSEARCH_STORAGE).")
+    storage: str | None = _opt(None, "Where Ray keeps results: a folder, or a URI such as s3://bucket/prefix "
+                                "(default ~/ray_results or $HPSEARCH_STORAGE).")
     tracking_uri: str | bool | None = _opt(
         None, "MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
     experiment: str | None = _opt(None, "MLflow experiment (default: the space module's name).")

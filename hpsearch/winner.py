@@ -12,6 +12,7 @@ import inspect
 from typing import Any, Callable
 
 from hpsearch.results import TrialRecord
+from hpsearch.storage import as_location
 from hpsearch.trial.data import Dataset
 from hpsearch.trial.session import read_checkpoint_dir
 
@@ -25,7 +26,8 @@ def best_model(best: TrialRecord | None, data: Dataset | None, builder: Callable
     from torch import nn  # torch: only where a model trains
 
 
-    state = read_checkpoint_dir(best.checkpoint)
+    with as_location(best.checkpoint).local_copy() as folder:  # a checkpoint in a bucket is downloaded
+        state = read_checkpoint_dir(str(folder))
     if isinstance(state, nn.Module):
         return state.eval()
     if not isinstance(state, dict):

@@ -27,6 +27,7 @@ LAYERS = [
     {"vocab": "the words every module shares: statuses, stop reasons, choices, MLflow tag names, small checks",
      "text": "values shown to people: numbers, durations, an error's first line; secrets masked",
      "environment": "the environment variables hpsearch reads, checked like options; default storage",
+     "storage": "where results live: a local folder or a bucket URI, opened through pyarrow's filesystems as Ray's are",
      "ray.compat": "every Ray internal hpsearch relies on, one named function each (canary tests)",
      "tracking.compat": "every MLflow internal hpsearch relies on, one named function each (canary tests)"},
     {"settings": "SweepSettings and Resources: every option of a sweep, validated once"},
@@ -52,9 +53,9 @@ LAYERS = [
 UNITS = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
 TRIAL_SIDE = {"trial"}
 DRIVER_SIDE = {"record", "results", "winner", "progress", "tracking", "ray", "simulate", "engine", "nightly", "cli"}
-PURE = {"vocab", "text", "environment", "ray.compat", "tracking.compat", "settings", "space", "search"}
+PURE = {"vocab", "text", "environment", "storage", "ray.compat", "tracking.compat", "settings", "space", "search"}
 HEAVY = ("ray", "mlflow", "torch", "optuna", "matplotlib", "sklearn", "mnist1d", "sqlalchemy", "pandas",
-         "requests", "git", "tomllib", "tomli")  # tomllib: only on the 3.11+ branch of a version check
+         "requests", "git", "tomllib", "tomli", "pyarrow")  # tomllib: only on the 3.11+ branch of a version check
 COMPAT = {"ray.compat": "ray", "tracking.compat": "mlflow"}
 
 

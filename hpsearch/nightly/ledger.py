@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from hpsearch.results import SweepResult, read_results
 from hpsearch.space import Fixed, Space
+from hpsearch.storage import Location, as_location
 from hpsearch.text import MASK, mask_config
 from hpsearch.trial.entry import Replay
 from hpsearch.vocab import RAY_KEYS, REPLAY_MARK, REUSED_KEY, Mode, TrialStatus, Words, is_number
@@ -38,17 +38,15 @@ class NightStatus(Words):
 class Ledger:
     """Every night's record, in ``<storage>/<name>.nightly/ledger.json`` (rewritten atomically)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Location | Path) -> None:
+        self.folder = folder = as_location(folder)
         self.path = folder / "ledger.json"
         self.nights: dict[str, dict[str, Any]] = (
             json.loads(self.path.read_text())["nights"] if self.path.exists() else {}
         )
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"nights": self.nights}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        self.path.write_text(json.dumps({"nights": self.nights}, indent=1, sort_keys=True))  # whole or not at all
 
     def done_before(self, night: str) -> list[dict[str, Any]]:
         return [self.nights[d] for d in sorted(self.nights) if d < night and self.nights[d]["status"] == NightStatus.DONE]
@@ -96,7 +94,7 @@ def reusable(ledger: Ledger, night: str, key: str) -> dict[str, Replay]:
             ckpt = t.get("checkpoint")
             replay = Replay(
                 curve=tuple(t["curve"]), source=t["source"],
-                checkpoint=ckpt["path"] if ckpt and Path(ckpt["path"]).is_dir() else None,
+                checkpoint=ckpt["path"] if ckpt and as_location(ckpt["path"]).is_dir() else None,
                 checkpoint_epoch=ckpt["epoch"] if ckpt else 0,
             )
             old = out.get(t["config_hash"])
@@ -108,8 +106,11 @@ def reusable(ledger: Ledger, night: str, key: str) -> dict[str, Replay]:
 def trial_entries(result: SweepResult, space: Space) -> list[dict[str, Any]]:
     """What a later night needs of each trial: its curve, its last real checkpoint, where it came from."""
     out = []
+    sweep = as_location(result.path)
     for r in result.trials:
-        rows = read_results(r.path)
+        rows = read_results(r.path)  # the driver's copy
+        # The trial's folder in the sweep's storage (where its checkpoints are, local or in a bucket).
+        folder = sweep / Path(r.path).name if r.path else None
         by_epoch: dict[int, dict[str, Any]] = {}
         ckpt = None
         for row in rows:
@@ -118,8 +119,8 @@ def trial_entries(result: SweepResult, space: Space) -> list[dict[str, Any]]:
                 continue
             by_epoch[epoch] = row  # a resumed trial may repeat an epoch: the later report stands
             name = row.get("checkpoint_dir_name")
-            if name and r.path and Path(r.path, name).is_dir() and not Path(r.path, name, REPLAY_MARK).exists():
-                ckpt = {"epoch": epoch, "path": str(Path(r.path, name))}
+            if name and folder and (folder / name).is_dir() and not (folder / name / REPLAY_MARK).exists():
+                ckpt = {"epoch": epoch, "path": (folder / name).uri}
         curve = [{"epoch": e, **{k: v for k, v in row.items() if k not in RAY_KEYS and k != REUSED_KEY
                                  and is_number(v)}}
                  for e, row in sorted(by_epoch.items())]

@@ -49,6 +49,7 @@ from hpsearch.nightly.ledger import Ledger, NightStatus, reusable, trial_entries
 from hpsearch.nightly.verdict import EXIT_OK, Verdict, judge, record_verdict
 from hpsearch.record import PreparedSweep
 from hpsearch.results import SweepResult
+from hpsearch.storage import Location, as_location
 from hpsearch.vocab import VERSION
 
 EXIT_BUSY = 3
@@ -83,6 +84,20 @@ def reuse_key(prep: PreparedSweep, cfg: NightlyConfig) -> str:
 
 class Busy(RuntimeError):
     """Another nightly of the same name holds the lock."""
+
+def _lock_folder(folder: Location) -> Path:
+    """Where the nightly's lock lives: beside its ledger on a local disk; with storage in a bucket,
+    on this machine (an object store has no lock that dies with its holder), so two copies on one
+    machine exclude each other and a scheduler must not start two machines at once (a CronJob's
+    ``concurrencyPolicy: Forbid``)."""
+    if folder.is_local:
+        local = folder.local
+    else:
+        local = Path(os.environ.get("HPSEARCH_CACHE", "~/.cache/hpsearch")).expanduser() / "nightly-locks" / \
+            hashlib.sha256(folder.uri.encode()).hexdigest()[:16]
+    local.mkdir(parents=True, exist_ok=True)
+    return local
+
 
 @contextmanager
 def _lock(folder: Path) -> Iterator[str | None]:
@@ -125,8 +140,7 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, progress: bool = True, log=p
     ``Busy`` when another copy runs."""
     prep = _prepare_night(cfg, night)  # every check of a sweep, before the lock and before Ray
     key = reuse_key(prep, cfg)
-    folder = Path(prep.settings.storage, f"{cfg.name}.nightly")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = as_location(prep.settings.storage) / f"{cfg.name}.nightly"
     start = time.time()
     deadline = start + cfg.deadline_hours * 3600
     outcome = NightlyOutcome(EXIT_OK, {}, {}, [])
@@ -135,7 +149,7 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, progress: bool = True, log=p
         outcome.messages.append(message)
         log(message)
 
-    with _lock(folder) as stale:
+    with _lock(_lock_folder(folder)) as stale:
         if stale:
             say(f"Took over the lock of a run that is gone ({stale}).")
         ledger = Ledger(folder)
@@ -175,15 +189,15 @@ def _finish_interrupted(cfg, ledger: Ledger, night: str, storage: str, deadline:
     from hpsearch.ray.tuner import can_resume  # Ray Tune: only when a night was interrupted
 
     entry = ledger.nights[night]
-    path = Path(storage, entry["sweep"])
-    if not can_resume(path):
+    path = as_location(storage) / entry["sweep"]
+    if not can_resume(path.uri):
         # Killed before Ray saved anything: there is nothing to resume; tonight starts it anew.
         del ledger.nights[night]
         ledger.save()
         say(f"Night {night} was interrupted before any trial was saved; it is started again if it is tonight.")
         return
     say(f"Night {night} was interrupted; resuming {entry['sweep']}.")
-    prep = prepare_resume(entry["sweep"], storage=str(path.parent))
+    prep = prepare_resume(entry["sweep"], storage=storage)
     prep.deadline = deadline
     prep.reuse = reusable(ledger, night, entry["key"])
     result = resume_prepared(prep, address=cfg.address, progress=progress)

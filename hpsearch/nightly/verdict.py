@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hpsearch.nightly.ledger import Ledger
+from hpsearch.storage import Location
 from hpsearch.text import fmt
 from hpsearch.vocab import (
     TAG_NIGHT,
@@ -134,8 +134,7 @@ def _winner(best: dict[str, Any], ref: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def record_verdict(entry: dict[str, Any], verdict: Verdict, tracking_uri: str | None, folder: Path) -> None:
-    (folder / "verdicts").mkdir(exist_ok=True)
+def record_verdict(entry: dict[str, Any], verdict: Verdict, tracking_uri: str | None, folder: Location) -> None:
     (folder / "verdicts" / f"{entry['night']}.md").write_text(verdict.markdown)
     entry["verdict"] = {"kind": str(verdict.kind), "exit_code": verdict.exit_code, "change": verdict.change,
                         "reference": verdict.reference, "reference_night": verdict.reference_night}

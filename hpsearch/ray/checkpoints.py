@@ -7,15 +7,15 @@ Driver side.
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from hpsearch.results import trial_dir
+from hpsearch.storage import Location
 
 
-def prune_checkpoints(trials) -> int:
-    """At a sweep's end, each trial's checkpoints but its latest; returns how many were deleted.
+def prune_checkpoints(trials, sweep: Location) -> int:
+    """At a sweep's end, each trial's checkpoints but its latest, in the sweep's storage (``sweep``:
+    its folder, local or in a bucket); returns how many were deleted.
 
     During a sweep Ray keeps them all (``num_to_keep=None``): Ray deletes a superseded checkpoint
     when it registers a new one, but uploads the experiment snapshot that stops naming it only
@@ -27,12 +27,11 @@ def prune_checkpoints(trials) -> int:
     for trial in trials:
         latest = trial.checkpoint
         keep = Path(latest.path).name if latest is not None else None
-        folder = trial_dir(trial)
-        if folder is None or not Path(folder).is_dir():
+        if not getattr(trial, "path", None):
             continue
-        for path in Path(folder).glob("checkpoint_*"):
-            if path.is_dir() and path.name != keep:
-                shutil.rmtree(path, ignore_errors=True)
+        for path in (sweep / Path(trial.path).name).children():
+            if path.name.startswith("checkpoint_") and path.name != keep:
+                path.remove()
                 deleted += 1
     return deleted
 

@@ -21,6 +21,7 @@ from hpsearch.ray.stopper import SweepStop
 from hpsearch.record import PreparedSweep
 from hpsearch.search.schedulers import decision_epochs
 from hpsearch.settings import SweepSettings
+from hpsearch.storage import as_location
 from hpsearch.text import MASK, is_secret
 from hpsearch.trial.entry import trial_entry
 from hpsearch.trial.spec import TrialSpec
@@ -40,7 +41,7 @@ def trial_spec(settings: SweepSettings) -> TrialSpec:
     return TrialSpec(
         max_epochs=s.max_epochs, checkpoint_epochs=decision_epochs(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
         checkpoint_every_s=s.checkpoint_every_s, workers=s.workers_per_trial, cpus_per_worker=s.cpus_per_trial,
-        gpus_per_worker=s.gpus_per_trial, group_storage=str(Path(s.storage, s.name)) if s.storage and s.name else None,
+        gpus_per_worker=s.gpus_per_trial, group_storage=(as_location(s.storage) / s.name).uri if s.storage and s.name else None,
     )
 
 
@@ -126,7 +127,7 @@ def restored_tuner(prep: PreparedSweep, stopper: SweepStop) -> tune.Tuner:
     gets the wrapper now, and resumes with an empty state as it used to).
     """
     s = prep.settings
-    path = str(prep.path)
+    path = prep.path.uri
     if not can_resume(path):
         raise ValueError(f"name: sweep {s.name!r} has no Ray experiment state under {path!r} to resume")
     legacy.install()  # a sweep saved before hpsearch's sub-packages names its objects by their old paths

@@ -26,6 +26,7 @@ from hpsearch.environment import drain_seconds
 from hpsearch.results import SweepResult
 from hpsearch.settings import SweepSettings
 from hpsearch.space import Space
+from hpsearch.storage import Location, as_location
 from hpsearch.text import mask, mask_config
 from hpsearch.tracking.store import git_commit, open_client, param_value
 from hpsearch.tracking.writer import Writer, children_of, spill
@@ -315,7 +316,7 @@ class SweepTracker:
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics, "tags": tags})
         self.writer.submit({"op": "set_status", "ref": "parent", "status": status})
 
-    def close(self, storage_dir: str | Path, drain_s: float | None = None) -> tuple[Path, int] | None:
+    def close(self, storage_dir: str | Path | Location, drain_s: float | None = None) -> tuple[Location, int] | None:
         """Deliver what is queued; if MLflow stays unreachable, keep the rest on disk for ``sync``.
 
         Returns the journal's path and how many writes it holds, or None when all were delivered.
@@ -324,13 +325,13 @@ class SweepTracker:
         left = self.writer.close(drain_seconds() if drain_s is None else drain_s)
         if not left:
             return None
-        path = Path(storage_dir) / PENDING_FILE
+        path = as_location(storage_dir) / PENDING_FILE
         spill(path, {"tracking_uri": self.uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_id,
                      "runs": self.writer.runs_snapshot()}, left)
         log.warning("MLflow unreachable at the end of the sweep: %d writes kept in %s", len(left), path)
         return path, len(left)
 
-    def interrupt(self, storage_dir: str | Path) -> None:
+    def interrupt(self, storage_dir: Location) -> None:
         """A second interrupt: mark the parent interrupted (KILLED, as the UI shows it) and deliver
         what is queued without waiting long; ``resume`` reconciles the rest from Ray's records."""
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": [],
@@ -338,7 +339,7 @@ class SweepTracker:
         self.writer.submit({"op": "set_status", "ref": "parent", "status": "KILLED"})
         self.close(storage_dir, drain_s=min(drain_seconds(), 10.0))
 
-    def abandon(self, storage_dir: str | Path) -> None:
+    def abandon(self, storage_dir: Location) -> None:
         """The sweep itself failed: mark the parent FAILED and deliver (or keep) what is queued."""
         self.writer.submit({"op": "set_status", "ref": "parent", "status": "FAILED"})
         self.close(storage_dir)

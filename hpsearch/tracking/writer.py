@@ -21,6 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
+from hpsearch.storage import Location, as_location
 from hpsearch.tracking.uri import check_reachable
 from hpsearch.vocab import TAG_PARENT, TAG_TRIAL
 
@@ -233,22 +234,23 @@ def children_of(client, experiment_id: str, parent_run_id: str) -> dict[str, str
     return out
 
 
-def spill(path: Path, header: dict[str, Any], ops: Sequence[dict[str, Any]]) -> None:
-    """Append undelivered operations to a journal, after a header naming the store and the runs."""
-    with open(path, "a") as f:
-        f.write(json.dumps({"header": header}) + "\n")
-        for op in ops:
-            f.write(json.dumps(op) + "\n")
+def spill(path: str | Path | Location, header: dict[str, Any], ops: Sequence[dict[str, Any]]) -> None:
+    """Append undelivered operations to a journal (in the sweep's storage, local or a bucket),
+    after a header naming the store and the runs."""
+    path = as_location(path)
+    earlier = path.read_text() if path.exists() else ""
+    path.write_text(earlier + "".join(json.dumps(x) + "\n" for x in [{"header": header}, *ops]))
 
 
-def sync(path: str | Path, tracking_uri: str | None = None, timeout: float = 600) -> int:
+def sync(path: str | Path | Location, tracking_uri: str | None = None, timeout: float = 600) -> int:
     """Send the writes a sweep kept on disk while MLflow was unreachable; returns how many.
 
     Child runs created meanwhile (by a resume, say) are found again by trial id, not duplicated.
     """
     from mlflow import MlflowClient  # MLflow (~2 s): only when the store is used
 
-    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    path = as_location(path)
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     header = next(line["header"] for line in lines if "header" in line)
     uri = tracking_uri or header["tracking_uri"]
     check_reachable(uri)
@@ -262,5 +264,5 @@ def sync(path: str | Path, tracking_uri: str | None = None, timeout: float = 600
     if left:
         raise RuntimeError(f"sync: MLflow at {uri} took {len(ops) - len(left)} of {len(ops)} writes; "
                            f"run hpsearch sync again ({writer.last_error})")
-    Path(path).rename(Path(path).with_suffix(".synced"))
+    path.rename(path.at_name(path.name.rsplit(".", 1)[0] + ".synced"))
     return len(ops)

@@ -104,7 +104,8 @@ def replay_curve(replay: Replay, max_epochs: int) -> bool:
             continue
         values = {**row, "node_id": node, REUSED_KEY: replay.source}
         if epoch == upto and not whole:
-            tune.report(values, checkpoint=tune.Checkpoint.from_directory(replay.checkpoint))
+            # A folder or a URI in a bucket: Ray opens either with the storage's filesystem.
+            tune.report(values, checkpoint=tune.Checkpoint(replay.checkpoint))
             continue
         with tempfile.TemporaryDirectory(prefix="hpsearch-replay-") as tmp:
             Path(tmp, REPLAY_MARK).write_text(json.dumps({"epoch": epoch}))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -31,6 +30,7 @@ from ray.train import UserCallback  # the trial side imports this module only fo
 
 import hpsearch.trial.session as session
 from hpsearch.ray.compat import worker_failures
+from hpsearch.storage import as_location
 from hpsearch.text import first_line
 from hpsearch.trial.session import Group, TrialFailed, checkpoint_policy
 from hpsearch.trial.spec import TrialSpec
@@ -59,7 +59,8 @@ def run_group(config: dict[str, Any], train_fn: Callable[..., Any], kwargs: Mapp
     for name, value in LEAN_TRAIN.items():  # the user's own setting wins
         os.environ.setdefault(name, value)
     gpu = bool(spec.gpus_per_worker)
-    folder = Path(spec.group_storage or ".", GROUPS_DIR, tune.get_context().get_trial_id())
+    # In the sweep's storage (a bucket or a shared folder), which every worker of the group reaches.
+    folder = as_location(spec.group_storage or str(Path.cwd())) / GROUPS_DIR / tune.get_context().get_trial_id()
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         group_worker,
@@ -71,7 +72,7 @@ def run_group(config: dict[str, Any], train_fn: Callable[..., Any], kwargs: Mapp
         run_config=train.RunConfig(
             # A new name each attempt: Tune's checkpoint is the one a restarted group starts from,
             # never a Train run left behind by a crash.
-            name=f"attempt-{secrets.token_hex(4)}", storage_path=str(folder), callbacks=[Forward(queue)],
+            name=f"attempt-{secrets.token_hex(4)}", storage_path=folder.uri, callbacks=[Forward(queue)],
             failure_config=train.FailureConfig(max_failures=0),  # retries are Tune's (max_failures)
         ),
     )
@@ -88,15 +89,15 @@ def run_group(config: dict[str, Any], train_fn: Callable[..., Any], kwargs: Mapp
     threading.Thread(target=fit, name="hpsearch-group", daemon=True).start()
     try:
         while (item := queue.get()) != _END:
-            metrics, path = item
-            if path is None:
+            metrics, checkpoint = item
+            if checkpoint is None:
                 tune.report(metrics)
                 continue
-            # Tune copies the folder into the trial's storage before report returns.
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(path))
-            shutil.rmtree(path, ignore_errors=True)
+            # Tune copies the checkpoint into the trial's storage before report returns.
+            tune.report(metrics, checkpoint=checkpoint)
+            checkpoint.filesystem.delete_dir(checkpoint.path)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        folder.remove()
     if failed:
         raise TrialFailed(group_error(failed[0])) from failed[0]
 
@@ -133,10 +134,10 @@ def group_worker(loop: dict[str, Any]) -> None:
 
 
 class Forward(UserCallback):
-    """Runs in Ray Train's controller: rank 0's metrics and the checkpoint's folder, to the trial."""
+    """Runs in Ray Train's controller: rank 0's metrics and its checkpoint (in the group's storage), to the trial."""
 
     def __init__(self, queue) -> None:
         self.queue = queue
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        self.queue.put((dict(metrics[0]), checkpoint.path if checkpoint is not None else None))
+        self.queue.put((dict(metrics[0]), checkpoint))

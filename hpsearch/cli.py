@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+import yaml  # PyYAML comes with Ray: --runtime-env files
 from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException  # typer vendors click: its errors derive from this
@@ -28,7 +29,7 @@ from hpsearch.environment import default_storage
 from hpsearch.nightly import EXIT_BUSY, Busy, load_config, parse_date, run_nightly
 from hpsearch.record import SweepRecord
 from hpsearch.search.schedulers import plan_budget
-from hpsearch.settings import SweepSettings, option_field, option_help
+from hpsearch.settings import SweepSettings, option_field, option_help, resolve_env_paths
 from hpsearch.simulate.curves import check_table_fits
 from hpsearch.simulate.events import Costs
 from hpsearch.simulate.explain import comparison, plan_report
@@ -106,6 +107,7 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "goal": ("--goal", Optional[float]),
     "time_budget_s": ("--time-budget", Optional[float]),
     "checkpoint_every_s": ("--checkpoint-every", float),
+    "runtime_env": ("--runtime-env", Optional[str]),
     "wait_for_resources_s": ("--wait-for-resources", Optional[float]),
 }
 
@@ -145,6 +147,8 @@ def sweep_options(*, exclude: tuple[str, ...] = ()):
         def wrapper(**kwargs):
             values = {n: kwargs.pop(n) for n in names}
             try:
+                if values.get("runtime_env") is not None:
+                    values["runtime_env"] = load_runtime_env(values["runtime_env"])
                 settings = SweepSettings(**values)
             except ValueError as exc:
                 _fail(str(exc))
@@ -157,6 +161,23 @@ def sweep_options(*, exclude: tuple[str, ...] = ()):
         return wrapper
 
     return decorate
+
+
+def load_runtime_env(path: str) -> dict[str, Any]:
+    """A runtime environment from a YAML or JSON file; its local ``working_dir`` and ``py_modules``
+    paths are taken relative to the file's folder (not to wherever the command runs)."""
+    file = Path(path).expanduser()
+    try:
+        env = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ValueError(f"runtime_env: cannot read {path!r} ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', '')})" if mark is not None else ""
+        raise ValueError(f"runtime_env: {path!r} does not parse as YAML or JSON{where}") from None
+    if not isinstance(env, dict):
+        raise ValueError(f"runtime_env: {path!r} must hold a mapping such as working_dir: ., got {type(env).__name__}")
+    return resolve_env_paths(env, file.resolve().parent)
 
 
 SpaceArg = typer.Argument(..., help="Space module: a path (spaces/mlp.py) or a short name (mlp).")

@@ -30,7 +30,7 @@ from hpsearch.environment import check_environment
 from hpsearch.progress import Progress
 from hpsearch.ray import compat
 from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
-from hpsearch.ray.cluster import connect, quiet_ray, trials_at_once, wait_until_fits
+from hpsearch.ray.cluster import connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
 from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started
 from hpsearch.search.schedulers import plan_budget
@@ -161,7 +161,9 @@ def start_driver(prep: PreparedSweep, address: str | None):
     s = prep.settings
     with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
         opening = pool.submit(_import_driver_side, s.tracking_uri or None)
-        connect(address, s.workers_per_trial)
+        env = job_runtime_env(s.runtime_env, str(Path(prep.space_path).parent) if prep.space_path else None,
+                              s.workers_per_trial)
+        connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env))
         client = opening.result()
     fit = wait_until_fits(s.cpus_per_trial, s.gpus_per_trial, s.wait_for_resources_s, workers=s.workers_per_trial)
     if s.workers_per_trial > 1:

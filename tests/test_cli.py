@@ -87,6 +87,14 @@ BAD_INPUT = [
     (["simulate", "mlp", "--table", "{table}"], "space: the table was recorded without parameter 'dropout'"),
     (["simulate", "{tiny}", "--from-sweep", "never-ran", "--tracking-uri", "sqlite:///{tmp}/empty/mlflow.db"], "tracking_uri: no MLflow store at "),
     (["plan", "{tiny}", "--table", "{tmp}/none.npz", "--epoch-seconds", "1"], "table: no such file"),
+    (["run", "{tiny}", "--storage", "foo://bucket/x"],
+     "storage: 'foo://bucket/x' has a scheme no filesystem opens (a local folder, or s3://, gs://, abfs://, hdfs://)"),
+    (["resume", "x", "--storage", "foo://bucket/x"], "storage: 'foo://bucket/x' has a scheme no filesystem opens"),
+    (["run", "{tiny}", "--runtime-env", "{tmp}/bad-env.yaml"],
+     "runtime_env: '{tmp}/bad-env.yaml' does not parse as YAML or JSON (line 3: expected"),
+    (["run", "{tiny}", "--runtime-env", "{tmp}/typo-env.json"],
+     "runtime_env: 'workdir' is not a field of Ray's runtime environment (did you mean working_dir?)"),
+    (["run", "{tiny}", "--runtime-env", "{tmp}/none.yaml"], "runtime_env: cannot read '{tmp}/none.yaml' (No such file"),
 ]
 
 
@@ -110,6 +118,8 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
     (tmp_path / "imagenet.py").write_text(TINY_MODULE.replace('DATASET = "mnist1d"', 'DATASET = "imagenet"'))
     (tmp_path / "nospace.py").write_text("X = 1\n")
     (tmp_path / "raises.py").write_text("raise ImportError('no such package: torchvision_extra')\n")
+    (tmp_path / "bad-env.yaml").write_text("env_vars:\n  A: [unclosed\n")
+    (tmp_path / "typo-env.json").write_text('{"workdir": "."}')
     def no_ray(*a, **k):
         raise AssertionError("Ray was started for bad input")
 
@@ -123,6 +133,7 @@ def test_bad_input_is_one_line_exit_2_and_no_ray(argv, message, tiny, tmp_path, 
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1, captured.err
+    message = message.format(tmp=tmp_path)
     assert lines[0].startswith("hpsearch: error: ") and message in lines[0], lines[0]
     # (connect, patched above, is the only way the command starts or joins Ray.)
     assert not store.exists(), "something was written to MLflow"
@@ -162,7 +173,8 @@ def test_a_bad_environment_variable_is_one_line_exit_2_and_nothing_written(varia
     assert ray.is_initialized() == was_up, "Ray was started for bad input"
 
 
-def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(tiny, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("scheme", ["", "ray://"], ids=["gcs", "ray-client"])
+def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(scheme, tiny, tmp_path, monkeypatch, capsys):
     import ray
 
     from tests.conftest import free_port
@@ -172,11 +184,11 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(tiny
     was_up = ray.is_initialized()
     port = free_port()
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["run", tiny, "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "runs")])
+        cli.main(["run", tiny, "--address", f"{scheme}127.0.0.1:{port}", "--storage", str(tmp_path / "runs")])
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == [f"hpsearch: error: address: no Ray cluster answers at 127.0.0.1:{port} (ConnectionRefusedError), "
-                     f"got '127.0.0.1:{port}'"]
+                     f"got '{scheme}127.0.0.1:{port}'"]
     assert not store.exists() and not (tmp_path / "runs").exists()
     assert ray.is_initialized() == was_up
 
@@ -213,7 +225,7 @@ BAD_VALUE = {
     "goal": "nan",
     "metric": "", "dataset": "imagenet", "name": "bad name!", "storage": " ",
     "tracking_uri": "mlflow.example", "experiment": " ", "wait_for_resources_s": "-1",
-    "workers_per_trial": "0", "register_model": " ",
+    "workers_per_trial": "0", "register_model": " ", "runtime_env": "/no/such/env.yaml",
 }
 
 

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hpsearch.settings import SweepSettings, option_names
+from hpsearch.settings import SweepSettings, option_names, resolve_env_paths
+from hpsearch.storage import is_uri
 from hpsearch.vocab import NAME, is_number, sqlite_path, whole
 
 # What a nightly sweep does unless its config says otherwise (a sweep's own defaults otherwise).
@@ -93,8 +94,10 @@ def load_config(path: str | os.PathLike) -> NightlyConfig:
     space = raw["space"]
     if isinstance(space, str) and (space.endswith(".py") or "/" in space):
         raw["space"] = str((here / Path(space).expanduser()).resolve())
-    if isinstance(raw.get("storage"), str):
+    if isinstance(raw.get("storage"), str) and not is_uri(raw["storage"]):  # a bucket's URI stays
         raw["storage"] = str((here / Path(raw["storage"]).expanduser()).resolve())
+    if isinstance(raw.get("runtime_env"), dict):  # a [runtime_env] table: its folders too
+        raw["runtime_env"] = resolve_env_paths(raw["runtime_env"], here)
     db = sqlite_path(raw.get("tracking_uri") if isinstance(raw.get("tracking_uri"), str) else None)
     if db is not None and not Path(db).is_absolute():
         raw["tracking_uri"] = "sqlite:///" + str(here / db)

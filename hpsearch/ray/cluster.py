@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from hpsearch.ray import compat
 from hpsearch.text import first_line, fmt
@@ -40,11 +40,35 @@ def quiet_ray() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def connect(address: str | None, workers_per_trial: int = 1) -> dict[str, float]:
+def job_runtime_env(user: Mapping[str, Any] | None, module_folder: str | None, workers_per_trial: int = 1) -> dict:
+    """The runtime environment a sweep's Ray job gets: the user's (``runtime_env``), the space
+    module's folder as ``working_dir`` unless the user names one (so a ``TRAIN`` importing a
+    sibling module works on every node), and, for trials on groups of workers, ``repair_cleaner``
+    as the workers' setup hook.
+
+    Example:
+        >>> job_runtime_env({"env_vars": {"A": "1"}}, "/src/spaces")
+        {'env_vars': {'A': '1'}, 'working_dir': '/src/spaces'}
+    """
+    env = dict(user or {})
+    if module_folder and "working_dir" not in env:
+        env["working_dir"] = module_folder
+    if workers_per_trial > 1:
+        if env.get("worker_process_setup_hook"):
+            raise ValueError("runtime_env: worker_process_setup_hook is hpsearch's own with workers_per_trial > 1 "
+                             "(it frees stopped trials' workers); set yours in TRAIN instead, "
+                             f"got {env['worker_process_setup_hook']!r}")
+        env["worker_process_setup_hook"] = repair_cleaner
+    return env
+
+
+def connect(address: str | None, workers_per_trial: int = 1, runtime_env: Mapping[str, Any] | None = None,
+            user_env: bool = False) -> dict[str, float]:
     """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``; else ``$RAY_ADDRESS``) or
-    start Ray on this machine. With ``workers_per_trial`` above 1 (trials on groups of workers) Ray's
-    workers get ``repair_cleaner`` as their setup hook (a Ray already started here, e.g. by
-    a notebook, keeps the setup it was started with).
+    start Ray on this machine, with ``runtime_env`` (``job_runtime_env``) for its job. A Ray
+    already started in this process (a notebook's, a test session's) keeps the setup it was started
+    with; ``user_env``: the caller asked for a runtime environment of their own, which such a Ray
+    cannot take (one line).
 
     Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
     With no address, a Ray of our own is started even when another is running here: left to
@@ -56,8 +80,8 @@ def connect(address: str | None, workers_per_trial: int = 1) -> dict[str, float]
     if not ray.is_initialized():
         # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
         kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        if workers_per_trial > 1:
-            kwargs["runtime_env"] = {"worker_process_setup_hook": repair_cleaner}
+        if runtime_env:
+            kwargs["runtime_env"] = dict(runtime_env)
         name = "address" if address else "RAY_ADDRESS"
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
@@ -65,8 +89,13 @@ def connect(address: str | None, workers_per_trial: int = 1) -> dict[str, float]
             ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
-    elif workers_per_trial > 1:
-        check_groups_freed(workers_per_trial)
+    else:
+        if user_env:
+            raise ValueError("runtime_env: Ray is already started in this process and keeps the runtime environment "
+                             "it was started with; pass it to ray.init(runtime_env=...) instead, got "
+                             f"{dict(runtime_env or {})!r}")
+        if workers_per_trial > 1:
+            check_groups_freed(workers_per_trial)
     return dict(ray.cluster_resources())
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import secrets
 import sys
 import time
@@ -162,7 +163,7 @@ def start_driver(prep: PreparedSweep, address: str | None):
     with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
         opening = pool.submit(_import_driver_side, s.tracking_uri or None)
         env = job_runtime_env(s.runtime_env, str(Path(prep.space_path).parent) if prep.space_path else None,
-                              s.workers_per_trial)
+                              s.workers_per_trial, joining=bool(address or os.environ.get("RAY_ADDRESS")))
         connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env))
         client = opening.result()
     fit = wait_until_fits(s.cpus_per_trial, s.gpus_per_trial, s.wait_for_resources_s, workers=s.workers_per_trial)

@@ -72,6 +72,9 @@ class Location:
         try:
             info = self._fs.get_file_info(bucket)
         except OSError as exc:
+            if self.uri.startswith("s3://") and not _aws_credentials_configured():
+                raise ValueError(f"{name}: cannot open {self.uri!r}: no AWS credentials found (set AWS_ACCESS_KEY_ID "
+                                 f"and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE){_endpoint()}") from None
             raise ValueError(f"{name}: cannot open {self.uri!r}: {_why(exc)}") from None
         if info.type == pafs.FileType.NotFound:
             raise ValueError(f"{name}: bucket {bucket!r} of {self.uri!r} does not exist (create it first){_endpoint()}")
@@ -200,6 +203,7 @@ class Location:
         with tempfile.TemporaryDirectory(prefix="hpsearch-") as tmp:
             dest = Path(tmp, self.name)
             if self.is_dir():
+                dest.mkdir()
                 pafs.copy_files(self._path, str(dest), source_filesystem=self._fs,
                                 destination_filesystem=pafs.LocalFileSystem())
             else:
@@ -237,6 +241,17 @@ def _pafs():
     import pyarrow.fs as pafs  # pyarrow (~100 ms): only for storage in a bucket
 
     return pafs
+
+
+def _aws_credentials_configured() -> bool:
+    """Whether any of the AWS chain's usual sources is set (variables, profile files, web identity,
+    a container's credentials); an instance role is not seen here, so this only words a failure."""
+    env = os.environ
+    if any(env.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")):
+        return True
+    files = [env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"), env.get("AWS_CONFIG_FILE", "~/.aws/config")]
+    return any(Path(f).expanduser().is_file() for f in files)
 
 
 def _endpoint() -> str:

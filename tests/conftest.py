@@ -171,3 +171,67 @@ def postgres():
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_s3_server(auth: bool = False):
+    """A real S3-compatible server (moto in server mode, its own process) on a free port of
+    127.0.0.1; ``auth``: it checks credentials (none it knows are valid). Returns (process, endpoint)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+
+    port = free_port()
+    env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if auth else {})}
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            requests.get(endpoint + "/moto-api/", timeout=2)
+            return proc, endpoint
+        except requests.RequestException:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {proc.returncode}")
+            time.sleep(0.2)
+    stop_process_group(proc)
+    raise RuntimeError("moto_server did not answer within 60 s")
+
+
+def stop_process_group(proc) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server for the session with one bucket, ``hpsearch``; yields the
+    environment a process needs to use it (endpoint and credentials, as AWS's variables)."""
+    import boto3
+
+    proc, endpoint = start_s3_server()
+    env = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket="hpsearch")
+    yield {"endpoint": endpoint, "bucket": "hpsearch", "env": env}
+    stop_process_group(proc)
+
+
+@pytest.fixture()
+def s3(s3_server, monkeypatch):
+    """This process uses the session's S3 server (its variables set for the test)."""
+    for key, value in s3_server["env"].items():
+        monkeypatch.setenv(key, value)
+    return s3_server

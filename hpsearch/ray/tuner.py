@@ -28,7 +28,7 @@ from hpsearch.trial.spec import TrialSpec
 from hpsearch.trial.workers import TRIAL_ACTOR_MEMORY
 
 
-def trial_spec(settings: SweepSettings) -> TrialSpec:
+def trial_spec(settings: SweepSettings, code_folder: str | None = None) -> TrialSpec:
     """What each trial needs of the resolved ``settings``: its budget, the epochs where the
     scheduler may pause or stop it (where a checkpoint pays), and its workers.
 
@@ -42,6 +42,7 @@ def trial_spec(settings: SweepSettings) -> TrialSpec:
         max_epochs=s.max_epochs, checkpoint_epochs=decision_epochs(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
         checkpoint_every_s=s.checkpoint_every_s, workers=s.workers_per_trial, cpus_per_worker=s.cpus_per_trial,
         gpus_per_worker=s.gpus_per_trial, group_storage=(as_location(s.storage) / s.name).uri if s.storage and s.name else None,
+        code_folder=code_folder,
     )
 
 
@@ -50,7 +51,8 @@ def trainable_for(prep: PreparedSweep):
     and the resources one trial holds."""
     s = prep.settings
     fn = tune.with_parameters(
-        trial_entry, train_fn=prep.train_fn, data=prep.data, spec=trial_spec(s), space=prep.space,
+        trial_entry, train_fn=prep.train_fn, data=prep.data, space=prep.space,
+        spec=trial_spec(s, str(Path(prep.space_path).parent) if prep.space_path else None),
         reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},
     )
     if s.workers_per_trial > 1:  # its workers hold the CPUs and GPUs (see hpsearch.trial.workers)

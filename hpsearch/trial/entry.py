@@ -61,6 +61,7 @@ def trial_entry(
     replay = (reuse or {}).get(space.config_hash(config))
     if replay is not None and replay_curve(replay, spec.max_epochs):
         return
+    spec.use_code_folder()
     params = inspect.signature(train_fn).parameters
     kwargs: dict[str, Any] = {}
     if "data" in params:

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 from hpsearch.trial.session import CheckpointPolicy
@@ -23,7 +25,9 @@ class TrialSpec:
 
     ``checkpoint_epochs``: where the scheduler may pause or stop the trial (a checkpoint pays
     there); ``group_storage``: the folder under which each running worker group keeps Ray Train's
-    storage (the sweep's folder, which the driver knows).
+    storage (the sweep's folder, which the driver knows); ``code_folder``: the space module's
+    folder, which the trial puts on its ``sys.path`` where it exists on its node (a Ray started on
+    the driver's machine; a joined cluster gets it shipped as the job's ``working_dir``).
     """
 
     max_epochs: int
@@ -33,6 +37,13 @@ class TrialSpec:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     group_storage: str | None = None
+    code_folder: str | None = None
+
+    def use_code_folder(self) -> None:
+        """A ``TRAIN`` importing a module beside its space module finds it (see ``code_folder``)."""
+        folder = self.code_folder
+        if folder and folder not in sys.path and os.path.isdir(folder):
+            sys.path.insert(0, folder)
 
     def checkpoint_policy(self) -> CheckpointPolicy:
         """A new policy (its own clock) for one run of the trial's ``train``."""

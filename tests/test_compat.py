@@ -63,6 +63,38 @@ def test_bootstrap_address_canonicalizes_like_ray_init():
         assert host and port == "6379"
 
 
+def test_cluster_auth_tells_a_missing_token_from_ours_and_a_wrong_port(ray_session):
+    # The session's Ray was started here by ray.init, which turns token authentication on.
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    with relied_on(compat.cluster_auth):
+        assert compat.cluster_auth(gcs, None) == "unauthenticated"
+        assert compat.cluster_auth(gcs, compat.local_auth_token()) == "ok"
+        assert compat.cluster_auth(gcs, "not-the-token") == "unauthenticated"
+        assert compat.cluster_auth("ray://" + gcs, compat.local_auth_token()) == "wrong-port"  # a GCS, not a client server
+
+
+def test_local_auth_token_is_found_as_rays_loader_finds_it(ray_session, monkeypatch, tmp_path):
+    with relied_on(compat.local_auth_token):
+        from ray._raylet import AuthenticationTokenLoader
+
+        assert AuthenticationTokenLoader.instance().get_raw_token() == compat.local_auth_token()  # as Ray finds it
+        monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-variable")
+        assert compat.local_auth_token() == "from-the-variable"
+        monkeypatch.delenv("RAY_AUTH_TOKEN")
+        (tmp_path / "token").write_text("from-the-file\n")
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+        assert compat.local_auth_token() == "from-the-file"
+
+
+def test_enable_token_auth_is_rays_switch():
+    with relied_on(compat.enable_token_auth):
+        from ray._private.authentication import authentication_token_setup as setup
+
+        assert callable(setup._enable_token_auth) and setup.AUTH_MODE_ENV_VAR == "RAY_AUTH_MODE"
+
+
 def test_has_dashboard_reads_the_connected_node(ray_session):
     with relied_on(compat.has_dashboard):
         assert compat.has_dashboard() is False  # the tests' Ray, like hpsearch's own, has none
@@ -281,7 +313,7 @@ def test_the_tested_mlflow_is_the_installed_one():
 
 def test_the_pins_name_the_tested_versions_and_stop_before_the_next_minor():
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-    for name, tested in (("ray[tune]", compat.TESTED_RAY), ("mlflow", mlflow_compat.TESTED_MLFLOW)):
+    for name, tested in (("ray[tune,client]", compat.TESTED_RAY), ("mlflow", mlflow_compat.TESTED_MLFLOW)):
         major, minor, _ = (int(x) for x in tested.split("."))
         pin = re.search(rf'"{re.escape(name)}>=([\d.]+),<([\d.]+)"', text)
         assert pin, f"pyproject.toml: {name} needs a range >=tested,<next minor"

@@ -145,6 +145,37 @@ def check_answers(address: str, name: str = "address") -> None:
     except OSError as exc:
         why = type(exc).__name__ if not isinstance(exc, socket.timeout) else f"no answer in {ANSWER_TIMEOUT_S:g} s"
         raise ValueError(f"{name}: no Ray cluster answers at {host}:{port} ({why}), got {address!r}") from None
+    check_token(target, name, address)
+
+
+def check_token(target: str, name: str, address: str) -> None:
+    """The cluster at ``target`` answers as a Ray cluster and takes this process's token, if it asks
+    for one (Ray's token authentication, on by default since 2.52); one line otherwise, in
+    milliseconds, where ``ray.init`` would retry for 20-30 s and end in a traceback. A token the
+    cluster takes is then sent: Ray itself sends one to an explicit address only in token mode."""
+    kind = "client server (ray://)" if target.startswith("ray://") else "GCS (host:port)"
+    status = compat.cluster_auth(target, None)
+    if status == "wrong-port":
+        other = "host:port for the head's GCS port" if target.startswith("ray://") else \
+            "ray://host:port for the head's client server port"
+        raise ValueError(f"{name}: the port answers, but not as a Ray {kind}; use {other}, got {address!r}")
+    if status != "unauthenticated":
+        return  # open, or not answering gRPC as expected: ray.init says the rest
+    token = compat.local_auth_token()
+    if token is None:
+        raise ValueError(f"{name}: the Ray cluster requires an authentication token and none was found (set "
+                         "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or copy the head's ~/.ray/auth_token; `ray "
+                         f"get-auth-token` on the head prints it), got {address!r}")
+    if compat.cluster_auth(target, token) == "unauthenticated":
+        raise ValueError(f"{name}: the Ray cluster refused this process's authentication token (from "
+                         f"{_token_source()}): it is not the cluster's, got {address!r}")
+    compat.enable_token_auth()
+
+
+def _token_source() -> str:
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
 
 
 def largest_node(nodes: Sequence[dict[str, Any]]) -> dict[str, float]:

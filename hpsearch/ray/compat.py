@@ -7,7 +7,7 @@ the Ray version it was checked against; the rest of hpsearch calls these functio
 public API only. ``tests/test_compat.py`` has one canary test per function: after a Ray upgrade,
 a renamed internal fails there, with its name, instead of somewhere inside a sweep.
 
-Checked against Ray 2.60.0 (``pyproject.toml`` pins ``ray[tune]`` below the next minor).
+Checked against Ray 2.60.0 (``pyproject.toml`` pins ``ray[tune,client]`` below the next minor).
 
 This module imports nothing of hpsearch and no Ray at module level (the trial side and
 ``import hpsearch`` use it), so every layer can call it.
@@ -69,6 +69,70 @@ def bootstrap_address(address: str = "auto") -> str:
     from ray._private.services import canonicalize_bootstrap_address_or_die
 
     return canonicalize_bootstrap_address_or_die(address)
+
+
+def cluster_auth(address: str, token: str | None, timeout: float = 5.0) -> str:
+    """Whether the cluster at ``address`` (``host:port`` of its GCS, or ``ray://host:port`` of its
+    client server) takes a request carrying ``token`` (None: none): ``ok``, ``unauthenticated``,
+    ``wrong-port`` (the port answers, but not as that kind of server) or ``unreachable``. One
+    cheap gRPC call (~10 ms), where ``ray.init`` without the token retries for 20-30 s.
+    Relies on Ray's generated stubs ``NodeInfoGcsService.GetClusterId`` and
+    ``RayletDriver.ClusterInfo`` (PING), and on the ``authorization: Bearer`` metadata Ray's
+    token authentication reads."""
+    # Ray internals (generated gRPC stubs): only when a cluster is joined
+    import grpc
+
+    client = address.startswith("ray://")
+    target = address.split("://", 1)[1] if client else address
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with grpc.insecure_channel(target) as channel:
+        try:
+            if client:
+                from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+
+                request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+                ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(request, timeout=timeout, metadata=metadata)
+            else:
+                from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+                gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                    gcs_service_pb2.GetClusterIdRequest(), timeout=timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                return "unauthenticated"
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return "wrong-port"
+            return "unreachable"
+    return "ok"
+
+
+def local_auth_token() -> str | None:
+    """The token Ray would send, found as Ray's loader finds it: ``$RAY_AUTH_TOKEN``, else the file
+    ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (``ray/_private/authentication``)."""
+    import os
+    from pathlib import Path
+
+    text = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if text:
+        return text
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def enable_token_auth() -> None:
+    """Send the token when joining an explicit address: Ray turns token mode on by itself only for
+    a cluster it finds (``auto``). Relies on
+    ``ray._private.authentication.authentication_token_setup._enable_token_auth`` (sets
+    ``RAY_AUTH_MODE=token`` and reloads Ray's cached config; the variable alone, set after Ray is
+    imported, is not seen)."""
+    # Ray internals: only when a cluster that asks for a token is joined
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+    _enable_token_auth()
 
 
 def has_dashboard() -> bool | None:

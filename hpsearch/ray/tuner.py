@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import ray
 from ray import tune
 
 from hpsearch.ray import compat, legacy
@@ -50,9 +51,12 @@ def trainable_for(prep: PreparedSweep):
     """The trial entry with what every trial shares (its data through Ray's object store, put once),
     and the resources one trial holds."""
     s = prep.settings
+    # The space module's folder, for a trial to put on its path; not where the job ships it (a
+    # joined cluster: its working_dir is on the path already, and this machine's folder is not there).
+    shipped = bool((ray.get_runtime_context().runtime_env or {}).get("working_dir"))
+    folder = str(Path(prep.space_path).parent) if prep.space_path and not shipped else None
     fn = tune.with_parameters(
-        trial_entry, train_fn=prep.train_fn, data=prep.data, space=prep.space,
-        spec=trial_spec(s, str(Path(prep.space_path).parent) if prep.space_path else None),
+        trial_entry, train_fn=prep.train_fn, data=prep.data, space=prep.space, spec=trial_spec(s, folder),
         reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},
     )
     if s.workers_per_trial > 1:  # its workers hold the CPUs and GPUs (see hpsearch.trial.workers)

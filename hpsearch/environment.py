@@ -15,7 +15,9 @@ from pathlib import Path
 
 
 def default_storage() -> str:
-    return str(Path(os.environ.get("HPSEARCH_STORAGE", "~/ray_results")).expanduser())
+    """``$HPSEARCH_STORAGE`` (a folder, or a URI such as s3://bucket/prefix), else ~/ray_results."""
+    where = os.environ.get("HPSEARCH_STORAGE", "~/ray_results")
+    return where if "://" in where else str(Path(where).expanduser())
 
 
 def drain_seconds() -> float:

@@ -261,3 +261,40 @@ def test_a_sweep_survives_a_lost_node_and_its_driver_and_resumes_from_another_ma
     left = _local_checkpoints(tmp_path, *nodes.folders())
     assert not left, left
     assert not list(tmp_path.rglob("s3:*")), "a bucket URI became a local folder"
+
+
+@pytest.fixture(scope="module")
+def token_head(tmp_path_factory, s3_server):
+    """A head with token authentication and a Ray client server, for the bad-input cases."""
+    cluster = RayNodes(tmp_path_factory.mktemp("token-head"), {**os.environ, **s3_server["env"]})
+    cluster.head(client_server=True)
+    yield cluster
+    cluster.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("address, token, message", [
+    ("gcs", None, "address: the Ray cluster requires an authentication token and none was found (set RAY_AUTH_TOKEN "
+                  "or RAY_AUTH_TOKEN_PATH, or copy the head's ~/.ray/auth_token; `ray get-auth-token` on the head "
+                  "prints it), got '127.0.0.1:"),
+    ("client", None, "address: the Ray cluster requires an authentication token and none was found"),
+    ("gcs", "not-the-token", "address: the Ray cluster refused this process's authentication token (from "
+                             "RAY_AUTH_TOKEN): it is not the cluster's"),
+    ("gcs-as-client", "ours", "address: the port answers, but not as a Ray client server (ray://); use host:port "
+                              "for the head's GCS port, got 'ray://127.0.0.1:"),
+], ids=["no-token", "no-token-ray-client", "wrong-token", "ray-client-to-the-gcs-port"])
+def test_a_cluster_that_refuses_the_driver_is_one_line_exit_2_and_nothing_written(address, token, message, token_head,
+                                                                                  tmp_path, s3_server):
+    from tests.test_cli import TINY_MODULE
+
+    (tmp_path / "tiny.py").write_text(TINY_MODULE)
+    target = {"gcs": token_head.gcs, "client": token_head.client, "gcs-as-client": "ray://" + token_head.gcs}[address]
+    env = _driver_env(tmp_path / "home", s3_server, token_head.token if token == "ours" else token)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    proc = _hpsearch(["run", str(tmp_path / "tiny.py"), "--address", target, "--storage", str(tmp_path / "runs")],
+                     tmp_path / "cwd", env)
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("hpsearch: error: " + message), lines[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "store" / "mlflow.db").exists(), "something was written"

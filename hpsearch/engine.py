@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from hpsearch.environment import check_environment
-from hpsearch.progress import Progress
+from hpsearch.progress import Progress, RelayedProgress
 from hpsearch.ray import compat
 from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
 from hpsearch.ray.cluster import connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
@@ -40,13 +40,13 @@ from hpsearch.settings import Resources, SweepSettings
 from hpsearch.simulate.explain import expected
 from hpsearch.space import Space
 from hpsearch.space.modules import SpaceModule, load_space_module
-from hpsearch.storage import open_storage
+from hpsearch.storage import Location, open_storage
 from hpsearch.tracking.close import close_sweep
 from hpsearch.tracking.store import open_client
 from hpsearch.tracking.tracker import SweepTracker
 from hpsearch.tracking.uri import check_reachable, resolve_tracking_uri, tracking_uri_name
 from hpsearch.trial.data import Dataset, load_dataset
-from hpsearch.vocab import StopReason, TrialStatus, sqlite_path
+from hpsearch.vocab import VERSION, StopReason, TrialStatus, sqlite_path
 from hpsearch.winner import best_model
 
 if TYPE_CHECKING:  # the driver's Ray Tune side is imported when a sweep starts (see start_driver)
@@ -146,7 +146,7 @@ def prepare_resume(
 
 # -- Ray ------------------------------------------------------------------------------------
 
-def start_driver(prep: PreparedSweep, address: str | None):
+def start_driver(prep: PreparedSweep, address: str | None, show_trial_output: bool = False):
     """Start (or join) Ray while a thread imports Ray Tune and opens the MLflow store; check that a
     trial fits on one of the cluster's nodes; returns the store's client (None if tracking is off
     or the store is new). Nothing is written before these checks pass.
@@ -164,7 +164,8 @@ def start_driver(prep: PreparedSweep, address: str | None):
         opening = pool.submit(_import_driver_side, s.tracking_uri or None)
         env = job_runtime_env(s.runtime_env, str(Path(prep.space_path).parent) if prep.space_path else None,
                               s.workers_per_trial, joining=bool(address or os.environ.get("RAY_ADDRESS")))
-        connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env))
+        connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env) and not _ON_CLUSTER,
+                log_to_driver=show_trial_output)
         client = opening.result()
     fit = wait_until_fits(s.cpus_per_trial, s.gpus_per_trial, s.wait_for_resources_s, workers=s.workers_per_trial)
     if s.workers_per_trial > 1:
@@ -201,9 +202,10 @@ class Live:
     callbacks: list[Any]
 
 
-def _live(prep: PreparedSweep, progress: bool, client=None) -> Live:
+def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
-    the driver callbacks that feed them; ``client``: the store, if already open."""
+    the driver callbacks that feed them; ``client``: the store, if already open; ``relay``: a queue
+    to the ray:// client whose bar this sweep's progress feeds instead (``_on_cluster``)."""
     import ray  # imported by start_driver already; the wing's callbacks import Ray Tune
 
     from hpsearch.ray.callbacks import (
@@ -217,7 +219,8 @@ def _live(prep: PreparedSweep, progress: bool, client=None) -> Live:
 
     s = prep.settings
     plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
-    bar = Progress(s, plan.total_epochs, enabled=progress)
+    bar = RelayedProgress(s, plan.total_epochs, relay) if relay is not None else \
+        Progress(s, plan.total_epochs, enabled=progress)
     watch = InterruptWatch()
     if not s.tracking_uri:
         return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV()])
@@ -229,31 +232,38 @@ def _live(prep: PreparedSweep, progress: bool, client=None) -> Live:
 
 def run_prepared(
     prep: PreparedSweep, *, address: str | None = None, callbacks: Sequence[Any] = (), progress: bool = True,
+    show_trial_output: bool = False, relay=None,
 ) -> SweepResult:
-    """Run a validated sweep on Ray and collect its result."""
-    client = start_driver(prep, address)
+    """Run a validated sweep on Ray and collect its result (``address`` ray://...: its driver runs
+    on the cluster, see ``_on_cluster``; ``show_trial_output``: trials' output on this console)."""
+    if client_address(address):
+        return _on_cluster("run", prep, client_address(address), callbacks, progress, show_trial_output)
+    client = start_driver(prep, address, show_trial_output)
     from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
     from hpsearch.ray.tuner import new_tuner
 
     prep.record.save()
-    live = _live(prep, progress, client)
+    live = _live(prep, progress, client, relay)
     stopper = SweepStop(prep.settings, prep.deadline)
     tuner = new_tuner(prep, live.callbacks, callbacks, stopper)
     return _run(tuner, prep, live, stopper)
 
 
 def resume_prepared(
-    prep: PreparedSweep, *, address: str | None = None, progress: bool = True, callbacks: Sequence[Any] = ()
+    prep: PreparedSweep, *, address: str | None = None, progress: bool = True, callbacks: Sequence[Any] = (),
+    show_trial_output: bool = False, relay=None,
 ) -> SweepResult:
     """Restore an interrupted sweep's Ray experiment and run it to its end, with this start's
     callbacks and deadline."""
-    client = start_driver(prep, address)
+    if client_address(address):
+        return _on_cluster("resume", prep, client_address(address), callbacks, progress, show_trial_output)
+    client = start_driver(prep, address, show_trial_output)
     from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
     from hpsearch.ray.tuner import attach, restored_tuner
 
     stopper = SweepStop(prep.settings, prep.deadline)
     tuner = restored_tuner(prep, stopper)  # before the tracker: nothing to resume writes nothing to MLflow
-    live = _live(prep, progress, client)
+    live = _live(prep, progress, client, relay)
     attach(tuner, live.callbacks, callbacks)
     if any(stopper.meets_goal(r) for d in prep.path.children() for r in read_results(d)):
         stopper.reached = StopReason.GOAL  # reached before the interruption: end now instead of going on
@@ -322,6 +332,96 @@ def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
         return {}
 
 
+# -- the driver on the cluster (ray://) -------------------------------------------------------
+
+_ON_CLUSTER = False  # True in the driver task a ray:// client runs on the cluster (its Ray is joined already)
+
+
+def client_address(address: str | None) -> str | None:
+    """The Ray client address a sweep joins (``address`` or ``$RAY_ADDRESS``), if it is one."""
+    found = address or os.environ.get("RAY_ADDRESS") or ""
+    return found if found.startswith("ray://") else None
+
+
+def check_client_limits(prep: PreparedSweep) -> None:
+    """What a driver on the cluster cannot reach: this machine's SQLite store (one line). Storage on
+    a local path is the cluster head's disk there: said in one line on the log."""
+    uri = prep.settings.tracking_uri
+    if uri and sqlite_path(uri) is not None:
+        raise ValueError("tracking_uri: with ray:// the sweep's driver runs on the cluster, which cannot write this "
+                         f"machine's SQLite store; use an MLflow server the cluster reaches (http://...), got {uri!r}")
+    if Location.open(prep.settings.storage, probe=False).is_local:
+        log.warning("storage: with ray:// results go to %s on the cluster's head node (a bucket URI is readable "
+                    "from anywhere)", prep.settings.storage)
+
+
+def _on_cluster(what: str, prep: PreparedSweep, address: str, callbacks: Sequence[Any], progress: bool,
+                show_trial_output: bool = False) -> SweepResult:
+    """A sweep through the Ray client: its driver (Tune's run, the MLflow writer, the stopper) runs
+    as a task on the cluster's head node, where Ray's client mode runs Tune's driver anyway;
+    this process shows its progress (relayed through a queue) and turns Ctrl-C into a
+    cancellation of that task, which ends the sweep there as a Ctrl-C ends a local one (resumable).
+
+    Why a task of hpsearch's own: in client mode ``Tuner.fit`` runs Tune's driver remotely, so
+    hpsearch's driver callbacks (progress, MLflow, the interrupt watch) would run there detached,
+    and a restored Tuner's configs could not be changed (no ``_local_tuner``). Run whole on the
+    head, the driver is the same code as a local one. The head needs hpsearch installed (the
+    cluster's image), the same version.
+    """
+    check_client_limits(prep)
+    quiet_ray()
+    import ray  # Ray: only where Ray runs
+    from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    s = prep.settings
+    env = job_runtime_env(s.runtime_env, str(Path(prep.space_path).parent) if prep.space_path else None,
+                          s.workers_per_trial, joining=True)
+    connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env), log_to_driver=show_trial_output)
+    head = next(n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"])
+    relay = Queue(maxsize=1000, actor_options={"num_cpus": 0})
+    task = ray.remote(_drive).options(num_cpus=0, max_retries=0,
+                                      scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
+    ref = task.remote(what, prep, list(callbacks), relay, VERSION)
+    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    cancelled = False
+    with Progress(s, plan.total_epochs, enabled=progress) as bar:
+        while True:
+            try:
+                done, _ = ray.wait([ref], timeout=0.5)
+                try:
+                    while True:
+                        bar.restore(relay.get_nowait())
+                except Empty:
+                    pass
+                if done:
+                    break
+            except KeyboardInterrupt:
+                if cancelled:  # a second Ctrl-C: leave now; the task ends with this client's session
+                    raise
+                cancelled = True
+                ray.cancel(ref)  # Ray raises KeyboardInterrupt in the task, as Ctrl-C does in a local driver
+    try:
+        return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        raise KeyboardInterrupt from None  # ended as after a second Ctrl-C: resumable
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, (ValueError, KeyboardInterrupt)):
+            raise exc.cause from None
+        raise
+
+
+def _drive(what: str, prep: PreparedSweep, callbacks: list, relay, version: str) -> SweepResult:
+    """The sweep's driver, in a task on the cluster's head (``_on_cluster``)."""
+    global _ON_CLUSTER
+    if version != VERSION:
+        raise ValueError(f"address: the cluster runs hpsearch {VERSION}, this machine {version}; install the same "
+                         "version on both")
+    _ON_CLUSTER = True
+    run = run_prepared if what == "run" else resume_prepared
+    return run(prep, address=None, callbacks=callbacks, progress=False, relay=relay)
+
+
 # -- the public one-call forms ----------------------------------------------------------------
 
 def settings_from(options: Mapping[str, Any], resources: Resources | None = None) -> SweepSettings:
@@ -344,6 +444,7 @@ def sweep(
     address: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
+    show_trial_output: bool = False,
     **options: Any,
 ) -> SweepResult:
     """Run a hyperparameter sweep on Ray Tune and return the best trial and a table of all trials.
@@ -359,7 +460,10 @@ def sweep(
             the module's ``MODEL``).
         resources: per trial, e.g. ``Resources(cpus=1, gpus=0.25)``; ``Resources(workers=2, cpus=1)``
             trains each trial under DDP on two workers of one CPU each.
-        address: None starts Ray here; ``auto`` or ``ray://host:port`` joins a cluster.
+        address: None starts Ray here; ``auto``, ``host:port`` or ``ray://host:port`` joins a cluster
+            (through ``ray://`` the sweep's driver runs on the cluster's head node).
+        show_trial_output: stream the trials' stdout and stderr to this console (each trial's
+            output is also a file on its MLflow run).
         **options: any field of ``hpsearch.SweepSettings`` (``strategy``, ``scheduler``, ``trials``,
             ``max_epochs``, ``metric``, ``goal``, ``tracking_uri``...; see its fields for each
             one's meaning and default). ``tracking_uri=False`` turns MLflow off.
@@ -368,7 +472,8 @@ def sweep(
         >>> hpsearch.sweep("mlp", strategy="tpe", trials=27, max_epochs=27)  # doctest: +SKIP
     """
     prep = prepare(space, settings_from(options, resources), train=train, data=data, model=model)
-    return run_prepared(prep, address=address, callbacks=callbacks, progress=progress)
+    return run_prepared(prep, address=address, callbacks=callbacks, progress=progress,
+                        show_trial_output=show_trial_output)
 
 
 # help(sweep) and IDEs that read signatures show every option as a keyword.
@@ -389,6 +494,7 @@ def resume_sweep(
     address: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
+    show_trial_output: bool = False,
 ) -> SweepResult:
     """Finish an interrupted sweep: finished trials stay, unfinished ones continue from checkpoints.
 
@@ -396,4 +502,5 @@ def resume_sweep(
     needs ``train`` (and ``data``) again, since functions are not recorded.
     """
     prep = prepare_resume(name, storage=storage, train=train, data=data, model=model)
-    return resume_prepared(prep, address=address, progress=progress, callbacks=callbacks)
+    return resume_prepared(prep, address=address, progress=progress, callbacks=callbacks,
+                           show_trial_output=show_trial_output)

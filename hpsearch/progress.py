@@ -58,6 +58,17 @@ class Progress:
             self.refresh()
             self._bar.stop()
 
+    def state(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "counts": {str(k): v for k, v in self.counts.items()},
+                "running": sorted(self.running), "best": self.best}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take another Progress's ``state`` (a sweep's driver on the cluster, relayed)."""
+        with self._lock:
+            self.epochs, self.best, self.running = state["epochs"], state["best"], set(state["running"])
+            self.counts = {s: state["counts"].get(str(s), 0) for s in _ENDED}
+        self.refresh()
+
     def refresh(self) -> None:
         if self._bar is None:
             return
@@ -70,3 +81,18 @@ class Progress:
         # Expected epochs come from the plan; schedulers may spend a little more, so grow the total.
         total = max(self.expected, self.epochs)
         self._bar.update(self._task, completed=self.epochs, total=total, status=status)
+
+
+class RelayedProgress(Progress):
+    """A sweep's progress on the cluster, sent to the ray:// client that shows it: each change puts
+    the state on ``relay`` (a Ray queue), dropped when the queue is full (the next one catches up)."""
+
+    def __init__(self, settings: SweepSettings, expected_epochs: int, relay) -> None:
+        super().__init__(settings, expected_epochs, enabled=False)
+        self.relay = relay
+
+    def refresh(self) -> None:
+        try:
+            self.relay.put_nowait(self.state())
+        except Exception:  # noqa: BLE001 - Full, or the client gone: progress is never worth a sweep
+            pass

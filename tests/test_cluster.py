@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -298,3 +299,94 @@ def test_a_cluster_that_refuses_the_driver_is_one_line_exit_2_and_nothing_writte
     assert proc.returncode == 2 and len(lines) == 1, err[-3000:]
     assert lines[0].startswith("hpsearch: error: " + message), lines[0]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "store" / "mlflow.db").exists(), "something was written"
+
+
+def _start_mlflow_server(folder: Path, artifacts: str, env: dict[str, str]):
+    """``mlflow server`` with its runs in SQLite and its artifacts proxied to ``artifacts`` (a
+    bucket), as a team points --artifacts-destination at one."""
+    import requests
+
+    port = free_port()
+    log = open(folder / "mlflow-server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+                             f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", artifacts,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if requests.get(uri + "/health", timeout=2).status_code == 200:
+                return proc, uri
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError((folder / "mlflow-server.log").read_text()[-2000:])
+        time.sleep(0.5)
+    stop_process_group(proc)
+    raise RuntimeError("mlflow server did not answer /health in 120 s")
+
+
+@pytest.mark.slow
+def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_artifacts_in_the_bucket(
+        tmp_path, s3_server, monkeypatch):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "held.py").write_text(HELD_SPACE)
+    (code / "scoring.py").write_text(SCORING)
+    name = f"client-{secrets.token_hex(2)}"
+    storage = f"s3://{s3_server['bucket']}/{name}-runs"
+    server, store = _start_mlflow_server(tmp_path, f"s3://{s3_server['bucket']}/{name}-mlflow",
+                                         {**os.environ, **s3_server["env"],
+                                          "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"]})
+    cluster = RayNodes(tmp_path, {**os.environ, **s3_server["env"]})
+    try:
+        cluster.head(client_server=True)
+        cluster.worker("w1", cpus=2)
+        env = _driver_env(tmp_path / "home", s3_server, cluster.token)
+        first = _hpsearch(["run", str(code / "held.py"), "--address", cluster.client, "--storage", storage,
+                           "--name", name, "--trials", "3", "--scheduler", "fifo", "--concurrency", "2",
+                           "--checkpoint-every", "0", "--tracking-uri", store],
+                          tmp_path / "driver", env)
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            held = [t for t, e in _epochs_in_bucket(s3_server, f"{name}-runs/{name}/").items() if e[-1:] == [3]]
+            if len(held) >= 2:
+                break
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("two trials did not reach epoch 3 in time")
+        time.sleep(2)
+        first.send_signal(signal.SIGINT)  # Ctrl-C in the client: the driver on the head ends the sweep, resumable
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 130, err[-3000:]
+        assert f"interrupted: resume with hpsearch resume {name} --storage {storage}" in out, out + err[-2000:]
+        assert "epochs" in out or "trials" in out  # the relayed progress bar was shown here
+
+        (code / "release").write_text("")
+        second = _hpsearch(["resume", name, "--storage", storage, "--address", cluster.client, "--no-progress"],
+                           tmp_path / "driver", env)
+        out, err = second.communicate(timeout=600)
+        assert second.returncode == 0, err[-4000:]
+        assert f"{name}: 3 trials" in out, out
+        cluster.close()
+
+        epochs = _epochs_in_bucket(s3_server, f"{name}-runs/{name}/")
+        assert sorted(epochs.values()) == [list(range(1, 7))] * 3  # FIFO: every trial whole, each epoch once
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=store)
+        runs = client.search_runs([client.get_experiment_by_name("held").experiment_id],
+                                  f"tags.`hpsearch.sweep` = '{name}'", max_results=100)
+        parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
+        children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 3
+        for child in children:
+            assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == list(range(1, 7))
+        # The best model and the report went through the server into the bucket, not to a local folder.
+        assert [k for k in _keys(s3_server, f"{name}-mlflow/") if k.endswith("MLmodel")]
+        assert not list(tmp_path.rglob("MLmodel"))
+    finally:
+        cluster.close()
+        stop_process_group(server)

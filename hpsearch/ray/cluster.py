@@ -68,12 +68,14 @@ def job_runtime_env(user: Mapping[str, Any] | None, module_folder: str | None, w
 
 
 def connect(address: str | None, workers_per_trial: int = 1, runtime_env: Mapping[str, Any] | None = None,
-            user_env: bool = False) -> dict[str, float]:
+            user_env: bool = False, log_to_driver: bool = False) -> dict[str, float]:
     """Join ``address`` (``auto``, ``ray://host:port``, ``host:port``; else ``$RAY_ADDRESS``) or
     start Ray on this machine, with ``runtime_env`` (``job_runtime_env``) for its job. A Ray
     already started in this process (a notebook's, a test session's) keeps the setup it was started
     with; ``user_env``: the caller asked for a runtime environment of their own, which such a Ray
-    cannot take (one line).
+    cannot take (one line). ``log_to_driver``: the trials' output streams to this console, each
+    line prefixed by its process (as Ray does); otherwise it stays in files (each trial's own in
+    its MLflow run).
 
     Returns the cluster's resources. An already connected Ray (a notebook, a test session) is reused.
     With no address, a Ray of our own is started even when another is running here: left to
@@ -83,8 +85,8 @@ def connect(address: str | None, workers_per_trial: int = 1, runtime_env: Mappin
     import ray  # Ray: only where Ray runs, so `import hpsearch` stays light
 
     if not ray.is_initialized():
-        # No dashboard (seconds of start-up); worker output stays in Ray's session logs.
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        # No dashboard (seconds of start-up).
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=log_to_driver, logging_level=logging.ERROR)
         if runtime_env:
             kwargs["runtime_env"] = dict(runtime_env)
         name = "address" if address else "RAY_ADDRESS"

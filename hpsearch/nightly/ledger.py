@@ -108,9 +108,10 @@ def trial_entries(result: SweepResult, space: Space) -> list[dict[str, Any]]:
     out = []
     sweep = as_location(result.path)
     for r in result.trials:
-        rows = read_results(r.path)  # the driver's copy
         # The trial's folder in the sweep's storage (where its checkpoints are, local or in a bucket).
         folder = sweep / Path(r.path).name if r.path else None
+        # The driver's copy, or (a driver that ran on the cluster, through ray://) the storage's.
+        rows = read_results(r.path) or read_results(folder)
         by_epoch: dict[int, dict[str, Any]] = {}
         ckpt = None
         for row in rows:

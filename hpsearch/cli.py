@@ -182,6 +182,9 @@ def load_runtime_env(path: str) -> dict[str, Any]:
 
 SpaceArg = typer.Argument(..., help="Space module: a path (spaces/mlp.py) or a short name (mlp).")
 Storage = typer.Option(None, "--storage", help=option_help("storage"))
+ShowTrialOutput = typer.Option(False, "--show-trial-output", help="Print what trials print (stdout, stderr) here as "
+                               "they run, each line prefixed by its worker, as Ray does (with tracking, each trial's "
+                               "MLflow run holds it as output/trial.log either way).")
 
 
 def _prepare(space: str, settings: SweepSettings):
@@ -198,13 +201,14 @@ def run(
     space: str = SpaceArg,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port (default: start one here)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    show_trial_output: bool = ShowTrialOutput,
     *, settings: SweepSettings,
 ) -> None:
     """Run a sweep on Ray and print the best trial and a table of all trials."""
     prep = _prepare(space, settings)
 
     try:
-        result = run_prepared(prep, address=address, progress=progress)
+        result = run_prepared(prep, address=address, progress=progress, show_trial_output=show_trial_output)
     except ValueError as exc:  # the cluster: no answer at the address, or no node that fits a trial
         _fail(str(exc))
     except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: ended at once
@@ -366,11 +370,13 @@ def resume(
     storage: Optional[str] = Storage,
     address: Optional[str] = typer.Option(None, "--address"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    show_trial_output: bool = ShowTrialOutput,
 ) -> None:
     """Finish an interrupted sweep: completed trials are kept, unfinished ones continue."""
 
     try:
-        result = resume_sweep(name, storage=storage, address=address, progress=progress)
+        result = resume_sweep(name, storage=storage, address=address, progress=progress,
+                              show_trial_output=show_trial_output)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

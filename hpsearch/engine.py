@@ -31,7 +31,7 @@ from hpsearch.environment import check_environment
 from hpsearch.progress import Progress, RelayedProgress
 from hpsearch.ray import compat
 from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
-from hpsearch.ray.cluster import connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
+from hpsearch.ray.cluster import check_answers, connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
 from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started
 from hpsearch.search.schedulers import plan_budget
@@ -224,7 +224,7 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     watch = InterruptWatch()
     if not s.tracking_uri:
         return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV()])
-    tracker = SweepTracker(s, prep.space, client=client, resources=ray.cluster_resources())
+    tracker = SweepTracker(s, prep.space, client=client, resources=ray.cluster_resources(), folder=prep.path)
     ground = Groundwork(lambda: _expected(prep, tracker.client, tracker.parent_id))
     return Live(bar, tracker, watch, ground,
                 [ProgressCallback(bar), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV()])
@@ -368,6 +368,7 @@ def _on_cluster(what: str, prep: PreparedSweep, address: str, callbacks: Sequenc
     head, the driver is the same code as a local one. The head needs hpsearch installed (the
     cluster's image), the same version.
     """
+    check_answers(address)  # no cluster (or a refused token) first, as for a local driver
     check_client_limits(prep)
     quiet_ray()
     import ray  # Ray: only where Ray runs

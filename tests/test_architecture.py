@@ -55,7 +55,7 @@ TRIAL_SIDE = {"trial"}
 DRIVER_SIDE = {"record", "results", "winner", "progress", "tracking", "ray", "simulate", "engine", "nightly", "cli"}
 PURE = {"vocab", "text", "environment", "storage", "ray.compat", "tracking.compat", "settings", "space", "search"}
 HEAVY = ("ray", "mlflow", "torch", "optuna", "matplotlib", "sklearn", "mnist1d", "sqlalchemy", "pandas",
-         "requests", "git", "tomllib", "tomli", "pyarrow")  # tomllib: only on the 3.11+ branch of a version check
+         "requests", "git", "tomllib", "tomli", "pyarrow", "grpc")  # tomllib: only on the 3.11+ branch of a version check
 COMPAT = {"ray.compat": "ray", "tracking.compat": "mlflow"}
 
 

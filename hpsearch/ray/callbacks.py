@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
@@ -204,11 +205,26 @@ class ProgressCallback(DriverCallback):
 
 
 class MlflowCallback(DriverCallback):
-    """Feeds a ``SweepTracker`` from Ray Tune's driver-side events."""
+    """Feeds a ``SweepTracker`` from Ray Tune's driver-side events.
+
+    Each trial's output (what ``print``, warnings and the like write to its stdout and stderr) goes
+    to its child run as ``output/trial.log`` when Ray has let go of its trials, at the end of this
+    start (completed, stopped, failed and interrupted trials alike), with the error of a failed
+    trial. Ray's ``RunConfig(log_to_file=True)`` (``hpsearch.ray.tuner``) writes the two files in
+    the trial's working folder on the node that runs it, and ``SyncConfig(sync_artifacts=True)``
+    copies them to the trial's folder in the sweep's storage (read from there when the trial ran
+    on another node). Neither is whole when Ray tells the driver that a trial ended: the actor
+    flushes what was printed since the last report, and Ray makes its last copy, only when the
+    actor takes its next trial or stops, with no event for it; by the end of ``Tuner.fit`` every
+    actor has stopped. (A stopping actor is copied before it flushes: there the copy in storage
+    lacks what the trial printed after its last report.)
+    """
 
     def __init__(self, tracker: SweepTracker) -> None:
         self.tracker, self.space = tracker, tracker.space
         self.reconciled = not tracker.continued
+        self.ran: dict[str, Any] = {}  # trial id -> the Ray trial, for each trial this start ran
+        self.errors: dict[str, str] = {}  # trial id -> what Ray wrote in its error file
 
     @property
     def live(self) -> bool:
@@ -225,6 +241,7 @@ class MlflowCallback(DriverCallback):
     def on_trial_start(self, iteration, trials, trial, **info):
         if self.live:
             self.tracker.child(self.view(trial))
+            self.ran[trial.trial_id] = trial
 
     def on_step_end(self, iteration, trials, **info):
         if self.live:  # parameters and metrics reach MLflow within FLUSH_SECONDS, results or not
@@ -247,9 +264,29 @@ class MlflowCallback(DriverCallback):
         if self.live:
             path = getattr(trial, "error_file", None)
             text = Path(path).read_text(errors="replace") if path and os.path.exists(path) else None
+            self.errors[trial.trial_id] = text or error_text(trial) or ""
             self.tracker.end_trial(self.view(trial), TrialStatus.FAILED, error_text(trial), text)
 
+    def on_experiment_end(self, trials, **info):
+        if not self.live:
+            return
+        try:  # Ray has stopped every trial's actor: their output files are whole
+            self.tracker.log_outputs([(self.view(t), *output_folders(t), self.errors.get(t.trial_id))
+                                      for t in self.ran.values()])
+        except Exception as exc:  # noqa: BLE001 - the trials' output is a help, never worth failing the sweep's end
+            logging.getLogger(__name__).warning("trial output not logged: %s: %s", type(exc).__name__, exc)
 
+
+def output_folders(trial) -> tuple[str | None, str | None]:
+    """Where Ray wrote a trial's stdout and stderr (``log_to_file``): the name of its folder in the
+    sweep's storage, and its working folder on the node that ran it (a path on this machine only
+    when the trial ran here)."""
+    name = os.path.basename(str(trial.path).rstrip("/")) if getattr(trial, "path", None) else None
+    try:
+        local = trial.storage.trial_working_directory
+    except (AttributeError, RuntimeError):  # no storage context, or no folder name yet: the trial never ran
+        local = None
+    return name, local
 
 
 class TrialView:

@@ -19,7 +19,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 TESTED_RAY = "2.60.0"
@@ -79,8 +81,7 @@ def cluster_auth(address: str, token: str | None, timeout: float = 5.0) -> str:
     Relies on Ray's generated stubs ``NodeInfoGcsService.GetClusterId`` and
     ``RayletDriver.ClusterInfo`` (PING), and on the ``authorization: Bearer`` metadata Ray's
     token authentication reads."""
-    # Ray internals (generated gRPC stubs): only when a cluster is joined
-    import grpc
+    import grpc  # gRPC and Ray's generated stubs (internals): only when a cluster is joined
 
     client = address.startswith("ray://")
     target = address.split("://", 1)[1] if client else address
@@ -88,12 +89,12 @@ def cluster_auth(address: str, token: str | None, timeout: float = 5.0) -> str:
     with grpc.insecure_channel(target) as channel:
         try:
             if client:
-                from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+                from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc  # Ray internals, as above
 
                 request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
                 ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(request, timeout=timeout, metadata=metadata)
             else:
-                from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+                from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc  # Ray internals, as above
 
                 gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
                     gcs_service_pb2.GetClusterIdRequest(), timeout=timeout, metadata=metadata)
@@ -110,9 +111,6 @@ def cluster_auth(address: str, token: str | None, timeout: float = 5.0) -> str:
 def local_auth_token() -> str | None:
     """The token Ray would send, found as Ray's loader finds it: ``$RAY_AUTH_TOKEN``, else the file
     ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (``ray/_private/authentication``)."""
-    import os
-    from pathlib import Path
-
     text = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if text:
         return text

@@ -112,6 +112,10 @@ def new_tuner(prep: PreparedSweep, live: Sequence[Any], user: Sequence[Any], sto
             # Every checkpoint kept until the sweep ends (hpsearch.ray.checkpoints says why): Ray
             # deletes a superseded one before the snapshot that stops naming it is uploaded.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            # Each trial's stdout and stderr in files (stdout, stderr) in its working folder, copied to
+            # its folder in storage (at its first result, every 5 min, and when its actor lets it go;
+            # not at each checkpoint, which would wait for the copy): MlflowCallback logs them.
+            log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True, sync_artifacts_on_checkpoint=False),
             callbacks=driver_callbacks(live, scheduler, user), verbose=0,
         ),
     )

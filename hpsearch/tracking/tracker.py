@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from hpsearch.environment import drain_seconds
 from hpsearch.results import SweepResult
@@ -68,6 +71,81 @@ from hpsearch.vocab import (
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 2.0
+OUTPUT_ARTIFACT = "output/trial.log"  # a trial's stdout, stderr and error, on its child run
+OUTPUT_STREAMS = ("stdout", "stderr")  # the files Ray's RunConfig(log_to_file=True) writes in a trial's folder
+# The artifact keeps the end of what a trial printed, at most this many characters: its text travels
+# in the writer's operation (and in the journal when MLflow is away), not as a path to a file.
+OUTPUT_LIMIT = 1 << 20
+_RAY_MARKS = (":actor_name:", ":task_name:", ":job_id:")  # lines Ray writes for its own log prefixes
+_COLOUR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours (Ray's error file has some): noise in a file
+
+
+def tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text``, from a line's start, saying what was cut.
+
+    Example:
+        >>> tail("one\\ntwo\\nthree\\n", 9)
+        '[... 8 characters cut]\\nthree\\n'
+        >>> tail("short", 9)
+        'short'
+    """
+    if len(text) <= limit:
+        return text
+    kept = text[len(text) - limit:]
+    start = kept.find("\n") + 1 if "\n" in kept[:-1] else 0
+    kept = kept[start:]
+    return f"[... {len(text) - len(kept)} characters cut]\n{kept}"
+
+
+def output_text(streams: Mapping[str, str], error: str | None = None, limit: int = OUTPUT_LIMIT) -> str:
+    """A trial's output artifact: each stream (``stdout``, ``stderr``) and the error that ended it
+    under a ``==> name <==`` header, as ``tail`` prints several files; empty parts left out, Ray's
+    own prefix lines and terminal colours dropped. Each part keeps its end within an equal share of ``limit`` (a share a
+    shorter part leaves goes to the others). "" when the trial printed nothing and did not fail.
+
+    Example:
+        >>> print(output_text({"stdout": ":actor_name:x\\nepoch 1\\n", "stderr": ""}, "ValueError: bad\\n"), end="")
+        ==> stdout <==
+        epoch 1
+        <BLANKLINE>
+        ==> error <==
+        ValueError: bad
+    """
+    parts = {name: "".join(line for line in text.splitlines(keepends=True) if not line.startswith(_RAY_MARKS))
+             for name, text in streams.items()}
+    if error:
+        parts["error"] = error
+    parts = {name: _COLOUR.sub("", text) for name, text in parts.items()}
+    parts = {name: text for name, text in parts.items() if text.strip()}
+    budget, kept = limit, {}
+    for i, (name, text) in enumerate(sorted(parts.items(), key=lambda p: len(p[1]))):
+        kept[name] = tail(text, max(budget // (len(parts) - i), 1))
+        budget -= len(kept[name])
+    return "\n".join(f"==> {name} <==\n{kept[name]}" + ("" if kept[name].endswith("\n") else "\n") for name in parts)
+
+
+def read_output(folder: str | None, stored: Location | None, limit: int = OUTPUT_LIMIT) -> dict[str, str]:
+    """The streams Ray wrote for a trial: from ``folder`` (its working folder, when it ran on this
+    machine: there whole, closed when its actor let the trial go) or else ``stored`` (its folder in
+    the sweep's storage, where Ray copies them); each stream's last ``limit`` bytes, undecodable
+    bytes replaced. A file that cannot be read is left out (said in the log)."""
+    out = {}
+    for name in OUTPUT_STREAMS:
+        try:
+            if folder and os.path.isfile(os.path.join(folder, name)):
+                out[name] = _tail_of(Path(folder, name), limit)
+            elif stored is not None and (stored / name).exists():
+                with (stored / name).local_copy() as path:  # a bucket's: downloaded (Ray copied it whole)
+                    out[name] = _tail_of(path, limit)
+        except OSError as exc:  # the trial's output is a help, never worth failing the sweep's end
+            log.warning("trial output %s not read from %s: %s: %s", name, folder or stored, type(exc).__name__, exc)
+    return out
+
+
+def _tail_of(path: Path, limit: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(os.fstat(f.fileno()).st_size - limit, 0))
+        return f.read().decode(errors="replace")
 
 
 def report_ms(ray_timestamp: Any, now: float) -> int:
@@ -174,12 +252,14 @@ class SweepTracker:
     """The MLflow side of one sweep: the parent run, one child per trial, their endings."""
 
     def __init__(self, settings: SweepSettings, space: Space, client=None,
-                 resources: Mapping[str, float] | None = None) -> None:
+                 resources: Mapping[str, float] | None = None, folder: Location | None = None) -> None:
         """``client``: the store already opened by ``open_client`` (else opened here); ``resources``:
-        the cluster's, recorded on a new parent run."""
+        the cluster's, recorded on a new parent run; ``folder``: the sweep's folder in its storage
+        (``PreparedSweep.path``; else found from the settings when first needed)."""
         if not settings.tracking_uri:
             raise ValueError("tracking_uri: tracking is off for this sweep")
         self.uri, self.settings, self.space = settings.tracking_uri, settings, space
+        self._folder = folder
         self.client = client or open_client(self.uri)
         self.buffers = Buffers()
         self._last_flush = time.monotonic()
@@ -197,7 +277,16 @@ class SweepTracker:
         runs, self.continued = parent_run(self.client, self.experiment_id, settings, space, resources)
         self.parent_id = runs["parent"]
         self._known |= {ref.split(":", 1)[1] for ref in runs if ref.startswith("trial:")}
+        self._earlier = set(self._known)  # trials with a child run from an earlier start of the sweep
+        self._started = time.strftime("%Y-%m-%d_%H-%M-%S")
         self.writer = Writer(self.client, self.experiment_id, runs)
+
+    @property
+    def folder(self) -> Location | None:
+        """The sweep's folder in its storage (None without storage settings)."""
+        if self._folder is None and self.settings.storage and self.settings.name:
+            self._folder = Location.open(self.settings.storage, probe=False) / self.settings.name
+        return self._folder
 
     @property
     def children(self) -> dict[str, str]:
@@ -282,6 +371,30 @@ class SweepTracker:
         if status == TrialStatus.FAILED and traceback:
             self.writer.submit({"op": "log_text", "ref": ref, "text": traceback, "file": "traceback.txt"})
         self.writer.submit({"op": "set_status", "ref": ref, "status": "FAILED" if status == TrialStatus.FAILED else "FINISHED"})
+
+    def log_outputs(self, trials: Sequence[tuple[Any, str | None, str | None, str | None]]) -> int:
+        """Queue each trial's output (``output_text``) as ``OUTPUT_ARTIFACT`` on its child run; returns
+        how many were queued. ``trials``: (trial, its folder's name in the sweep's storage, its
+        working folder on this machine, the error that ended it), read once Ray let go of the trials'
+        files (``read_output``). A trial continued from an earlier start of the sweep gets a file of
+        its own for this start's output (Ray began it anew), so the earlier one stays."""
+        folder = self.folder if any(name for _, name, _, _ in trials) else None
+
+        def read(item):
+            trial, name, local, error = item
+            return trial, output_text(read_output(local, folder / name if folder and name else None), error)
+
+        with ThreadPoolExecutor(min(8, max(len(trials), 1)), thread_name_prefix="hpsearch-output") as pool:
+            texts = list(pool.map(read, trials))  # a bucket answers in tens of ms a file: read them together
+        queued = 0
+        for trial, text in texts:
+            if not text:
+                continue
+            file = OUTPUT_ARTIFACT if trial.trial_id not in self._earlier else \
+                OUTPUT_ARTIFACT.replace(".log", f"-{self._started}.log")
+            self.writer.submit({"op": "log_text", "ref": self.child(trial), "text": text, "file": file})
+            queued += 1
+        return queued
 
     def retrying(self, trial) -> None:
         ref = self.child(trial)

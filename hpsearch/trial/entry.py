@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,14 @@ def trial_entry(
 
         run_group(space.complete(config), train_fn, kwargs, spec)
         return
-    with checkpoint_policy(spec.checkpoint_policy()):
-        train_fn(space.complete(config), **kwargs)
+    try:
+        with checkpoint_policy(spec.checkpoint_policy()):
+            train_fn(space.complete(config), **kwargs)
+    finally:
+        # What the trial printed since its last report, into its output files (log_to_file) now: Ray
+        # copies them to storage before it closes them, so a stopped actor's copy would lack it.
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def replay_curve(replay: Replay, max_epochs: int) -> bool:

@@ -76,9 +76,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mlflow_server(store, port: int, backend: str | None = None):
+def start_mlflow_server(store, port: int, backend: str | None = None, artifacts: str | None = None,
+                        env: dict | None = None):
     """A real `mlflow server` on 127.0.0.1:port over ``store`` (runs in ``backend`` if given, else
-    SQLite in ``store``), started by the project's mlflow/serve."""
+    SQLite in ``store``; artifacts in ``artifacts``, a bucket's URI, if given, else in ``store``),
+    started by the project's mlflow/serve, in ``env`` if given."""
     import subprocess
     import time
     from pathlib import Path
@@ -87,9 +89,10 @@ def start_mlflow_server(store, port: int, backend: str | None = None):
 
     script = Path(__file__).resolve().parent.parent / "mlflow" / "serve"
     log = open(Path(store) / "server.log", "a")
-    extra = ["--backend-store-uri", backend] if backend else []
+    extra = (["--backend-store-uri", backend] if backend else []) + \
+        (["--artifacts-destination", artifacts] if artifacts else [])
     proc = subprocess.Popen([str(script), "--port", str(port), "--store", str(store), *extra], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:

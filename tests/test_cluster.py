@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch.vocab import TAG_BEST_MODEL
-from tests.conftest import free_port, stop_process_group
+from tests.conftest import free_port, start_mlflow_server, stop_process_group
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -183,6 +183,20 @@ def _epochs_in_bucket(s3_server, prefix: str) -> dict[str, list[int]]:
     return out
 
 
+def _wait_until_two_held(s3_server, prefix: str, driver: subprocess.Popen) -> None:
+    """Until two trials are held at epoch 3 with it in the bucket (Ray uploads results and its
+    experiment state together, after the checkpoint the report carried), and one more experiment
+    snapshot (every second with --checkpoint-every 0) while nothing changes."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if sum(epochs[-1:] == [3] for epochs in _epochs_in_bucket(s3_server, prefix).values()) >= 2:
+            time.sleep(2)
+            return
+        assert driver.poll() is None, driver.communicate()[1][-3000:]
+        time.sleep(0.5)
+    pytest.fail("two trials did not reach epoch 3 in time")
+
+
 def _local_checkpoints(*roots: Path) -> list[str]:
     return [str(p) for root in roots if root.exists() for p in root.rglob("checkpoint_0*")]
 
@@ -206,18 +220,7 @@ def test_a_sweep_survives_a_lost_node_and_its_driver_and_resumes_from_another_ma
                        "--reduction-factor", "2", "--concurrency", "2", "--checkpoint-every", "0",
                        "--tracking-uri", store, "--no-progress"],
                       tmp_path / "driver1", _driver_env(tmp_path / "home1", s3_server, nodes.token))
-    # Held at epoch 3: wait until two trials' epoch 3 is in the bucket (Ray uploads results and its
-    # experiment state together, after the checkpoint the report carried).
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        held = [t for t, epochs in _epochs_in_bucket(s3_server, f"{name}-runs/{name}/").items() if epochs[-1:] == [3]]
-        if len(held) >= 2:
-            break
-        assert first.poll() is None, first.communicate()[1][-3000:]
-        time.sleep(0.5)
-    else:
-        pytest.fail("two trials did not reach epoch 3 in time")
-    time.sleep(2)  # one more experiment snapshot (every second with --checkpoint-every 0): nothing changes meanwhile
+    _wait_until_two_held(s3_server, f"{name}-runs/{name}/", first)
     # The driver's machine and a worker node are lost together; the worker's disk with them.
     stop_process_group(first)
     nodes.kill("w1")
@@ -302,32 +305,6 @@ def test_a_cluster_that_refuses_the_driver_is_one_line_exit_2_and_nothing_writte
     assert not (tmp_path / "runs").exists() and not (tmp_path / "store" / "mlflow.db").exists(), "something was written"
 
 
-def _start_mlflow_server(folder: Path, artifacts: str, env: dict[str, str]):
-    """``mlflow server`` with its runs in SQLite and its artifacts proxied to ``artifacts`` (a
-    bucket), as a team points --artifacts-destination at one."""
-    import requests
-
-    port = free_port()
-    log = open(folder / "mlflow-server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
-                             f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", artifacts,
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(uri + "/health", timeout=2).status_code == 200:
-                return proc, uri
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError((folder / "mlflow-server.log").read_text()[-2000:])
-        time.sleep(0.5)
-    stop_process_group(proc)
-    raise RuntimeError("mlflow server did not answer /health in 120 s")
-
-
 @pytest.mark.slow
 def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_artifacts_in_the_bucket(
         tmp_path, s3_server, monkeypatch):
@@ -337,9 +314,10 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
     (code / "scoring.py").write_text(SCORING)
     name = f"client-{secrets.token_hex(2)}"
     storage = f"s3://{s3_server['bucket']}/{name}-runs"
-    server, store = _start_mlflow_server(tmp_path, f"s3://{s3_server['bucket']}/{name}-mlflow",
-                                         {**os.environ, **s3_server["env"],
-                                          "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"]})
+    # MLflow's artifacts proxied to the bucket, as a team points --artifacts-destination at one.
+    server, store = start_mlflow_server(tmp_path, free_port(), artifacts=f"s3://{s3_server['bucket']}/{name}-mlflow",
+                                        env={**os.environ, **s3_server["env"],
+                                             "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"]})
     cluster = RayNodes(tmp_path, {**os.environ, **s3_server["env"]})
     try:
         cluster.head(client_server=True)
@@ -349,16 +327,7 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
                            "--name", name, "--trials", "3", "--scheduler", "fifo", "--concurrency", "2",
                            "--checkpoint-every", "0", "--tracking-uri", store],
                           tmp_path / "driver", env)
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            held = [t for t, e in _epochs_in_bucket(s3_server, f"{name}-runs/{name}/").items() if e[-1:] == [3]]
-            if len(held) >= 2:
-                break
-            assert first.poll() is None, first.communicate()[1][-3000:]
-            time.sleep(0.5)
-        else:
-            pytest.fail("two trials did not reach epoch 3 in time")
-        time.sleep(2)
+        _wait_until_two_held(s3_server, f"{name}-runs/{name}/", first)
         first.send_signal(signal.SIGINT)  # Ctrl-C in the client: the driver on the head ends the sweep, resumable
         out, err = first.communicate(timeout=120)
         assert first.returncode == 130, err[-3000:]

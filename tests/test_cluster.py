@@ -197,6 +197,14 @@ def _wait_until_two_held(s3_server, prefix: str, driver: subprocess.Popen) -> No
     pytest.fail("two trials did not reach epoch 3 in time")
 
 
+def _held_space(code: Path) -> Path:
+    """A folder with HELD_SPACE as held.py and the module it imports beside it."""
+    code.mkdir()
+    (code / "held.py").write_text(HELD_SPACE)
+    (code / "scoring.py").write_text(SCORING)
+    return code
+
+
 def _local_checkpoints(*roots: Path) -> list[str]:
     return [str(p) for root in roots if root.exists() for p in root.rglob("checkpoint_0*")]
 
@@ -204,10 +212,7 @@ def _local_checkpoints(*roots: Path) -> list[str]:
 @pytest.mark.slow
 def test_a_sweep_survives_a_lost_node_and_its_driver_and_resumes_from_another_machine(tmp_path, nodes, s3_server,
                                                                                        monkeypatch):
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "held.py").write_text(HELD_SPACE)
-    (code / "scoring.py").write_text(SCORING)
+    code = _held_space(tmp_path / "code")
     name = f"two-node-{secrets.token_hex(2)}"
     storage = f"s3://{s3_server['bucket']}/{name}-runs"
     store = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
@@ -308,10 +313,7 @@ def test_a_cluster_that_refuses_the_driver_is_one_line_exit_2_and_nothing_writte
 @pytest.mark.slow
 def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_artifacts_in_the_bucket(
         tmp_path, s3_server, monkeypatch):
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "held.py").write_text(HELD_SPACE)
-    (code / "scoring.py").write_text(SCORING)
+    code = _held_space(tmp_path / "code")
     name = f"client-{secrets.token_hex(2)}"
     storage = f"s3://{s3_server['bucket']}/{name}-runs"
     # MLflow's artifacts proxied to the bucket, as a team points --artifacts-destination at one.

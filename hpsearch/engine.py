@@ -162,8 +162,8 @@ def start_driver(prep: PreparedSweep, address: str | None, show_trial_output: bo
     s = prep.settings
     with ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start") as pool:
         opening = pool.submit(_import_driver_side, s.tracking_uri or None)
-        env = job_runtime_env(s.runtime_env, str(Path(prep.space_path).parent) if prep.space_path else None,
-                              s.workers_per_trial, joining=bool(address or os.environ.get("RAY_ADDRESS")))
+        env = job_runtime_env(s.runtime_env, prep.code_folder, s.workers_per_trial,
+                              joining=bool(address or os.environ.get("RAY_ADDRESS")))
         connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env) and not _ON_CLUSTER,
                 log_to_driver=show_trial_output)
         client = opening.result()
@@ -224,7 +224,7 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     watch = InterruptWatch()
     if not s.tracking_uri:
         return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV()])
-    tracker = SweepTracker(s, prep.space, client=client, resources=ray.cluster_resources(), folder=prep.path)
+    tracker = SweepTracker(s, prep.space, client=client, resources=ray.cluster_resources())
     ground = Groundwork(lambda: _expected(prep, tracker.client, tracker.parent_id))
     return Live(bar, tracker, watch, ground,
                 [ProgressCallback(bar), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV()])
@@ -281,11 +281,11 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
             grid = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM): end at once, resumable as after the first
         if tracker is not None:
-            tracker.interrupt(prep.path)
+            tracker.interrupt()
         raise
     except BaseException:
         if tracker is not None:
-            tracker.abandon(prep.path)
+            tracker.abandon()
         raise
     finally:
         live.watch.restore()
@@ -376,8 +376,7 @@ def _on_cluster(what: str, prep: PreparedSweep, address: str, callbacks: Sequenc
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     s = prep.settings
-    env = job_runtime_env(s.runtime_env, str(Path(prep.space_path).parent) if prep.space_path else None,
-                          s.workers_per_trial, joining=True)
+    env = job_runtime_env(s.runtime_env, prep.code_folder, s.workers_per_trial, joining=True)
     connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env), log_to_driver=show_trial_output)
     head = next(n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"])
     relay = Queue(maxsize=1000, actor_options={"num_cpus": 0})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from hpsearch.settings import SweepSettings
@@ -29,7 +30,7 @@ class SweepRecord:
 
     @property
     def folder(self) -> Location:
-        return Location.open(self.settings.storage, probe=False) / self.settings.name
+        return self.settings.folder
 
     def save(self) -> None:
         data = {"settings": self.settings.to_json(), "space_path": self.space_path, "space": self.space}
@@ -74,7 +75,12 @@ class PreparedSweep:
     @property
     def path(self) -> Location:
         """The sweep's folder in its storage."""
-        return Location.open(self.settings.storage, probe=False) / self.settings.name
+        return self.settings.folder
+
+    @property
+    def code_folder(self) -> str | None:
+        """The space module's folder (what a joined cluster gets as the job's working_dir)."""
+        return str(Path(self.space_path).parent) if self.space_path else None
 
     @property
     def record(self) -> SweepRecord:

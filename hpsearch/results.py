@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from hpsearch.ray.compat import trial_started
 from hpsearch.space import Space
-from hpsearch.storage import Location
+from hpsearch.storage import Location, as_location
 from hpsearch.vocab import Mode, StopReason, TrialStatus, is_number
 
 
@@ -147,7 +147,7 @@ def read_results(folder: str | os.PathLike | Location | None) -> list[dict[str, 
     local folder or the trial's folder in the sweep's storage."""
     if not folder:
         return []
-    path = folder / "result.json" if isinstance(folder, Location) else Location(str(Path(folder, "result.json")))
+    path = as_location(folder) / "result.json"
     if not path.exists():
         return []
     out = []

@@ -29,6 +29,7 @@ import os
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from hpsearch.storage import Location, as_location
 from hpsearch.vocab import NAME, Mode, Scheduler, Strategy, is_number, whole
 
 
@@ -176,6 +177,11 @@ class SweepSettings:
                 raise ValueError(f"{key}: not an option of a sweep{where}" + (f" (did you mean {near[0]}?)" if near else "")
                                  + f"; options: {', '.join(known)}")
         return cls(**values)
+
+    @property
+    def folder(self) -> Location | None:
+        """The sweep's folder in its storage (resolved settings: both known), local or in a bucket."""
+        return as_location(self.storage) / self.name if self.storage and self.name else None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, (Strategy, Scheduler, Mode)) else v) for k, v in asdict(self).items()}

@@ -22,7 +22,6 @@ from hpsearch.ray.stopper import SweepStop
 from hpsearch.record import PreparedSweep
 from hpsearch.search.schedulers import decision_epochs
 from hpsearch.settings import SweepSettings
-from hpsearch.storage import as_location
 from hpsearch.text import MASK, is_secret
 from hpsearch.trial.entry import trial_entry
 from hpsearch.trial.spec import TrialSpec
@@ -42,7 +41,7 @@ def trial_spec(settings: SweepSettings, code_folder: str | None = None) -> Trial
     return TrialSpec(
         max_epochs=s.max_epochs, checkpoint_epochs=decision_epochs(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor),
         checkpoint_every_s=s.checkpoint_every_s, workers=s.workers_per_trial, cpus_per_worker=s.cpus_per_trial,
-        gpus_per_worker=s.gpus_per_trial, group_storage=(as_location(s.storage) / s.name).uri if s.storage and s.name else None,
+        gpus_per_worker=s.gpus_per_trial, group_storage=s.folder.uri if s.folder else None,
         code_folder=code_folder,
     )
 
@@ -54,7 +53,7 @@ def trainable_for(prep: PreparedSweep):
     # The space module's folder, for a trial to put on its path; not where the job ships it (a
     # joined cluster: its working_dir is on the path already, and this machine's folder is not there).
     shipped = bool((ray.get_runtime_context().runtime_env or {}).get("working_dir"))
-    folder = str(Path(prep.space_path).parent) if prep.space_path and not shipped else None
+    folder = None if shipped else prep.code_folder
     fn = tune.with_parameters(
         trial_entry, train_fn=prep.train_fn, data=prep.data, space=prep.space, spec=trial_spec(s, folder),
         reuse={k: r for k, r in prep.reuse.items() if r.usable(s.max_epochs)},

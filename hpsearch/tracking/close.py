@@ -38,7 +38,7 @@ def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], 
             log.warning("report not logged: %s: %s", type(exc).__name__, exc)
     if not result.interrupted:
         tracker.finish(result)
-    pending = tracker.close(result.path)
+    pending = tracker.close()
     result.tracking = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_id,
                        "children": tracker.children, "refused": list(tracker.writer.refused),
                        "pending": None if pending is None else {"path": str(pending[0]), "writes": pending[1]}}

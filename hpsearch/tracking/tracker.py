@@ -29,7 +29,7 @@ from hpsearch.environment import drain_seconds
 from hpsearch.results import SweepResult
 from hpsearch.settings import SweepSettings
 from hpsearch.space import Space
-from hpsearch.storage import Location, as_location
+from hpsearch.storage import Location
 from hpsearch.text import mask, mask_config
 from hpsearch.tracking.store import git_commit, open_client, param_value
 from hpsearch.tracking.writer import Writer, children_of, spill
@@ -252,14 +252,12 @@ class SweepTracker:
     """The MLflow side of one sweep: the parent run, one child per trial, their endings."""
 
     def __init__(self, settings: SweepSettings, space: Space, client=None,
-                 resources: Mapping[str, float] | None = None, folder: Location | None = None) -> None:
+                 resources: Mapping[str, float] | None = None) -> None:
         """``client``: the store already opened by ``open_client`` (else opened here); ``resources``:
-        the cluster's, recorded on a new parent run; ``folder``: the sweep's folder in its storage
-        (``PreparedSweep.path``; else found from the settings when first needed)."""
+        the cluster's, recorded on a new parent run."""
         if not settings.tracking_uri:
             raise ValueError("tracking_uri: tracking is off for this sweep")
         self.uri, self.settings, self.space = settings.tracking_uri, settings, space
-        self._folder = folder
         self.client = client or open_client(self.uri)
         self.buffers = Buffers()
         self._last_flush = time.monotonic()
@@ -280,13 +278,6 @@ class SweepTracker:
         self._earlier = set(self._known)  # trials with a child run from an earlier start of the sweep
         self._started = time.strftime("%Y-%m-%d_%H-%M-%S")
         self.writer = Writer(self.client, self.experiment_id, runs)
-
-    @property
-    def folder(self) -> Location | None:
-        """The sweep's folder in its storage (None without storage settings)."""
-        if self._folder is None and self.settings.storage and self.settings.name:
-            self._folder = Location.open(self.settings.storage, probe=False) / self.settings.name
-        return self._folder
 
     @property
     def children(self) -> dict[str, str]:
@@ -378,7 +369,7 @@ class SweepTracker:
         working folder on this machine, the error that ended it), read once Ray let go of the trials'
         files (``read_output``). A trial continued from an earlier start of the sweep gets a file of
         its own for this start's output (Ray began it anew), so the earlier one stays."""
-        folder = self.folder if any(name for _, name, _, _ in trials) else None
+        folder = self.settings.folder if any(name for _, name, _, _ in trials) else None
 
         def read(item):
             trial, name, local, error = item
@@ -429,8 +420,9 @@ class SweepTracker:
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics, "tags": tags})
         self.writer.submit({"op": "set_status", "ref": "parent", "status": status})
 
-    def close(self, storage_dir: str | Path | Location, drain_s: float | None = None) -> tuple[Location, int] | None:
-        """Deliver what is queued; if MLflow stays unreachable, keep the rest on disk for ``sync``.
+    def close(self, drain_s: float | None = None) -> tuple[Location, int] | None:
+        """Deliver what is queued; if MLflow stays unreachable, keep the rest in the sweep's folder
+        for ``sync``.
 
         Returns the journal's path and how many writes it holds, or None when all were delivered.
         """
@@ -438,24 +430,24 @@ class SweepTracker:
         left = self.writer.close(drain_seconds() if drain_s is None else drain_s)
         if not left:
             return None
-        path = as_location(storage_dir) / PENDING_FILE
+        path = self.settings.folder / PENDING_FILE
         spill(path, {"tracking_uri": self.uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_id,
                      "runs": self.writer.runs_snapshot()}, left)
         log.warning("MLflow unreachable at the end of the sweep: %d writes kept in %s", len(left), path)
         return path, len(left)
 
-    def interrupt(self, storage_dir: Location) -> None:
+    def interrupt(self) -> None:
         """A second interrupt: mark the parent interrupted (KILLED, as the UI shows it) and deliver
         what is queued without waiting long; ``resume`` reconciles the rest from Ray's records."""
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": [],
                             "tags": {TAG_STOPPED_BY: str(StopReason.INTERRUPTED)}})
         self.writer.submit({"op": "set_status", "ref": "parent", "status": "KILLED"})
-        self.close(storage_dir, drain_s=min(drain_seconds(), 10.0))
+        self.close(drain_s=min(drain_seconds(), 10.0))
 
-    def abandon(self, storage_dir: Location) -> None:
+    def abandon(self) -> None:
         """The sweep itself failed: mark the parent FAILED and deliver (or keep) what is queued."""
         self.writer.submit({"op": "set_status", "ref": "parent", "status": "FAILED"})
-        self.close(storage_dir)
+        self.close()
 
 
 class EndedTrial:

@@ -31,7 +31,8 @@ from hpsearch.environment import check_environment
 from hpsearch.progress import Progress, RelayedProgress
 from hpsearch.ray import compat
 from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
-from hpsearch.ray.cluster import check_answers, connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
+from hpsearch.ray.client import client_address, on_cluster
+from hpsearch.ray.cluster import connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
 from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started
 from hpsearch.search.schedulers import plan_budget
@@ -40,7 +41,7 @@ from hpsearch.settings import Resources, SweepSettings
 from hpsearch.simulate.explain import expected
 from hpsearch.space import Space
 from hpsearch.space.modules import SpaceModule, load_space_module
-from hpsearch.storage import Location, open_storage
+from hpsearch.storage import open_storage
 from hpsearch.tracking.close import close_sweep
 from hpsearch.tracking.store import open_client
 from hpsearch.tracking.tracker import SweepTracker
@@ -205,7 +206,7 @@ class Live:
 def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     """The progress bar and (when tracking is on) the MLflow tracker of a sweep about to run, with
     the driver callbacks that feed them; ``client``: the store, if already open; ``relay``: a queue
-    to the ray:// client whose bar this sweep's progress feeds instead (``_on_cluster``)."""
+    to the ray:// client whose bar this sweep's progress feeds instead (``hpsearch.ray.client``)."""
     import ray  # imported by start_driver already; the wing's callbacks import Ray Tune
 
     from hpsearch.ray.callbacks import (
@@ -235,9 +236,9 @@ def run_prepared(
     show_trial_output: bool = False, relay=None,
 ) -> SweepResult:
     """Run a validated sweep on Ray and collect its result (``address`` ray://...: its driver runs
-    on the cluster, see ``_on_cluster``; ``show_trial_output``: trials' output on this console)."""
+    on the cluster, see ``hpsearch.ray.client``; ``show_trial_output``: trials' output on this console)."""
     if client_address(address):
-        return _on_cluster("run", prep, client_address(address), callbacks, progress, show_trial_output)
+        return on_cluster(_drive, "run", prep, client_address(address), callbacks, progress, show_trial_output)
     client = start_driver(prep, address, show_trial_output)
     from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
     from hpsearch.ray.tuner import new_tuner
@@ -256,7 +257,7 @@ def resume_prepared(
     """Restore an interrupted sweep's Ray experiment and run it to its end, with this start's
     callbacks and deadline."""
     if client_address(address):
-        return _on_cluster("resume", prep, client_address(address), callbacks, progress, show_trial_output)
+        return on_cluster(_drive, "resume", prep, client_address(address), callbacks, progress, show_trial_output)
     client = start_driver(prep, address, show_trial_output)
     from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
     from hpsearch.ray.tuner import attach, restored_tuner
@@ -337,82 +338,8 @@ def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
 _ON_CLUSTER = False  # True in the driver task a ray:// client runs on the cluster (its Ray is joined already)
 
 
-def client_address(address: str | None) -> str | None:
-    """The Ray client address a sweep joins (``address`` or ``$RAY_ADDRESS``), if it is one."""
-    found = address or os.environ.get("RAY_ADDRESS") or ""
-    return found if found.startswith("ray://") else None
-
-
-def check_client_limits(prep: PreparedSweep) -> None:
-    """What a driver on the cluster cannot reach: this machine's SQLite store (one line). Storage on
-    a local path is the cluster head's disk there: said in one line on the log."""
-    uri = prep.settings.tracking_uri
-    if uri and sqlite_path(uri) is not None:
-        raise ValueError("tracking_uri: with ray:// the sweep's driver runs on the cluster, which cannot write this "
-                         f"machine's SQLite store; use an MLflow server the cluster reaches (http://...), got {uri!r}")
-    if Location.open(prep.settings.storage, probe=False).is_local:
-        log.warning("storage: with ray:// results go to %s on the cluster's head node (a bucket URI is readable "
-                    "from anywhere)", prep.settings.storage)
-
-
-def _on_cluster(what: str, prep: PreparedSweep, address: str, callbacks: Sequence[Any], progress: bool,
-                show_trial_output: bool = False) -> SweepResult:
-    """A sweep through the Ray client: its driver (Tune's run, the MLflow writer, the stopper) runs
-    as a task on the cluster's head node, where Ray's client mode runs Tune's driver anyway;
-    this process shows its progress (relayed through a queue) and turns Ctrl-C into a
-    cancellation of that task, which ends the sweep there as a Ctrl-C ends a local one (resumable).
-
-    Why a task of hpsearch's own: in client mode ``Tuner.fit`` runs Tune's driver remotely, so
-    hpsearch's driver callbacks (progress, MLflow, the interrupt watch) would run there detached,
-    and a restored Tuner's configs could not be changed (no ``_local_tuner``). Run whole on the
-    head, the driver is the same code as a local one. The head needs hpsearch installed (the
-    cluster's image), the same version.
-    """
-    check_answers(address)  # no cluster (or a refused token) first, as for a local driver
-    check_client_limits(prep)
-    quiet_ray()
-    import ray  # Ray: only where Ray runs
-    from ray.util.queue import Empty, Queue
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    s = prep.settings
-    env = job_runtime_env(s.runtime_env, prep.code_folder, s.workers_per_trial, joining=True)
-    connect(address, s.workers_per_trial, env, user_env=bool(s.runtime_env), log_to_driver=show_trial_output)
-    head = next(n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"])
-    relay = Queue(maxsize=1000, actor_options={"num_cpus": 0})
-    task = ray.remote(_drive).options(num_cpus=0, max_retries=0,
-                                      scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
-    ref = task.remote(what, prep, list(callbacks), relay, VERSION)
-    plan = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
-    cancelled = False
-    with Progress(s, plan.total_epochs, enabled=progress) as bar:
-        while True:
-            try:
-                done, _ = ray.wait([ref], timeout=0.5)
-                try:
-                    while True:
-                        bar.restore(relay.get_nowait())
-                except Empty:
-                    pass
-                if done:
-                    break
-            except KeyboardInterrupt:
-                if cancelled:  # a second Ctrl-C: leave now; the task ends with this client's session
-                    raise
-                cancelled = True
-                ray.cancel(ref)  # Ray raises KeyboardInterrupt in the task, as Ctrl-C does in a local driver
-    try:
-        return ray.get(ref)
-    except ray.exceptions.TaskCancelledError:
-        raise KeyboardInterrupt from None  # ended as after a second Ctrl-C: resumable
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, (ValueError, KeyboardInterrupt)):
-            raise exc.cause from None
-        raise
-
-
 def _drive(what: str, prep: PreparedSweep, callbacks: list, relay, version: str) -> SweepResult:
-    """The sweep's driver, in a task on the cluster's head (``_on_cluster``)."""
+    """The sweep's driver, in a task on the cluster's head (``hpsearch.ray.client.on_cluster``)."""
     global _ON_CLUSTER
     if version != VERSION:
         raise ValueError(f"address: the cluster runs hpsearch {VERSION}, this machine {version}; install the same "

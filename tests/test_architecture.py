@@ -42,7 +42,7 @@ LAYERS = [
     {"tracking": "MLflow from the driver: the store, the one writer, parent and child runs, reconcile, "
                  "the sweep's end, report tables and plots"},
     {"ray": "everything that talks to Ray: cluster checks, the Tune run, searchers, schedulers and their "
-            "saved state, callbacks, stopper, checkpoints"},
+            "saved state, callbacks, stopper, checkpoints, the driver through ray://"},
     {"simulate": "recorded curves replayed through Ray's own schedulers on a virtual clock; what plan and "
                  "simulate print"},
     {"engine": "the driver: prepare, run, resume a sweep; the public sweep() and resume_sweep()"},

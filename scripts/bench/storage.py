@@ -50,6 +50,17 @@ def _moto():
     return proc, endpoint
 
 
+def markdown(data: dict) -> str:
+    """The Markdown beside the JSON (and in docs/benchmarks.md): a heading, the medians, the paired ratio."""
+    ratios, load = data["paired_wall_ratio"]["each"], data["load_average_1min"]
+    return (f"# Storage: S3 bucket against local disk, checkpoint_every_s={data['checkpoint_every_s']:g} "
+            f"({data['when']}, commit {data['commit']}, {data['repeats']} repeats)\n\n"
+            "| storage | sweep wall (median) | process (median) |\n|---|---|---|\n"
+            + "".join(f"| {k} | {v['wall_s']:.1f} s | {v['process_s']:.1f} s |\n" for k, v in data["median"].items())
+            + f"\nPaired ratio of wall per epoch trained, S3 / local: median {data['paired_wall_ratio']['median']:.2f}x "
+            f"(each: {', '.join(f'{r:.2f}' for r in ratios)}); 1-minute load average {min(load):.2f}-{max(load):.2f}.\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -89,12 +100,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"storage-checkpoint-every-{args.checkpoint_every:g}"
     (folder / f"{stem}.json").write_text(json.dumps(data, indent=1))
-    md = (f"# Storage: S3 bucket against local disk, checkpoint_every_s={args.checkpoint_every:g} "
-          f"({data['when']}, commit {commit}, {args.repeats} repeats)\n\n"
-          "| storage | sweep wall (median) | process (median) |\n|---|---|---|\n"
-          + "".join(f"| {k} | {v['wall_s']:.1f} s | {v['process_s']:.1f} s |\n" for k, v in med.items())
-          + f"\nPaired ratio of wall per epoch trained, S3 / local: median {statistics.median(ratios):.2f}x "
-          f"(each: {', '.join(f'{r:.2f}' for r in ratios)}); 1-minute load average {min(load):.2f}-{max(load):.2f}.\n")
+    md = markdown(data)
     (folder / f"{stem}.md").write_text(md)
     print(md)
 

@@ -1,6 +1,7 @@
 """The benchmark suite's driver: checks the machine is quiet, runs the parts on one local Ray
 instance, writes bench.json and bench.md, and (with --update-docs, from a full run on a quiet
-machine) the README's Performance table. Start it with scripts/bench/run.
+machine) keeps them in scripts/bench/results/ and regenerates docs/benchmarks.md from there
+(bench/docs.py). Start it with scripts/bench/run.
 
 Sizes are per mode. The full mode must stay under 75 minutes on 2 cores (aim: about 60); the
 budget per part, from measurements extrapolated, is written beside SIZES. Quick mode's figures are
@@ -13,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -181,34 +181,63 @@ def table(figures: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_status(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a run's meta says about how far its figures can be quoted: indicative (quick mode),
+    busy (load average above the limit at the start), the load at both ends. Results written
+    before the suite recorded ``indicative``, ``busy`` and ``load_average`` (the load at the start
+    was then in ``machine``, the one at the end in ``load_average_at_end``) get them from the same
+    rules the suite applies now."""
+    load = meta.get("load_average") or {"at_start": meta["machine"].get("load_average_at_start"),
+                                        "at_end": meta.get("load_average_at_end")}
+    limit = meta.get("busy_limit", BUSY_LOAD)
+    busy = meta.get("busy")
+    if busy is None:
+        busy = load["at_start"] is not None and load["at_start"] > limit
+    return {"indicative": meta.get("indicative", meta["mode"] == "quick"), "busy": busy, "busy_limit": limit,
+            "load_at_start": load["at_start"], "load_at_end": load.get("at_end")}
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["meta"]
-    load = m["load_average"]
-    notes = [f"- **{f['figure']}**: {f['note']}" for f in results["figures"] if f.get("note")]
+    status = run_status(m)
+    # Figures written before the suite marked each one indicative take the run's mode.
+    figures = [{**f, "indicative": f.get("indicative", status["indicative"])} for f in results["figures"]]
+    notes = [f"- **{f['figure']}**: {f['note']}" for f in figures if f.get("note")]
     warnings = []
-    if m["indicative"]:
+    if status["indicative"]:
         warnings.append("**Quick mode: small sizes, so every figure is indicative; no goal is judged.**")
-    if m["busy"]:
-        warnings.append(f"**Measured on a busy machine (load average {load['at_start']:.2f} at start > "
-                        f"{m['busy_limit']}): figures not quotable.**")
+    if status["busy"]:
+        warnings.append(f"**Measured on a busy machine (load average {status['load_at_start']:.2f} at start > "
+                        f"{status['busy_limit']}): figures not quotable.**")
+    loads = [f"{status[k]:.2f} at {k[8:]}" for k in ("load_at_start", "load_at_end") if status[k] is not None]
     return "\n".join([
         f"Measured {m['finished'][:16].replace('T', ' ')} UTC, `{m['mode']}` mode, on {m['machine']['cpus']} CPUs "
         f"({m['machine']['cpu_model']}), commit {str(m['git']['commit'])[:10]}{' (modified)' if m['git']['dirty'] else ''}; "
-        f"suite wall {m['wall_s'] / 60:.1f} min; 1-minute load average {load['at_start']:.2f} at start, "
-        f"{load['at_end']:.2f} at end (the suite's own work included). Reproduce: `{m['command']}`.",
+        f"suite wall {m['wall_s'] / 60:.1f} min; "
+        + (f"1-minute load average {', '.join(loads)} (the suite's own work included). " if loads else "")
+        + f"Reproduce: `{m['command']}`.",
         *(["", *warnings] if warnings else []),
         "",
-        table(results["figures"]),
+        table(figures),
         *(["", "Notes:", *notes] if notes else []),
     ]) + "\n"
 
 
-def update_docs(text: str, readme: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    content = readme.read_text()
-    pattern = re.compile(r"(<!-- bench:start -->\n).*?(\n<!-- bench:end -->)", re.S)
-    if not pattern.search(content):
-        raise SystemExit(f"bench: {readme} has no <!-- bench:start --> ... <!-- bench:end --> block")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + text.rstrip("\n") + m.group(2), content, count=1))
+def update_docs(results: dict[str, Any], md: str) -> Path:
+    """Keep this run in scripts/bench/results/ and regenerate docs/benchmarks.md from what is kept
+    there (bench/docs.py: the page's one writer). A run of the default parts replaces
+    latest-full.json and .md (the earlier ones stay in git history); any other run is kept beside
+    them as <date>-<parts>.json and .md."""
+    from bench import docs
+
+    m = results["meta"]
+    stem = ("latest-full" if set(m["parts"]) == set(DEFAULT_PARTS)
+            else f"{m['finished'][:10]}-{m['finished'][11:16].replace(':', '')}-{'-'.join(m['parts'])}")
+    dest = docs.RESULTS / stem
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    dest.with_suffix(".md").write_text(md)
+    return docs.write()
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -219,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(DEFAULT_PARTS), help=f"comma-separated parts of: {PART_HELP}")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where bench.json and bench.md go")
     ap.add_argument("--update-docs", action="store_true",
-                    help="write this run's table into docs/benchmarks.md (full mode on a quiet machine only)")
+                    help="keep this run in scripts/bench/results/ and regenerate docs/benchmarks.md from the "
+                         "results there (full mode on a quiet machine only)")
     ap.add_argument("--allow-busy", action="store_true",
                     help=f"run even where the load average is above {BUSY_LOAD} (the results say so: not quotable)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (Ray results, MLflow stores, logs)")
@@ -232,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "scripts/bench/run" + (" --quick" if args.quick else "") + \
               (f" --only {','.join(parts)}" if set(parts) != set(DEFAULT_PARTS) else "")
     if args.update_docs and args.quick:
-        print("bench: --update-docs takes a full-mode run (docs/benchmarks.md quotes no quick figures)", file=sys.stderr)
+        print("bench: --update-docs keeps full-mode runs only (a quick run's figures are indicative)", file=sys.stderr)
         return 2
 
     # The arms compete for the same cores as anything else running: measure on a quiet machine.
@@ -292,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     log(f"bench: done in {meta['wall_s'] / 60:.1f} min; wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
     if args.update_docs:
-        update_docs(md)
-        log("bench: docs/benchmarks.md table updated")
+        page = update_docs(results, md)
+        log(f"bench: results kept in scripts/bench/results/; {page.relative_to(ROOT)} regenerated")
     return 0
 
 

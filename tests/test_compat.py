@@ -303,6 +303,52 @@ def test_warm_requirements_map_builds_mlflows_cache():
         assert mlflow_compat.warm_requirements_map() is True
 
 
+@pytest.mark.slow  # the session's mlflow server (~10 s to start) is there for the slow tier anyway
+def test_bound_http_passes_its_retries_and_timeout_for_this_client_only(mlflow_server, monkeypatch):
+    from mlflow.utils import rest_utils
+
+    from mlflow import MlflowClient
+
+    seen = []
+    real = rest_utils.http_request
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("max_retries"), kwargs.get("timeout")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rest_utils, "http_request", spy)
+    with relied_on(mlflow_compat.bound_http):
+        bounded, plain = MlflowClient(tracking_uri=mlflow_server["uri"]), MlflowClient(tracking_uri=mlflow_server["uri"])
+        assert mlflow_compat.bound_http(bounded, 1, 3.0) is True
+        # A real server answers through the store's own routing (v2 and v3 endpoints alike).
+        exp = bounded.create_experiment(f"bound-http-{time.time_ns()}")
+        run = bounded.create_run(exp)
+        bounded.set_tag(run.info.run_id, "k", "v")
+        assert bounded.get_run(run.info.run_id).data.tags["k"] == "v"
+        assert seen and set(seen) == {(1, 3.0)}
+        seen.clear()
+        plain.get_experiment(exp)  # another client of the same server keeps MLflow's own settings
+        assert seen == [] or set(seen) == {(None, None)}
+        assert mlflow_compat.bound_http(MlflowClient(tracking_uri="sqlite:///:memory:"), 1, 3.0) is False
+
+
+@pytest.mark.slow  # the session's mlflow server (~10 s to start) is there for the slow tier anyway
+def test_no_run_links_silences_set_terminated_for_this_client_only(mlflow_server, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    with relied_on(mlflow_compat.no_run_links):
+        client = MlflowClient(tracking_uri=mlflow_server["uri"])
+        exp = client.create_experiment(f"no-run-links-{time.time_ns()}")
+        loud = client.create_run(exp).info.run_id
+        client.set_terminated(loud)
+        assert "View run" in capsys.readouterr().out  # what it silences does happen
+        assert mlflow_compat.no_run_links(client) is True
+        quiet = client.create_run(exp).info.run_id
+        client.set_terminated(quiet)
+        assert "View run" not in capsys.readouterr().out and client.get_run(quiet).info.status == "FINISHED"
+
+
 def test_the_tested_mlflow_is_the_installed_one():
     import mlflow
 

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,11 @@ def test_sweep_is_one_parent_with_one_child_per_trial(which, request, mnist1d, m
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/trials.csv", "report/parallel_coordinates.png", "report/metric_vs_params.png",
             "report/learning_curves.png", "report/param_importance.png"} <= artifacts
+    # Beside them, Optuna's interactive figures of the same trials, as pages the UI's artifact view shows.
+    for page in ("optimization_history", "parallel_coordinate", "param_importances", "intermediate_values"):
+        assert f"report/{page}.html" in artifacts
+    page = client.download_artifacts(parent.info.run_id, "report/parallel_coordinate.html", str(Path(result.path) / "pages"))
+    assert "Plotly.newPlot" in Path(page).read_text() and '"lr"' in Path(page).read_text()
     space_json = client.download_artifacts(parent.info.run_id, "space.json", str(Path(result.path) / "space"))
     assert hpsearch.Space.from_json(Path(space_json).read_text()).to_dict() == SPACE.to_dict(masked=True)
     assert json.loads(parent.data.tags["hpsearch.best_config"])["api_token"] == "***"
@@ -135,6 +142,7 @@ def test_report_command_rebuilds_table_and_plots_from_mlflow(embedded_sweep, tmp
     assert len(rows) == 1 + 8 and rows[0].startswith("trial_id,run_id,status,epochs,val_acc")
     for png in ("parallel_coordinates", "metric_vs_params", "learning_curves", "param_importance"):
         assert (folder / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "optimization_history.html").exists() and (folder / "intermediate_values.html").exists()
     # The report the sweep logged from what it held in memory says exactly what MLflow holds.
     from mlflow import MlflowClient
 
@@ -186,28 +194,117 @@ def test_retried_trial_continues_its_own_child_run(ray_session, mlflow_uri, tmp_
     assert [m.step for m in client.get_metric_history(children[0].info.run_id, "score")] == [1, 2, 3, 4]
 
 
-def test_mlflow_ui_shows_the_sweep_with_its_nested_trials(server_sweep, tmp_path):
+def _gated_train(folder: Path):
+    """A trainable whose best trial (score 0.95) reports epoch 1, says so in ``folder/waiting``, then
+    waits for ``folder/go`` before epoch 2: the test reads the sweep while it provably runs."""
+    def train(config):
+        for epoch in (1, 2):
+            if epoch == 2 and config["score"] == 0.95:
+                (folder / "waiting").write_text("x")
+                deadline = time.time() + 300  # a guard: a test that failed to release must not hang Ray
+                while not (folder / "go").exists() and time.time() < deadline:
+                    time.sleep(0.05)
+            hpsearch.report(epoch=epoch, score=config["score"] * epoch)
+    return train
+
+
+def _wait(condition, what: str, timeout: float = 120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_mlflow_ui_shows_readable_trials_the_stopped_one_and_the_live_parent(ray_session, mlflow_server, tmp_path):
+    """Mid-sweep, in Chromium: the parent's live figures, the nested children by readable name, the
+    stopped one marked. One trial at a time, in the grid's order: 0.9 completes, 0.1 is cut by ASHA
+    at epoch 1 (below 0.9 there), 0.95 reports epoch 1 and waits on the test."""
+    from mlflow import MlflowClient
     from tests.browser import Browser, find_chromium
 
     binary = find_chromium()
     if binary is None:
         pytest.skip("Chromium is not installed (.ci/run installs it; locally: apt-get install -y chromium)")
-    result, uri = server_sweep
+    uri, client = mlflow_server["uri"], MlflowClient(tracking_uri=mlflow_server["uri"])
     artifacts = Path(os.environ.get("HPSEARCH_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    child_names = [f"trial-{t.trial_id}" for t in result.trials]
-    browser = Browser(binary, tmp_path / "profile")
-    try:
-        # MLflow 3 opens an experiment on its GenAI overview; the training runs are one click away.
-        browser.goto(f"{uri}/#/experiments/{result.tracking['experiment_id']}/runs")
-        assert browser.wait_for(f"document.body.innerText.includes({json.dumps(result.name)})"), \
-            "the sweep's parent run is not on the experiment page"
-        # Nested runs start collapsed under their parent: click its expander as a person would.
-        browser.evaluate("document.querySelector('button[data-component-id*=\"runnamecellrenderer\"]').click()")
-        shown = browser.wait_for(f"{json.dumps(child_names)}.every(n => document.body.innerText.includes(n))")
-        browser.screenshot(artifacts / "mlflow-ui-nested-trials.png")
-        (artifacts / "mlflow-ui-nested-trials.html").write_text(browser.html())
-    finally:
-        browser.close()
-    assert shown, "the nested trial runs did not appear under the sweep's parent run"
+    name, seen, errors = f"live-{tmp_path.name}"[-40:], {}, []
+
+    def parent():
+        exp = client.get_experiment_by_name("tracking-live")
+        runs = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}' and tags.`hpsearch.role` = 'sweep'") \
+            if exp else []
+        return runs[0] if runs else None
+
+    def read_the_ui_mid_sweep():
+        try:
+            _wait(lambda: (tmp_path / "waiting").exists(), "the last trial to wait at its gate")
+            # The parent's live figures once the first two trials ended (sent every few seconds).
+            run = _wait(lambda: (p := parent()) and p.data.metrics.get("trials_stopped") == 1 and
+                        p.data.metrics.get("trials_completed") == 1 and p, "the parent's live figures")
+            seen["parent"] = run
+            children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+            seen["names"] = {c.data.params["score"]: c.info.run_name for c in children}
+            browser = Browser(binary, tmp_path / "profile")
+            try:
+                browser.goto(f"{uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
+                # Its metrics table: each name above its value (the sweep is held, so they stand still).
+                seen["live_page"] = browser.wait_for(
+                    "['trials_running\\n1\\n', 'trials_completed\\n1\\n', 'trials_stopped\\n1\\n', "
+                    "'total_epochs\\n4\\n', 'best_score\\n1.8'].every(n => document.body.innerText.includes(n))")
+                browser.evaluate("[...document.querySelectorAll('*')].find(e => !e.children.length && "
+                                 "e.textContent === 'trials_running')?.scrollIntoView()")
+                browser.screenshot(artifacts / "mlflow-ui-live-parent.png")
+                seen["live_text"] = browser.evaluate("document.body.innerText")
+                (artifacts / "mlflow-ui-live-parent.txt").write_text(seen["live_text"] or "")
+                # MLflow 3 opens an experiment on its GenAI overview; the training runs are one click away.
+                browser.goto(f"{uri}/#/experiments/{run.info.experiment_id}/runs")
+                assert browser.wait_for(f"document.body.innerText.includes({json.dumps(name)})"), \
+                    "the sweep's parent run is not on the experiment page"
+                # Nested runs start collapsed under their parent: click its expander as a person would.
+                browser.evaluate("document.querySelector('button[data-component-id*=\"runnamecellrenderer\"]').click()")
+                seen["shown"] = browser.wait_for(
+                    f"{json.dumps(list(seen['names'].values()))}.every(n => document.body.innerText.includes(n))")
+                browser.screenshot(artifacts / "mlflow-ui-nested-trials.png")
+                (artifacts / "mlflow-ui-nested-trials.html").write_text(browser.html())
+            finally:
+                browser.close()
+        except BaseException as exc:  # noqa: BLE001 - said below, after the sweep was let go
+            errors.append(exc)
+        finally:
+            (tmp_path / "go").write_text("x")
+
+    reader = threading.Thread(target=read_the_ui_mid_sweep, daemon=True)
+    reader.start()
+    result = hpsearch.sweep(hpsearch.Space(hpsearch.Choice("score", [0.9, 0.1, 0.95])), train=_gated_train(tmp_path),
+                            metric="score", mode="max", strategy="grid", scheduler="asha", max_epochs=2,
+                            grace_period=1, reduction_factor=2, concurrency=1, name=name, tracking_uri=uri,
+                            experiment="tracking-live", storage=str(tmp_path / "runs"), progress=False)
+    reader.join(timeout=300)
+    if errors:
+        raise errors[0]
+    assert [t.status for t in result.trials] == ["completed", "stopped", "completed"]
+
+    # Mid-sweep: one trial running, one completed, one stopped, the best so far (0.9 x 2 epochs).
+    live = seen["parent"]
+    assert live.info.status == "RUNNING"
+    assert (live.data.metrics["trials_running"], live.data.metrics["best_score"], live.data.metrics["total_epochs"]) == \
+        (1, 1.8, 4)  # epochs: 2 + 1 + 1
+    assert seen["live_page"], "the parent's live figures are not on its page in the UI"
+    # Readable names, unique by the trial's number; the stopped trial marked where the table shows it.
+    names = seen["names"]
+    assert names["0.9"] == "score=0.9 · #0" and names["0.95"] == "score=0.95 · #2", names
+    assert names["0.1"] == "[stopped@1] score=0.1 · #1", names
+    assert seen["shown"], "the nested trial runs did not appear, by name, under the sweep's parent run"
     assert (artifacts / "mlflow-ui-nested-trials.png").stat().st_size > 10_000
+
+    # The end replaced the live figures.
+    final = client.get_run(result.tracking["parent_run_id"])
+    assert final.info.status == "FINISHED"
+    assert (final.data.metrics["trials_running"], final.data.metrics["trials_completed"],
+            final.data.metrics["trials_stopped"], final.data.metrics["best_score"]) == (0, 2, 1, 1.9)
+    stopped = client.get_run(result.tracking["children"][result.trials[1].trial_id])
+    assert stopped.info.status == "FINISHED" and stopped.data.metrics["stopped_at_epoch"] == 1

@@ -1,6 +1,7 @@
 """The tracker's pieces without Ray: Buffers, and reconcile after a resume against a real store."""
 
 import json
+import os
 import threading
 from types import SimpleNamespace
 
@@ -83,14 +84,10 @@ def ray_trial(tmp_path, trial_id, status, epochs, error=None, nan_at=None):
                            error_file=str(error_file) if error_file else None)
 
 
-def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflow_uri, tmp_path, monkeypatch):
+def test_reconcile_backfills_what_mlflow_lacks_and_ends_the_runs_ray_ended(mlflow_uri, tmp_path):
     from mlflow.entities import Metric
 
     from mlflow import MlflowClient
-
-    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15"),
-                        ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
-        monkeypatch.setenv(name, value)  # open_client sets these for good; undone after this test
 
     settings = SweepSettings(metric="val_acc", mode="max", max_epochs=MAX_EPOCHS, name="killed-sweep",
                              tracking_uri=mlflow_uri, experiment="reconcile-units")
@@ -178,3 +175,150 @@ def test_groundwork_runs_its_work_once_on_a_thread_from_the_first_result_or_at_t
     restored = pickle.loads(pickle.dumps(ground))
     restored.on_trial_result(2, [], None, {})
     assert not restored.live
+
+
+# -- run names, stopped trials, the parent's live figures ---------------------------------------
+
+def test_child_names_are_readable_short_and_unique_per_trial():
+    from hpsearch.space import Fixed, PowerOfTwo
+    from hpsearch.tracking.names import run_name, stopped_name
+
+    space = Space(Fixed("model", "mlp"), Choice("lr", [0.05, 1e-5]), PowerOfTwo("width", 16, 32),
+                  Float("weight_decay", 1e-6, 1e-2, log=True), Choice("optimizer", ["adamw", "sgd"]),
+                  Float("label_smoothing_factor", 0.0, 0.2), Fixed("api_token", "x"))
+    config = {"model": "mlp", "lr": 1e-5, "width": 32, "weight_decay": 0.000123, "optimizer": "adamw",
+              "label_smoothing_factor": 0.1, "api_token": "x"}
+    names = [run_name(config, space, f"ab12c_{i:05d}") for i in (1, 12)]
+    assert names == ["lr=1e-5 wd=1.2e-4 opt=adamw w=32 · #1", "lr=1e-5 wd=1.2e-4 opt=adamw w=32 · #12"]
+    assert all(len(n.split(" · ")[0]) <= 40 for n in names)  # fixed parameters and secrets stay out
+    assert run_name({"lr": 0.05}, Space(Fixed("lr", 0.05)), "7c1e2f3a") == "trial · 2f3a"
+    assert stopped_name(names[0], 2) == "[stopped@2] " + names[0]
+
+
+def _tracker(mlflow_uri, tmp_path, name):
+    settings = SweepSettings(metric="val_acc", mode="max", max_epochs=MAX_EPOCHS, name=name, tracking_uri=mlflow_uri,
+                             experiment=f"units-{name}", storage=str(tmp_path / "runs"), scheduler="asha")
+    return settings, SweepTracker(settings, SPACE)
+
+
+def test_stopped_trial_is_renamed_with_a_marker_and_carries_the_epoch_it_stopped_at(mlflow_uri, tmp_path):
+    from hpsearch.vocab import TrialStatus
+    from mlflow import MlflowClient
+
+    settings, first = _tracker(mlflow_uri, tmp_path, "stopped-names")
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    # A child of an earlier version, named trial-<id>: found by its tag, continued, not duplicated.
+    old = client.create_run(first.experiment_id, run_name="trial-old",
+                            tags={TAG_PARENT: first.parent_id, TAG_TRIAL: "old"}).info.run_id
+    assert first.writer.close(30) == []
+    tracker = SweepTracker(settings, SPACE)
+    config = {"lr": 0.0031, "optimizer": "sgd"}
+    done = SimpleNamespace(trial_id="ab12c_00001", config=config, last_result={"epoch": MAX_EPOCHS})
+    cut = SimpleNamespace(trial_id="ab12c_00002", config=config, last_result={"epoch": 1})
+    earlier = SimpleNamespace(trial_id="old", config={"lr": 0.05, "optimizer": "adamw"}, last_result={"epoch": 2})
+    for trial in (done, cut, earlier):
+        tracker.add_result(trial, {"epoch": 1, "val_acc": 0.5})
+    tracker.end_trial(done, TrialStatus.COMPLETED)
+    tracker.end_trial(cut, TrialStatus.STOPPED)
+    tracker.end_trial(earlier, TrialStatus.STOPPED)
+    assert tracker.writer.close(30) == []
+    runs = {r.data.tags[TAG_TRIAL]: r for r in client.search_runs([tracker.experiment_id],
+                                                                    f"tags.`{TAG_PARENT}` = '{tracker.parent_id}'")}
+    assert set(runs) == {"ab12c_00001", "ab12c_00002", "old"} and runs["old"].info.run_id == old
+    assert runs["ab12c_00001"].info.run_name == "lr=3.1e-3 opt=sgd · #1"
+    assert runs["ab12c_00002"].info.run_name == "[stopped@1] lr=3.1e-3 opt=sgd · #2"
+    assert runs["old"].info.run_name == "[stopped@2] lr=0.05 opt=adamw · old"
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}  # a stop by the scheduler is no crash
+    assert "stopped_at_epoch" not in runs["ab12c_00001"].data.metrics
+    assert [(m.step, m.value) for m in client.get_metric_history(runs["ab12c_00002"].info.run_id, "stopped_at_epoch")] \
+        == [(1, 1.0)]
+
+
+def test_parent_carries_live_figures_throttled_and_the_final_ones_replace_them(mlflow_uri, tmp_path, monkeypatch):
+    from hpsearch.results import SweepResult, TrialRecord
+    from hpsearch.tracking import tracker as tracker_module
+    from hpsearch.tracking.tracker import live_figures
+    from hpsearch.vocab import TrialStatus
+    from mlflow import MlflowClient
+
+    _, tracker = _tracker(mlflow_uri, tmp_path, "live-figures")
+    sent = []
+    submit = tracker.writer.submit
+    tracker.writer.submit = lambda op: (sent.append(op), submit(op))
+    trials = [SimpleNamespace(status="TERMINATED", last_result={"epoch": 1, "val_acc": 0.3}),
+              SimpleNamespace(status="RUNNING", last_result={"epoch": 2, "val_acc": 0.6})]
+    assert tracker.live(live_figures(trials, "val_acc", "max", MAX_EPOCHS))
+    trials[1].last_result = {"epoch": 3, "val_acc": 0.7}
+    assert not tracker.live(live_figures(trials, "val_acc", "max", MAX_EPOCHS))  # within LIVE_SECONDS: held back
+    monkeypatch.setattr(tracker_module, "LIVE_SECONDS", 0.0)
+    assert tracker.live(live_figures(trials, "val_acc", "max", MAX_EPOCHS))
+    assert not tracker.live(live_figures(trials, "val_acc", "max", MAX_EPOCHS))  # nothing changed: nothing sent
+    assert len(sent) == 2 and all(op["ref"] == "parent" for op in sent)
+    assert tracker.writer.drain(30)
+    client = MlflowClient(tracking_uri=tracker.uri)
+    live = client.get_run(tracker.parent_id).data.metrics
+    assert (live["trials_stopped"], live["trials_running"], live["total_epochs"], live["best_val_acc"]) == (1, 1, 4, 0.7)
+    assert "wall_seconds" in live and client.get_run(tracker.parent_id).info.status == "RUNNING"
+    assert [m.step for m in client.get_metric_history(tracker.parent_id, "best_val_acc")] == [3, 4]
+
+    # The end: every count replaced (none of the live ones left standing), at a step no lower.
+    records = [TrialRecord("a", {}, TrialStatus.STOPPED, 1, 0.3, {"val_acc": 0.3}),
+               TrialRecord("b", {}, TrialStatus.COMPLETED, MAX_EPOCHS, 0.8, {"val_acc": 0.8})]
+    tracker.finish(SweepResult("live-figures", str(tmp_path), "val_acc", "max", MAX_EPOCHS, records, 12.5, records[1]))
+    assert tracker.writer.close(30) == []
+    final = client.get_run(tracker.parent_id)
+    m = final.data.metrics
+    assert final.info.status == "FINISHED"
+    assert (m["trials_running"], m["trials_stopped"], m["trials_completed"], m["total_epochs"], m["best_val_acc"],
+            m["wall_seconds"]) == (0, 1, 1, 5, 0.8, 12.5)
+
+
+def test_report_draws_without_pyplot_or_a_backend_and_writes_interactive_pages(tmp_path):
+    # In a fresh interpreter with a backend chosen, as a notebook has: the report must leave it as
+    # it was and leave no figure in pyplot's state (where a notebook would show or keep it). Optuna's
+    # visualization package imports pyplot itself; importing it changes neither.
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys, matplotlib
+from pathlib import Path
+from hpsearch.space import Choice, Float, Space
+from hpsearch.tracking.analysis import SweepData, TrialRow, write_report
+space = Space(Float("lr", 1e-3, 1e-1, log=True), Choice("optimizer", ["adamw", "sgd"]))
+rows = [TrialRow(f"run{{i}}", f"t{{i}}", s, e, {{"lr": str(lr), "optimizer": o}}, c[-1][1], c)
+        for i, (s, e, lr, o, c) in enumerate([
+            ("completed", 3, 0.01, "adamw", [(1, 0.5), (2, 0.6), (3, 0.7)]),
+            ("stopped", 1, 0.002, "sgd", [(1, 0.2)]),
+            ("completed", 3, 0.05, "sgd", [(1, 0.4), (2, 0.5), (3, 0.65)]),
+            ("failed", 1, 0.09, "adamw", [(1, float("nan"))])])]
+data = SweepData("units", "parent", "val_acc", "max", 3, space, rows)
+paths = write_report(data, Path({str(tmp_path)!r}))
+figures = sys.modules["matplotlib.pyplot"].get_fignums() if "matplotlib.pyplot" in sys.modules else []
+print(json.dumps([matplotlib.get_backend(), figures, [p.name for p in paths]]))
+"""
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    backend, figures, names = json.loads(out.stdout.strip().splitlines()[-1])
+    assert backend == "svg" and figures == []
+    for png in ("parallel_coordinates", "metric_vs_params", "learning_curves", "param_importance"):
+        assert (tmp_path / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    pages = {"optimization_history", "parallel_coordinate", "param_importances", "intermediate_values"}
+    assert {f"{p}.html" for p in pages} <= set(names)
+    for page in pages:
+        assert "Plotly.newPlot" in (tmp_path / f"{page}.html").read_text()
+    # The trials' values are in the pages: the best completed trial's value, and a stopped trial's curve.
+    assert "0.7" in (tmp_path / "optimization_history.html").read_text()
+    assert "0.2" in (tmp_path / "intermediate_values.html").read_text()
+
+
+def test_opening_a_server_store_leaves_the_process_environment_alone(mlflow_server):
+    # MLflow's retry and printing settings are the process's: a notebook's own MLflow calls keep
+    # them. hpsearch bounds its own client (compat.bound_http) instead.
+    from hpsearch.tracking.store import open_client
+
+    before = dict(os.environ)
+    client = open_client(mlflow_server["uri"])
+    assert dict(os.environ) == before
+    assert type(client._tracking_client).__name__.startswith("Bounded")

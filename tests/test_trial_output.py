@@ -141,14 +141,11 @@ def test_an_output_kept_while_mlflow_was_away_is_sent_by_sync(mlflow_uri, tmp_pa
     assert Path(logged).read_text() == "==> stdout <==\nkept while away\n"
 
 
-def test_a_resumed_start_logs_a_continued_trials_output_beside_the_earlier_one(mlflow_uri, tmp_path, monkeypatch):
+def test_a_resumed_start_logs_a_continued_trials_output_beside_the_earlier_one(mlflow_uri, tmp_path):
     # Ray starts a continued trial's files anew (a new working folder; its copy in storage replaced),
     # so the resumed start's output of a trial that already has a run goes to a file of its own.
     from mlflow import MlflowClient
 
-    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15"),
-                        ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
-        monkeypatch.setenv(name, value)  # open_client sets these for good; undone after this test
     settings = SweepSettings(metric="score", mode="max", max_epochs=2, name="resumed", tracking_uri=mlflow_uri,
                              experiment=f"trial-output-{tmp_path.name}", storage=str(tmp_path / "runs"))
 

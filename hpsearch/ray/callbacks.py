@@ -22,7 +22,7 @@ from hpsearch.results import error_text, status_of
 from hpsearch.space import Space
 from hpsearch.tracking import compat as mlflow_compat
 from hpsearch.tracking.reconcile import reconcile
-from hpsearch.tracking.tracker import SweepTracker
+from hpsearch.tracking.tracker import SweepTracker, live_figures
 from hpsearch.vocab import TrialStatus
 
 
@@ -245,7 +245,16 @@ class MlflowCallback(DriverCallback):
 
     def on_step_end(self, iteration, trials, **info):
         if self.live:  # parameters and metrics reach MLflow within FLUSH_SECONDS, results or not
+            # What the figures are now, for an abrupt end (interrupt, failure) between two sends.
+            self.tracker.live_source = lambda: self.figures(trials)
+            if self.tracker.live_due():  # the parent's figures, every LIVE_SECONDS at most
+                self.tracker.live(self.figures(trials))
             self.tracker.maybe_flush()
+
+    def figures(self, trials) -> dict[str, float]:
+        """The sweep's live figures (``live_figures``) from Ray's trials."""
+        s = self.tracker.settings
+        return live_figures(list(trials), s.metric, str(s.mode), s.max_epochs)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.live:
@@ -306,10 +315,10 @@ class TrialView:
 def _warm_end_imports() -> None:
 
     try:
-        import matplotlib  # matplotlib: only when plotting
-
-        matplotlib.use("Agg")  # the report's backend (analysis.write_report), set before pyplot loads
-        for name in ("matplotlib.pyplot", "optuna.importance", "mlflow.pytorch", "git"):
+        # The report draws on its own Agg figures (analysis.figure): its modules, not pyplot, whose
+        # import would pick a backend for the whole process.
+        for name in ("matplotlib.figure", "matplotlib.backends.backend_agg", "optuna.importance",
+                     "optuna.visualization", "mlflow.pytorch", "git"):
             importlib.import_module(name)  # git: MLflow's run context reads the commit through it
         mlflow_compat.warm_requirements_map()
     except Exception as exc:  # noqa: BLE001 - only a head start; the report imports them itself

@@ -12,15 +12,18 @@ from hpsearch.simulate.many import Summary
 
 
 def plot_best(summaries: Sequence[Summary], path: Path, metric: str, target: float | None) -> Path:
-    """Median best-so-far against time per setting, with the 10-90% band over seeds."""
-    import matplotlib  # matplotlib: only when plotting
+    """Median best-so-far against time per setting, with the 10-90% band over seeds.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: only when plotting
+    Drawn on a ``Figure`` of its own by the Agg renderer: no ``matplotlib.use``, no pyplot state,
+    so a notebook calling this keeps its own backend and figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: only when plotting
+    from matplotlib.figure import Figure
 
     end = max(r.wall_s for s in summaries for r in s.runs)
     grid = np.linspace(0, end, 400)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     for s in summaries:
         curves = []
         for r in s.runs:
@@ -44,5 +47,4 @@ def plot_best(summaries: Sequence[Summary], path: Path, metric: str, target: flo
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

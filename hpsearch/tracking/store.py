@@ -25,18 +25,29 @@ def param_value(value: Any) -> str:
     return text[:6000]
 
 
+# A blocked write to a tracking server must end in seconds, not MLflow's default ~4 minutes of
+# retries, so the writer can keep the rest in order (it retries the head write itself, with backoff).
+HTTP_RETRIES = 2
+HTTP_TIMEOUT_S = 15.0
+
+
 def open_client(uri: str):
-    """An ``MlflowClient`` for ``uri``; a new SQLite store is created under a lock, in WAL mode."""
+    """An ``MlflowClient`` for ``uri``; a new SQLite store is created under a lock, in WAL mode.
+
+    A server's client gives up a call after ``HTTP_RETRIES`` retries of ``HTTP_TIMEOUT_S`` each and
+    prints no "View run" line per trial; both are set on this client only (``compat.bound_http``,
+    ``compat.no_run_links``), never through the process's environment, which other MLflow users
+    in the same process (a notebook) rely on. A value of ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` or
+    ``_TIMEOUT`` set by the user still wins."""
     from mlflow import MlflowClient  # MLflow (~2 s): only when the store is used
 
-    # A blocked write must end in seconds, not MLflow's default ~4 minutes of retries, so the
-    # writer can keep the rest in order; and no "View run" line on stdout per trial.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     path = sqlite_path(uri)
     if path is None:
-        return MlflowClient(tracking_uri=uri)
+        client = MlflowClient(tracking_uri=uri)
+        compat.bound_http(client, int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)),
+                          float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)))
+        compat.no_run_links(client)
+        return client
 
     # MLflow creates and migrates a SQLite store's tables when a client first opens it; two
     # sweeps starting together on a new store race there ("table ... already exists").
@@ -111,6 +122,9 @@ def log_model(uri: str, run_id: str, model, input_example, register: str | None 
     # writes MLFLOW_TRACKING_URI into the environment; put both back exactly as they were so a
     # caller's later runs and load_model calls are not redirected.
     old_global, old_env = compat.fluent_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    # The fluent run's end prints a "View run" line on a server; only for this call.
+    old_quiet = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
     try:
         with mlflow.start_run(run_id=run_id):
@@ -122,9 +136,10 @@ def log_model(uri: str, run_id: str, model, input_example, register: str | None 
             )
     finally:
         mlflow.set_tracking_uri(old_global)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        for name, old in (("MLFLOW_TRACKING_URI", old_env), ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", old_quiet)):
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
     version = getattr(info, "registered_model_version", None)
     return info.model_uri, None if version is None else str(version)

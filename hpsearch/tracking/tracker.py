@@ -6,6 +6,9 @@ no "database is locked" from many processes, and the same code serves SQLite and
 ``http://`` server. The tracker turns trial events into operations for the one ``Writer``
 (``hpsearch.tracking.writer``); ``Buffers`` batches a run's parameters, metrics and tags into few calls;
 a child run is found again by its trial id, so a retried or resumed trial continues its own run.
+Child runs are named after their parameters (``hpsearch.tracking.names``); one a scheduler stopped
+early is renamed with a marker and carries a ``stopped_at_epoch`` metric. While the sweep runs, the
+parent carries its live figures (``live_figures``): counts, epochs, best so far, elapsed.
 
 Example:
     >>> b = Buffers(); b.add("trial:1", metrics=[("acc", 0.5, 0, 1)], params={"lr": "0.1"})
@@ -23,14 +26,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from hpsearch.environment import drain_seconds
-from hpsearch.results import SweepResult
+from hpsearch.results import SweepResult, status_of
 from hpsearch.settings import SweepSettings
 from hpsearch.space import Space
 from hpsearch.storage import Location
 from hpsearch.text import mask, mask_config
+from hpsearch.tracking.names import run_name, stopped_name
 from hpsearch.tracking.store import git_commit, open_client, param_value
 from hpsearch.tracking.writer import Writer, children_of, spill
 from hpsearch.vocab import (
@@ -61,6 +65,7 @@ from hpsearch.vocab import (
     TAG_TRIAL,
     TAG_VERSION,
     VERSION,
+    Mode,
     StopReason,
     TrialStatus,
     is_number,
@@ -71,6 +76,10 @@ from hpsearch.vocab import (
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 2.0
+# The parent's live figures are sent at most this often (and once more at the end): each is one
+# small log_batch, and the MLflow UI is read by people, who refresh in seconds, not milliseconds.
+LIVE_SECONDS = 5.0
+METRIC_STOPPED_AT = "stopped_at_epoch"  # on a stopped trial's child run: a column the runs table can sort and show
 OUTPUT_ARTIFACT = "output/trial.log"  # a trial's stdout, stderr and error, on its child run
 OUTPUT_STREAMS = ("stdout", "stderr")  # the files Ray's RunConfig(log_to_file=True) writes in a trial's folder
 # The artifact keeps the end of what a trial printed, at most this many characters: its text travels
@@ -199,14 +208,48 @@ class Buffers:
         return ops
 
 
+def live_figures(trials: Sequence[Any], metric: str, mode: str, max_epochs: int) -> dict[str, float]:
+    """A sweep's figures as the parent run shows them, from Ray's trials (each with ``status`` and
+    ``last_result``): how many trials are in each state (``trials_<status>``, zeros included, so a
+    later figure replaces an earlier one), epochs trained (``total_epochs``), and ``best_<metric>``:
+    the best last value of a trial that has not failed, the rule the sweep's end picks its best by.
+
+    Example:
+        >>> from types import SimpleNamespace as T
+        >>> f = live_figures([T(status="TERMINATED", last_result={"epoch": 4, "acc": 0.8}),
+        ...                   T(status="TERMINATED", last_result={"epoch": 1, "acc": 0.3}),
+        ...                   T(status="RUNNING", last_result={"epoch": 2, "acc": 0.9}),
+        ...                   T(status="ERROR", last_result={"epoch": 1, "acc": 0.95}),
+        ...                   T(status="PENDING", last_result={})], "acc", "max", 4)
+        >>> {k: v for k, v in f.items() if v}
+        {'trials_completed': 1.0, 'trials_stopped': 1.0, 'trials_failed': 1.0, 'trials_running': 1.0, \
+'trials_pending': 1.0, 'total_epochs': 8.0, 'best_acc': 0.9}
+    """
+    counts = {str(s): 0 for s in TrialStatus}
+    epochs, best = 0, None
+    for t in trials:
+        status = status_of(t, max_epochs)
+        counts[str(status)] += 1
+        last = t.last_result or {}
+        epochs += int(last.get("epoch", 0) or 0)
+        value = plain_number(last.get(metric))
+        if status != TrialStatus.FAILED and value is not None and (best is None or Mode(mode).better(value, best)):
+            best = value
+    figures = {f"trials_{k}": float(v) for k, v in counts.items()}
+    figures["total_epochs"] = float(epochs)
+    if best is not None:
+        figures[f"best_{metric}"] = best
+    return figures
+
+
 def experiment_id(client, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created if missing (the embedded store's artifacts beside it,
-    rather than in ./mlruns)."""
+    """The id of experiment ``name``, created if missing (a SQLite store's artifacts beside it in
+    ``mlartifacts/``, the folder ``mlflow server`` uses for its own, rather than in ./mlruns)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     path = sqlite_path(uri)
-    artifact_location = (Path(path).parent / "artifacts").as_uri() if path else None
+    artifact_location = (Path(path).parent / "mlartifacts").as_uri() if path else None
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except Exception:  # another sweep created it in the meantime
@@ -277,6 +320,16 @@ class SweepTracker:
         self._known |= {ref.split(":", 1)[1] for ref in runs if ref.startswith("trial:")}
         self._earlier = set(self._known)  # trials with a child run from an earlier start of the sweep
         self._started = time.strftime("%Y-%m-%d_%H-%M-%S")
+        self._start = time.monotonic()
+        # The parent's live figures: when last sent, what (less the clock), and the step they went
+        # at (the epochs trained: the final summary goes at a step no lower, so it is what the UI
+        # shows as the latest value).
+        self._live_at = float("-inf")
+        self._live_sent: dict[str, float] | None = None
+        self.live_step = 0
+        # What the figures are now, set by the driver's callback: sent once more when the sweep ends
+        # abruptly (a second interrupt, a failure), where the throttle may have held the last change.
+        self.live_source: Callable[[], Mapping[str, float]] | None = None
         self.writer = Writer(self.client, self.experiment_id, runs)
 
     @property
@@ -291,13 +344,17 @@ class SweepTracker:
             return ref
         self._known.add(trial.trial_id)
         config = dict(trial.config)
-        self.writer.submit({"op": "create_run", "ref": ref, "name": f"trial-{trial.trial_id}", "tags": {
+        self.writer.submit({"op": "create_run", "ref": ref, "name": self.name(trial), "tags": {
             TAG_PARENT: self.parent_id, TAG_SWEEP: self.settings.name, TAG_TRIAL: trial.trial_id,
             TAG_ROLE: ROLE_TRIAL, TAG_STATUS: str(TrialStatus.RUNNING), TAG_CONFIG_HASH: self.space.config_hash(config)}})
         # The parameters go with the trial's first batch of metrics (or its ending): one SQLite
         # transaction instead of two, ~5 ms of CPU a trial, which short trials notice.
         self.buffers.add(ref, params={k: param_value(mask(k, v)) for k, v in sorted(config.items())})
         return ref
+
+    def name(self, trial) -> str:
+        """A trial's child run name (``hpsearch.tracking.names.run_name``)."""
+        return run_name(trial.config, self.space, trial.trial_id)
 
     def tag(self, ref: str, tags: Mapping[str, str]) -> None:
         """Queue tags for a run now, with whatever it has buffered."""
@@ -326,6 +383,35 @@ class SweepTracker:
         self.maybe_flush()
         return bool(metrics)
 
+    def live_due(self) -> bool:
+        """Whether the parent's live figures may be sent again (``LIVE_SECONDS`` since the last)."""
+        return time.monotonic() - self._live_at >= LIVE_SECONDS
+
+    def live(self, figures: Mapping[str, float], force: bool = False) -> bool:
+        """Queue the sweep's live figures (``live_figures``) for the parent run, with the seconds
+        since this start (``wall_seconds``), at step ``total_epochs``: at most every
+        ``LIVE_SECONDS`` unless ``force``, and only when a figure changed. Returns whether queued."""
+        if not force and not self.live_due():
+            return False
+        self._live_at = time.monotonic()
+        if dict(figures) == self._live_sent:
+            return False
+        self._live_sent = dict(figures)
+        self.live_step = max(self.live_step, int(figures.get("total_epochs", 0)))
+        now = int(time.time() * 1000)
+        metrics = [(k, float(v), now, self.live_step) for k, v in figures.items()]
+        metrics.append(("wall_seconds", round(time.monotonic() - self._start, 1), now, self.live_step))
+        self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics})
+        return True
+
+    def _live_now(self) -> None:
+        if self.live_source is None:
+            return
+        try:
+            self.live(self.live_source(), force=True)
+        except Exception as exc:  # noqa: BLE001 - figures are a help; the ending they precede must happen
+            log.warning("live figures not sent: %s: %s", type(exc).__name__, exc)
+
     def maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
@@ -349,7 +435,13 @@ class SweepTracker:
             tags.update({TAG_REUSED_FROM: source, TAG_REUSED_EPOCHS: str(n)})
             notes.append(f"Not trained again for {'epoch 1' if n == 1 else f'epochs 1-{n}'}: reused the result of "
                          f"{source} (same configuration, budget, data and code version).")
+        stopped_metric = []
         if status == TrialStatus.STOPPED:
+            # The run ends FINISHED like a completed one (KILLED is what an interrupted trial shows,
+            # and a stop by the scheduler is the search working, not a crash): the name's marker and
+            # the metric are what tell it apart in the runs table.
+            self.writer.submit({"op": "set_name", "ref": ref, "name": stopped_name(self.name(trial), epochs)})
+            stopped_metric = [(METRIC_STOPPED_AT, float(epochs), int(time.time() * 1000), epochs)]
             tags[TAG_STOPPED_AT] = str(epochs)
             tags[TAG_STOPPED_BY] = str(by or self.settings.scheduler)
             notes.append(f"Stopped early by {'the ' + str(by or f'{self.settings.scheduler} scheduler')} at epoch "
@@ -358,6 +450,7 @@ class SweepTracker:
             tags[TAG_NOTE] = " ".join(notes)
         if status == TrialStatus.FAILED:
             tags[TAG_ERROR] = (error or "unknown error")[:5000]
+        self.buffers.add(ref, metrics=stopped_metric)
         self.tag(ref, tags)  # with the trial's last metrics (and parameters, if still held): one write
         if status == TrialStatus.FAILED and traceback:
             self.writer.submit({"op": "log_text", "ref": ref, "text": traceback, "file": "traceback.txt"})
@@ -408,12 +501,16 @@ class SweepTracker:
                 self.writer.submit({"op": "set_status", "ref": f"trial:{t.trial_id}", "status": "KILLED"})
             else:  # stopped by Ray without a trial event: the deadline or the goal
                 self.end_trial(EndedTrial(t), t.status, by=result.stopped_by or StopReason.DRIVER)
-        metrics = [(f"trials_{k}", float(v), now, 0) for k, v in result.counts().items()]
-        metrics += [("total_epochs", float(result.total_epochs), now, 0), ("wall_seconds", float(result.wall_s), now, 0)]
-        metrics += [(k, float(v), now, 0) for k, v in result.expected.items()]  # plan against actual
+        # At the live figures' step or later, so these are the values the UI shows as the latest;
+        # every status counted, zeros included, so none of the live counts is left standing.
+        step = self.live_step = max(self.live_step, int(result.total_epochs))
+        counts = {str(s): 0 for s in TrialStatus} | result.counts()
+        metrics = [(f"trials_{k}", float(v), now, step) for k, v in counts.items()]
+        metrics += [("total_epochs", float(result.total_epochs), now, step), ("wall_seconds", float(result.wall_s), now, step)]
+        metrics += [(k, float(v), now, step) for k, v in result.expected.items()]  # plan against actual
         tags = {TAG_STOPPED_BY: str(result.stopped_by)} if result.stopped_by else {}
         if result.best is not None:
-            metrics += [(f"best_{k}", float(v), now, 0) for k, v in result.best.metrics.items()
+            metrics += [(f"best_{k}", float(v), now, step) for k, v in result.best.metrics.items()
                         if plain_number(v) is not None]
             tags.update({TAG_BEST: self.children.get(result.best.trial_id, ""), TAG_BEST_TRIAL: result.best.trial_id,
                          TAG_BEST_CONFIG: json.dumps(mask_config(result.best.config))[:5000]})
@@ -438,7 +535,9 @@ class SweepTracker:
 
     def interrupt(self) -> None:
         """A second interrupt: mark the parent interrupted (KILLED, as the UI shows it) and deliver
-        what is queued without waiting long; ``resume`` reconciles the rest from Ray's records."""
+        what is queued without waiting long; ``resume`` reconciles the rest from Ray's records. The
+        parent keeps the sweep's figures as they stand now (``live_source``)."""
+        self._live_now()
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": [],
                             "tags": {TAG_STOPPED_BY: str(StopReason.INTERRUPTED)}})
         self.writer.submit({"op": "set_status", "ref": "parent", "status": "KILLED"})
@@ -446,6 +545,7 @@ class SweepTracker:
 
     def abandon(self) -> None:
         """The sweep itself failed: mark the parent FAILED and deliver (or keep) what is queued."""
+        self._live_now()
         self.writer.submit({"op": "set_status", "ref": "parent", "status": "FAILED"})
         self.close()
 

@@ -9,6 +9,7 @@ objects, so what cannot be delivered can be written to disk and sent later in th
 - ``{"op": "log_batch", "ref", "metrics": [[key, value, ms, step], ...], "params", "tags"}``
 - ``{"op": "log_text", "ref", "text", "file"}``
 - ``{"op": "set_status", "ref", "status"}`` (RUNNING, FINISHED, FAILED, KILLED)
+- ``{"op": "set_name", "ref", "name"}`` (a stopped trial's run, renamed with a marker)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hpsearch.storage import Location, as_location
+from hpsearch.tracking.store import open_client
 from hpsearch.tracking.uri import check_reachable
 from hpsearch.vocab import TAG_PARENT, TAG_TRIAL
 
@@ -195,6 +197,8 @@ class Writer:
             )
         elif kind == "log_text":
             self.client.log_text(run_id, op["text"], op["file"])
+        elif kind == "set_name":
+            self.client.update_run(run_id, name=op["name"])
         elif kind == "set_status":
             if op["status"] == "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
@@ -247,14 +251,12 @@ def sync(path: str | Path | Location, tracking_uri: str | None = None, timeout: 
 
     Child runs created meanwhile (by a resume, say) are found again by trial id, not duplicated.
     """
-    from mlflow import MlflowClient  # MLflow (~2 s): only when the store is used
-
     path = as_location(path)
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     header = next(line["header"] for line in lines if "header" in line)
     uri = tracking_uri or header["tracking_uri"]
     check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)  # as the sweep's: a server's calls bounded, a SQLite store in WAL mode
     runs = {**header["runs"], **children_of(client, header["experiment_id"], header["parent_run_id"])}
     writer = Writer(client, header["experiment_id"], runs)
     ops = [line for line in lines if "header" not in line]

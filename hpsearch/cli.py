@@ -7,51 +7,44 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
-import statistics
 import sys
-import time
-import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml  # PyYAML comes with Ray: --runtime-env files
-from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException  # typer vendors click: its errors derive from this
 
+from hpsearch.console import err, out, print_result, print_tracking
 from hpsearch.engine import prepare, resume_sweep, run_prepared
 from hpsearch.environment import default_storage
-from hpsearch.nightly import EXIT_BUSY, Busy, load_config, parse_date, run_nightly
+from hpsearch.nightly import EXIT_BUSY, EXIT_CRASHED, Busy, load_config, parse_date, run_nightly
+from hpsearch.nightly import dry_run as plan_night
 from hpsearch.record import SweepRecord
-from hpsearch.search.schedulers import plan_budget
-from hpsearch.settings import SweepSettings, option_field, option_help, resolve_env_paths
+from hpsearch.runtime_env import load_runtime_env
+from hpsearch.settings import SweepSettings, option_field, option_help
 from hpsearch.simulate.curves import check_table_fits
 from hpsearch.simulate.events import Costs
-from hpsearch.simulate.explain import comparison, plan_report
+from hpsearch.simulate.explain import comparison, plan_text
 from hpsearch.simulate.many import settings_from_lists
 from hpsearch.simulate.sources import find_table
 from hpsearch.space.modules import load_space_module
 from hpsearch.storage import as_location
-from hpsearch.text import duration, fmt, mask, mask_config
+from hpsearch.text import first_line, parse_duration
 from hpsearch.tracking.analysis import find_parent, load_sweep, write_report
+from hpsearch.tracking.ui import serve
 from hpsearch.tracking.uri import store_to_read
 from hpsearch.tracking.writer import sync as send_pending
-from hpsearch.trial import session
-from hpsearch.vocab import PENDING_FILE, Mode, Scheduler, Strategy, TrialStatus, sqlite_path, whole
+from hpsearch.vocab import PENDING_FILE, VERSION, Mode, Scheduler, Strategy, TrialStatus, whole
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Hyperparameter search for PyTorch on Ray Tune, with every trial in MLflow.",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-if not out.is_terminal:  # piped or in CI: a wide table beats one folded into 80 columns
-    out = Console(width=200)
-err = Console(stderr=True)
 
 
 def _quiet_libraries() -> None:
@@ -70,8 +63,6 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle advice: we log our own model
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failed trials are in our table instead
 
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*noload.*")
 
 
 class UserError(Exception):
@@ -79,6 +70,10 @@ class UserError(Exception):
 
 def _fail(message: str) -> None:
     raise UserError(message)
+
+
+class Duration:
+    """The command-line type of an option in seconds: written with its unit (90s, 5m, 2h)."""
 
 
 # Each sweep option's flag and type on the command line; its help and default come from its
@@ -105,10 +100,10 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "experiment": ("--experiment", Optional[str]),
     "register_model": ("--register-model", Optional[str]),
     "goal": ("--goal", Optional[float]),
-    "time_budget_s": ("--time-budget", Optional[float]),
-    "checkpoint_every_s": ("--checkpoint-every", float),
+    "time_budget_s": ("--time-budget", Duration),
+    "checkpoint_every_s": ("--checkpoint-every", Duration),
     "runtime_env": ("--runtime-env", Optional[str]),
-    "wait_for_resources_s": ("--wait-for-resources", Optional[float]),
+    "wait_for_resources_s": ("--wait-for-resources", Duration),
 }
 
 
@@ -125,15 +120,28 @@ def _choice(enum):
     return parse
 
 
+def _duration(name: str):
+    def parse(value):
+        try:
+            return parse_duration(name, value)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+    return parse
+
+
 def _option(name: str) -> inspect.Parameter:
     flag, kind = SWEEP_OPTIONS[name]
     default = option_field(name).default
     enum = next((e for e in (Strategy, Scheduler, Mode) if kind in (e, Optional[e])), None)
     extra = {"parser": _choice(enum), "metavar": "[" + "|".join(m.value for m in enum) + "]"} if enum else {}
+    if kind is Duration:
+        extra = {"parser": _duration(name), "metavar": "DURATION"}
+        default = None if default is None else f"{default:g}s"
     option = typer.Option(default.value if isinstance(default, Enum) else default, flag, help=option_help(name),
                           show_default=default is not None, **extra)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                             annotation=Optional[str] if enum else kind)
+                             annotation=Optional[str] if enum or kind is Duration else kind)
 
 
 def sweep_options(*, exclude: tuple[str, ...] = ()):
@@ -163,24 +171,10 @@ def sweep_options(*, exclude: tuple[str, ...] = ()):
     return decorate
 
 
-def load_runtime_env(path: str) -> dict[str, Any]:
-    """A runtime environment from a YAML or JSON file; its local ``working_dir`` and ``py_modules``
-    paths are taken relative to the file's folder (not to wherever the command runs)."""
-    file = Path(path).expanduser()
-    try:
-        env = yaml.safe_load(file.read_text())
-    except OSError as exc:
-        raise ValueError(f"runtime_env: cannot read {path!r} ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', '')})" if mark is not None else ""
-        raise ValueError(f"runtime_env: {path!r} does not parse as YAML or JSON{where}") from None
-    if not isinstance(env, dict):
-        raise ValueError(f"runtime_env: {path!r} must hold a mapping such as working_dir: ., got {type(env).__name__}")
-    return resolve_env_paths(env, file.resolve().parent)
-
-
 SpaceArg = typer.Argument(..., help="Space module: a path (spaces/mlp.py) or a short name (mlp).")
+Address = typer.Option(None, "--address", help="Ray cluster: auto, host:port or ray://host:port (default: start one here).")
+ShowProgress = typer.Option(True, "--progress/--no-progress", help="The live progress bar (off for logs and cron: "
+                            "the tables at the end only).")
 Storage = typer.Option(None, "--storage", help=option_help("storage"))
 ShowTrialOutput = typer.Option(False, "--show-trial-output", help="Print what trials print (stdout, stderr) here as "
                                "they run, each line prefixed by its worker, as Ray does (with tracking, each trial's "
@@ -199,8 +193,8 @@ def _prepare(space: str, settings: SweepSettings):
 @sweep_options()
 def run(
     space: str = SpaceArg,
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port (default: start one here)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    address: Optional[str] = Address,
+    progress: bool = ShowProgress,
     show_trial_output: bool = ShowTrialOutput,
     *, settings: SweepSettings,
 ) -> None:
@@ -233,7 +227,8 @@ def _interrupted(name: str, storage: str | None, code: int = 130) -> None:
 
 
 @app.command()
-@sweep_options(exclude=("tracking_uri", "experiment", "wait_for_resources_s"))
+@sweep_options(exclude=("name", "storage", "register_model", "goal", "time_budget_s", "checkpoint_every_s",
+                         "runtime_env", "wait_for_resources_s", "max_failures"))
 def plan(
     space: str = SpaceArg,
     epoch_seconds: Optional[float] = typer.Option(None, "--epoch-seconds", help="Seconds per epoch (default: measure one epoch here)."),
@@ -244,66 +239,21 @@ def plan(
 ) -> None:
     """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time; and,
     where recorded curves of the space exist, what a simulation of it on them expects."""
-    prep = _prepare(space, settings.replace(tracking_uri=False))  # a plan records nothing
+    prep = _prepare(space, settings.replace(tracking_uri=False))  # a plan records nothing: no store is opened
 
-    s = prep.settings
     if epoch_seconds is not None and epoch_seconds <= 0:
         _fail(f"epoch_seconds: must be > 0, got {epoch_seconds}")
     if workers is not None and workers < 1:
         _fail(f"workers: must be a whole number >= 1, got {workers}")
-    p = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
-    out.print(f"[bold]{s.name}[/]: {s.trials} trials ({s.strategy}"
-              + (f", grid of {len(prep.space.grid())}" if s.strategy == "grid" else "") + f"), scheduler {s.scheduler}, "
-              f"max {s.max_epochs} epochs, grace {s.grace_period}, reduction factor {s.reduction_factor}")
-    rows = Table("bracket", "trials", "rungs: epoch -> trials expected to reach it", "epochs")
-    for b in p.brackets:
-        rows.add_row(str(b.s), str(b.trials), ", ".join(f"{r.epoch} -> {r.trials}" for r in b.rungs), str(b.epochs))
-    out.print(rows)
-    out.print(f"Total: {p.total_epochs} epochs, against {p.full_epochs} if every trial ran to the end "
-              f"({p.total_epochs / p.full_epochs:.1%}; saves {p.saving:.1%}).")
-    source = "given"
-    if epoch_seconds is None:
-        epoch_seconds, source = measure_epoch_seconds(prep), "measured here"
-    if epoch_seconds is None:
-        out.print("Time: pass --epoch-seconds to estimate it (this trainable takes no max_epochs to measure with).")
-        return
-    n_workers = workers or s.concurrency or max(
-        1, int((os.cpu_count() or 1) // max(s.cpus_per_trial * s.workers_per_trial, 1e-9)))  # trials at once
-    seconds = p.total_epochs * epoch_seconds
-    out.print(f"Time: {epoch_seconds:.3g} s per epoch ({source}) -> {seconds / 3600:.3g} worker-hours, "
-              f"about {duration(seconds / n_workers)} on {n_workers} workers.")
-    _plan_simulated(prep, p.total_epochs, n_workers, epoch_seconds, table, from_sweep)
-
-
-def _plan_simulated(prep, ideal_epochs: int, workers: int, epoch_seconds: float | None, table: str | None,
-                    from_sweep: str | None) -> None:
-    """The simulated expectation beside the arithmetic, when recorded curves of this space exist."""
-
-    try:
-        lines = plan_report(prep, ideal_epochs, workers, epoch_seconds, table, from_sweep)
-    except ValueError as exc:  # only where --table or --from-sweep asked for it
+    try:  # printed as it comes: measuring an epoch and simulating take seconds each
+        for line in plan_text(prep, epoch_seconds, workers, table, from_sweep, settings.tracking_uri, settings.experiment):
+            if isinstance(line, str) and line.startswith("warning: "):
+                err.print(f"hpsearch: {line}", markup=False, highlight=False, soft_wrap=True)
+            else:
+                out.print(line, **({} if not isinstance(line, str) or line.startswith("[bold]") else
+                                   {"markup": False, "highlight": False, "soft_wrap": True}))
+    except ValueError as exc:  # only where --table or --from-sweep asked for a curve source that fails
         _fail(str(exc))
-    for line in lines:
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def measure_epoch_seconds(prep) -> float | None:
-    """Median seconds of one epoch over three sampled configs, outside Ray (report keeps them local)."""
-    params = inspect.signature(prep.train_fn).parameters
-    if "max_epochs" not in params:
-        return None
-
-
-    times = []
-    for config in prep.space.sample(3, seed=prep.settings.seed):
-        kwargs: dict[str, Any] = {"max_epochs": 1}
-        if "data" in params:
-            kwargs["data"] = prep.data
-        start = time.perf_counter()
-        prep.train_fn(config, **kwargs)
-        times.append(time.perf_counter() - start)
-    session.history.clear()  # the reports made outside a sweep (the list a caller may have replaced)
-    return statistics.median(times)
 
 
 def _list(name: str, text: str, parse) -> list:
@@ -337,7 +287,7 @@ def simulate(
     optuna: bool = typer.Option(False, "--optuna/--no-optuna", help="Also Optuna used directly: TPE with its Hyperband and successive-halving pruners."),
     plot: Path = typer.Option(Path("simulate.png"), "--plot", help="Where the best-so-far plot goes."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store for --from-sweep."),
-    experiment: Optional[str] = typer.Option(None, "--experiment"),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment of --from-sweep (default: search them all)."),
 ) -> None:
     """Predict wall-clock, epochs and the best found, for settings side by side, from recorded curves."""
 
@@ -368,8 +318,8 @@ def simulate(
 def resume(
     name: str = typer.Argument(..., help="The sweep's name."),
     storage: Optional[str] = Storage,
-    address: Optional[str] = typer.Option(None, "--address"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    address: Optional[str] = Address,
+    progress: bool = ShowProgress,
     show_trial_output: bool = ShowTrialOutput,
 ) -> None:
     """Finish an interrupted sweep: completed trials are kept, unfinished ones continue."""
@@ -394,7 +344,7 @@ def _exit_if_nothing_reported(result) -> None:
 @app.command()
 def report(
     name: str = typer.Argument(..., help="The sweep's name."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store to read (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store to read (default: MLflow's own, $MLFLOW_TRACKING_URI else ./mlflow.db)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: search them all)."),
     out_dir: Path = typer.Option(Path("report"), "--out", help="Folder for trials.csv and the plots."),
 ) -> None:
@@ -414,6 +364,33 @@ def report(
     out.print(table)
     for p in paths:
         out.print(f"wrote {p}")
+
+
+@app.command()
+def ui(
+    name: Optional[str] = typer.Argument(None, help="A sweep's name: print the address of its run (default: the newest sweep)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: the one the sweep "
+                                               "recorded, else MLflow's own: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
+    storage: Optional[str] = Storage,
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="Look for the sweep in this experiment only."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but 127.0.0.1 lets other machines "
+                             "read and delete runs: put authentication in front first."),
+    port: int = typer.Option(5000, "--port", help="TCP port of the UI."),
+) -> None:
+    """Open the MLflow UI on the store a sweep wrote (started here for a local store) and print the
+    address of the sweep's run; Ctrl-C stops it."""
+    try:
+        if tracking_uri is None and name is not None:
+            try:  # the store this sweep recorded, wherever the command runs from
+                recorded = SweepRecord.load(name, storage).settings.tracking_uri
+                tracking_uri = recorded or None
+            except (ValueError, FileNotFoundError):
+                pass  # not in this storage: look in the default store
+        code = serve(tracking_uri, name, experiment, host, port,
+                     lambda m: out.print(m, markup=False, highlight=False, soft_wrap=True))
+    except ValueError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -438,63 +415,52 @@ def sync(
 def nightly(
     config: Path = typer.Argument(..., help="The nightly config (TOML), e.g. scripts/nightly/mlp.toml."),
     date: Optional[str] = typer.Option(None, "--date", help="The night, YYYY-MM-DD (default: today)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = ShowProgress,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the config fully and say what the night would "
+                                 "do (reuse key, replays, warm start, epochs); write nothing, start nothing."),
+    force: bool = typer.Option(False, "--force", help="Run the night again though the ledger says it is done; "
+                               "the earlier entry stays in the ledger, marked superseded."),
 ) -> None:
     """Tonight's sweep of a scheduled tuning job, and the morning verdict.
 
-    Exit status: 0 fine, 1 worse than recent nights (or no result), 2 bad input, 3 already running,
-    130 / 143 ended by SIGINT / SIGTERM (the next start resumes the night).
+    Exit status: 0 fine; 1 regression (worse than the best recent night by more than
+    regression_threshold); 2 bad input (nothing started); 3 no result (no trial reported the
+    metric); 4 crashed (recorded in the ledger; the next start tries the night again); 5 another
+    copy is running (nothing done); 130 / 143 ended by SIGINT / SIGTERM (the next start resumes
+    the night). --dry-run exits 0 or 2.
     """
-
+    show = lambda m: out.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     try:
-        outcome = run_nightly(load_config(config), parse_date(date), progress=progress,
-                              log=lambda m: out.print(m, markup=False, highlight=False))
+        cfg = load_config(config)
+        if dry_run:
+            plan_night(cfg, parse_date(date), force=force, log=show)
+            raise typer.Exit(0)
+        outcome = run_nightly(cfg, parse_date(date), force=force, progress=progress, log=show,
+                              warn=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
     except ValueError as exc:
         _fail(str(exc))
     except Busy as exc:
         err.print(f"hpsearch nightly: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BUSY)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # before the night's own record (a check that broke, not bad input): one line
+        err.print(f"hpsearch nightly: crashed: {type(exc).__name__}: {first_line(exc)}", markup=False,
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CRASHED)
     raise typer.Exit(outcome.exit_code)
 
 
-def print_tracking(result) -> None:
-    if not result.tracking:
-        return
-    t = result.tracking
-    if t.get("pending"):
-        err.print(f"hpsearch: MLflow was unreachable: {t['pending']['writes']} writes kept in {t['pending']['path']}; "
-                  f"send them with: hpsearch sync {result.name}", markup=False)
-    out.print(f"MLflow: experiment {t['experiment_id']}, sweep run {t['parent_run_id']} in {t['uri']}")
-    if sqlite_path(t["uri"]) is not None:
-        out.print(f"Open the UI: mlflow/serve, then http://127.0.0.1:5000/#/experiments/{t['experiment_id']}/runs")
-    elif t["uri"].startswith("http"):
-        out.print(f"Open the UI: {t['uri']}/#/experiments/{t['experiment_id']}/runs")
-    if result.registered:
-        name = result.registered.split("/")[1]
-        out.print(f"Best model registered as {result.registered}: mlflow.pytorch.load_model('models:/{name}/latest')")
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"hpsearch {VERSION}", markup=False, highlight=False)
+        raise typer.Exit(0)
 
 
-def print_result(result) -> None:
-    table = Table(title=f"{result.name}: {len(result.trials)} trials in {duration(result.wall_s)}, "
-                        f"{result.total_epochs} epochs")
-    keys = sorted({k for t in result.trials for k in t.config if len({str(x.config.get(k)) for x in result.trials}) > 1})
-    for col in ["trial", "status", "epochs", result.metric, *keys]:
-        table.add_column(col)
-    order = sorted(result.trials, key=lambda t: (t.metric is None, Mode(result.mode).rank(t.metric or 0)))
-    for t in order:
-        status = t.status + (f" ({t.error})" if t.error else "")
-        table.add_row(t.trial_id, status, str(t.epochs), "-" if t.metric is None else f"{t.metric:.4g}",
-                      *[fmt(mask(k, t.config.get(k)), none="") for k in keys])
-    out.print(table)
-    if result.best is None:
-        out.print(f"No trial reported {result.metric} (failed: {sum(t.status == TrialStatus.FAILED for t in result.trials)}).")
-        return
-    if result.stopped_by:
-        pending = sum(t.status == TrialStatus.PENDING for t in result.trials)
-        out.print(f"Ended early: the {str(result.stopped_by).replace('_', ' ')} was reached; running trials were stopped"
-                  + (f", {pending} never started." if pending else "."))
-    out.print(f"[bold]Best trial {result.best.trial_id}[/]: {result.metric} = {result.best_metric:.4g}")
-    out.print(json.dumps(mask_config(result.best_config), indent=None))
+@app.callback()
+def _common(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                         help="Print hpsearch's version and exit.")) -> None:
+    """Hyperparameter search for PyTorch on Ray Tune, with every trial in MLflow."""
 
 
 def main(argv: list[str] | None = None) -> None:

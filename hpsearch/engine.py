@@ -122,9 +122,28 @@ def prepare(
         metric=metric, mode=mode, trials=trials, max_epochs=max_epochs, name=name,
         dataset=dataset.name if dataset else None, tracking_uri=uri or False,
         storage=open_storage(s.storage).uri,  # a URI that cannot be opened fails here, before anything is written
-        experiment=s.experiment or (module.name if module else "hpsearch"),
+        experiment=s.experiment or default_experiment(module.path if module else None, train_fn),
     )
     return PreparedSweep(resolved, sp, str(module.path) if module else None, train_fn, dataset, warm, model_fn=model_fn)
+
+
+def default_experiment(space_path: Path | None, train_fn: Callable[..., Any] | None = None) -> str:
+    """The MLflow experiment a sweep goes to unless told: ``PROJECT/SPACE``, so that two projects'
+    ``mlp`` spaces do not share one experiment on a team server. The project is the space module's
+    folder, or the folder above it when that is the conventional ``spaces/``; without a module, the
+    working folder and the trainable's name.
+
+    Example:
+        >>> default_experiment(Path("/home/ana/fraud/spaces/mlp.py"))
+        'fraud/mlp'
+        >>> default_experiment(Path("/home/ana/fraud/tuning/mlp.py"))
+        'tuning/mlp'
+    """
+    if space_path is None:
+        return f"{Path.cwd().name or 'hpsearch'}/{getattr(train_fn, '__name__', 'train')}"
+    folder = space_path.parent
+    project = folder.parent.name if folder.name == "spaces" and folder.parent.name else folder.name
+    return f"{project}/{space_path.stem}" if project else space_path.stem
 
 
 def prepare_resume(

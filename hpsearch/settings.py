@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from dataclasses import Field, asdict, dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
+from hpsearch.runtime_env import check_runtime_env
 from hpsearch.storage import Location, as_location
 from hpsearch.vocab import NAME, Mode, Scheduler, Strategy, is_number, whole
 
@@ -97,23 +97,26 @@ class SweepSettings:
     storage: str | None = _opt(None, "Where Ray keeps results: a folder, or a URI such as s3://bucket/prefix "
                                 "(default ~/ray_results or $HPSEARCH_STORAGE).")
     tracking_uri: str | bool | None = _opt(
-        None, "MLflow store (default $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db); 'off' disables.")
-    experiment: str | None = _opt(None, "MLflow experiment (default: the space module's name).")
+        None, "MLflow store (default: MLflow's own, $MLFLOW_TRACKING_URI else ./mlflow.db, where mlflow ui "
+              "looks); 'off' disables.")
+    experiment: str | None = _opt(None, "MLflow experiment (default: PROJECT/SPACE, the project being the space "
+                                        "module's folder, or the one above a spaces/ folder).")
     register_model: str | None = _opt(
         None, "Register the best trial's model in the MLflow Model Registry under this name (a new version "
               "each sweep, loadable as models:/NAME/latest).")
     goal: float | None = _opt(None, "End the sweep once a trial reports the metric at or beyond this value.")
-    time_budget_s: float | None = _opt(None, "End the sweep this many seconds after it starts (or resumes).")
+    time_budget_s: float | None = _opt(None, "End the sweep this long after it starts (or resumes): seconds in "
+                                             "Python, a duration such as 90m or 4h on the command line.")
     wait_for_resources_s: float | None = _opt(
-        None, "An autoscaling cluster: wait this many seconds for a node that fits a trial (default: fail at "
-              "once when no node has the resources a trial asks for).")
+        None, "An autoscaling cluster: wait this long for a node that fits a trial (seconds; 10m on the command "
+              "line; default: fail at once when no node has the resources a trial asks for).")
     runtime_env: dict[str, Any] | None = _opt(
         None, "Ray runtime environment of the trials (working_dir, py_modules, pip, env_vars...; a YAML or JSON "
               "file on the command line). Default: the space module's folder is shipped as working_dir.")
     checkpoint_every_s: float = _opt(
         60, "A trial keeps its checkpoint where the scheduler may pause or stop it, at its last epoch, and "
-            "otherwise at most this often (seconds; 0: every epoch). After a crash, at most this much of a "
-            "trial's work repeats.")
+            "otherwise at most this often (seconds; a duration such as 60s or 5m on the command line; 0: every "
+            "epoch). After a crash, at most this much of a trial's work repeats.")
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
@@ -199,54 +202,6 @@ def option_field(name: str) -> Field:
 
 def option_help(name: str) -> str:
     return option_field(name).metadata["help"]
-
-
-RUNTIME_ENV_KEYS = ("working_dir", "py_modules", "pip", "uv", "conda", "env_vars", "excludes", "py_executable",
-                    "image_uri", "container", "config", "worker_process_setup_hook", "java_jars", "nsight")
-
-
-def check_runtime_env(env: Any) -> None:
-    """A Ray runtime environment's shape (Ray checks the rest when it builds it): a mapping of Ray's
-    fields, ``env_vars`` strings to strings.
-
-    Example:
-        >>> check_runtime_env({"env_vars": {"A": 1}})
-        Traceback (most recent call last):
-        ...
-        ValueError: runtime_env: env_vars must map names to strings, got {'A': 1}
-    """
-    if not isinstance(env, Mapping):
-        raise ValueError(f"runtime_env: must be a mapping such as {{'working_dir': '.', 'pip': [...]}}, got {env!r}")
-    for key in env:
-        if key not in RUNTIME_ENV_KEYS:
-            near = difflib.get_close_matches(str(key), RUNTIME_ENV_KEYS, n=1)
-            raise ValueError(f"runtime_env: {key!r} is not a field of Ray's runtime environment"
-                             + (f" (did you mean {near[0]}?)" if near else f"; fields: {', '.join(RUNTIME_ENV_KEYS)}"))
-    env_vars = env.get("env_vars")
-    if env_vars is not None and not (isinstance(env_vars, Mapping) and
-                                     all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items())):
-        raise ValueError(f"runtime_env: env_vars must map names to strings, got {env_vars!r}")
-
-
-def resolve_env_paths(env: Mapping[str, Any], base: "os.PathLike | str") -> dict[str, Any]:
-    """A runtime environment with its local ``working_dir`` and ``py_modules`` folders made absolute
-    against ``base`` (a config file's folder); URIs (``s3://``, ``https://``...) stay.
-
-    Example:
-        >>> resolve_env_paths({"working_dir": "src", "py_modules": ["s3://b/m.zip"]}, "/cfg")
-        {'working_dir': '/cfg/src', 'py_modules': ['s3://b/m.zip']}
-    """
-    def local(value: Any) -> Any:
-        if not isinstance(value, str) or "://" in value:
-            return value
-        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
-
-    out = dict(env)
-    if "working_dir" in out:
-        out["working_dir"] = local(out["working_dir"])
-    if isinstance(out.get("py_modules"), list):
-        out["py_modules"] = [local(m) for m in out["py_modules"]]
-    return out
 
 
 def check_budget(max_epochs: int | None, grace_period: int, reduction_factor: float) -> None:

@@ -42,6 +42,28 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*")
+
+
+def parse_duration(name: str, text: str) -> float:
+    """A duration from the command line, in seconds: ``90s``, ``5m``, ``1.5h``, ``2d``. The unit is
+    required (``--checkpoint-every 5`` could mean epochs), except for 0.
+
+    Example:
+        >>> parse_duration("time_budget", "90s"), parse_duration("time_budget", "1.5h"), parse_duration("x", "0")
+        (90.0, 5400.0, 0.0)
+        >>> parse_duration("checkpoint_every", "5")
+        Traceback (most recent call last):
+        ...
+        ValueError: checkpoint_every: give a duration with its unit, such as 30s, 5m or 2h, got '5'
+    """
+    found = _DURATION.fullmatch(str(text).lower())
+    if found is None or (not found.group(2) and float(found.group(1)) != 0) or (found.group(2) and found.group(2) not in _UNITS):
+        raise ValueError(f"{name}: give a duration with its unit, such as 30s, 5m or 2h, got {text!r}")
+    return float(found.group(1)) * _UNITS.get(found.group(2), 1)
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's text (its type's name if it has none).
 

@@ -63,10 +63,14 @@ BAD_INPUT = [
     (["run", "{tiny}", "--tracking-uri", "mlflow.example"], "tracking_uri: not a tracking store MLflow opens (a URI starting with http://, https://, sqlite://, postgresql://, mysql:// or file://), got 'mlflow.example'"),
     (["run", "{tiny}", "--tracking-uri", "garbage:///"], "tracking_uri: not a tracking store MLflow opens"),
     (["run", "{tiny}", "--tracking-uri", "sqlite://relative.db"], "tracking_uri: a SQLite store is sqlite:/// and a path"),
-    (["run", "{tiny}", "--wait-for-resources", "-1"], "wait_for_resources_s: must be a number of seconds >= 0, got -1"),
+    (["run", "{tiny}", "--wait-for-resources", "-1m"], "wait_for_resources_s: give a duration with its unit, such as 30s, 5m or 2h, got '-1m'"),
+    (["run", "{tiny}", "--checkpoint-every", "5"], "checkpoint_every_s: give a duration with its unit, such as 30s, 5m or 2h, got '5'"),
+    (["run", "{tiny}", "--time-budget", "2 weeks"], "time_budget_s: give a duration with its unit, such as 30s, 5m or 2h, got '2 weeks'"),
+    (["plan", "{tiny}", "--goal", "0.9"], "No such option: --goal"),
+    (["ui", "never-ran", "--tracking-uri", "sqlite:///{tmp}/empty/mlflow.db"], "tracking_uri: no MLflow store at "),
     (["run", "{tiny}", "--seed", "-1"], "seed: must be a whole number >= 0, got -1"),
     (["run", "{tiny}", "--goal", "nan"], "goal: must be a finite number (the metric's value that ends the sweep), got nan"),
-    (["run", "{tiny}", "--time-budget", "0"], "time_budget_s: must be a number of seconds > 0, got 0.0"),
+    (["run", "{tiny}", "--time-budget", "0s"], "time_budget_s: must be a number of seconds > 0, got 0.0"),
     (["run", "{tiny}", "--max-failures", "-1"], "max_failures: must be a whole number >= 0, got -1"),
     (["run", "{tiny}", "--experiment", " "], "experiment: must be a non-empty name, got ' '"),
     (["run", "{tiny}", "--strategy", "grid", "--trials", "0"], "trials: must be a whole number >= 1, got 0"),
@@ -196,7 +200,7 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(sche
 @pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--gpus-per-trial", "1"], "hpsearch: error: gpus_per_trial: no node has a GPU (cluster: 1 node, "),
-    (["--cpus-per-trial", "64", "--wait-for-resources", "2"], "hpsearch: error: cpus_per_trial: no node has 64 CPUs (the largest has "),
+    (["--cpus-per-trial", "64", "--wait-for-resources", "2s"], "hpsearch: error: cpus_per_trial: no node has 64 CPUs (the largest has "),
     (["--workers-per-trial", "64"], "hpsearch: error: workers_per_trial: the cluster can hold at most "),
 ], ids=["gpu", "cpus-after-waiting", "workers"])
 def test_resources_no_node_has_are_refused_before_anything_is_written(flags, message, tiny, tmp_path):
@@ -334,7 +338,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
     storage, name = tmp_path / "runs", f"killed-{kill_after}"
     proc = hpsearch_process("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
-                     "--name", name, "--no-progress", "--concurrency", "2", "--checkpoint-every", "1",
+                     "--name", name, "--no-progress", "--concurrency", "2", "--checkpoint-every", "1s",
                      start_new_session=True)  # a checkpoint at least every second: bounds below in seconds
     # Wait for the kill point (kill_after trials finished), then kill the driver and everything it started.
     deadline = time.time() + 240
@@ -496,7 +500,7 @@ def test_a_resumed_sweep_decides_as_its_uninterrupted_twin(ray_session, tmp_path
     assert len(expected) == 12
 
     proc = hpsearch_process("run", str(module), "--name", "killed", "--storage", str(storage), "--no-progress",
-                     "--strategy", "grid", "--scheduler", scheduler, "--concurrency", "1", "--checkpoint-every", "1",
+                     "--strategy", "grid", "--scheduler", scheduler, "--concurrency", "1", "--checkpoint-every", "1s",
                      start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(storage.glob("killed/*/result.json"))) < 7:

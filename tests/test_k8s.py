@@ -18,13 +18,13 @@ from packaging.requirements import Requirement
 
 from hpsearch.environment import default_storage
 from hpsearch.nightly.config import load_config
-from hpsearch.nightly.run import EXIT_BUSY
-from hpsearch.nightly.verdict import EXIT_WORSE
+from hpsearch.nightly.run import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_CODES, EXIT_CRASHED
+from hpsearch.nightly.verdict import EXIT_NO_RESULT, EXIT_WORSE
 from hpsearch.storage import is_uri
+from hpsearch.vocab import VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "scripts" / "nightly" / "k8s"
-EXIT_BAD_INPUT = 2  # hpsearch's exit status for a mistake in its input (cli.main)
 TERMINAL = ("Complete", "Failed", "ValidationFailed")  # KubeRay's final jobDeploymentStatus values
 
 
@@ -155,7 +155,8 @@ def test_every_ray_container_runs_the_image_the_dockerfile_builds():
     docker = Dockerfile(K8S / "Dockerfile")
     assert (REPO / docker.build_file).resolve() == (K8S / "Dockerfile").resolve(), docker.build_file
     name, _, version = docker.tag.partition(":")
-    assert version == _pyproject()["project"]["version"], f"image tag {docker.tag} is not hpsearch's version"
+    # pyproject.toml's version, or (a dynamic one) the attribute it names: hpsearch.vocab.VERSION.
+    assert version == _pyproject()["project"].get("version", VERSION), f"image tag {docker.tag} is not hpsearch's version"
     for pod in _ray_pods(_one("RayJob")):
         for container in pod["containers"]:
             image = container["image"].rsplit("/", 1)[-1]  # a registry in front is expected
@@ -239,7 +240,12 @@ def test_the_cronjob_creates_one_rayjob_a_night_and_retries_a_crash_not_a_verdic
     assert len(fail_job) == 1 and fail_job[0]["onExitCodes"]["containerName"] == launch["name"], fail_job
     # hpsearch's answers end the job at once; anything else (a crash, a signal) may be retried.
     codes = fail_job[0]["onExitCodes"]
-    assert codes["operator"] == "In" and set(codes["values"]) == {EXIT_WORSE, EXIT_BAD_INPUT}, codes
+    assert codes["operator"] == "In" and set(codes["values"]) == {EXIT_WORSE, EXIT_BAD_INPUT, EXIT_NO_RESULT}, codes
+    assert all(c in EXIT_CODES for c in codes["values"]), codes
+    # A crashed night (hpsearch's 4) is restarted: no rule fails the job on it, and retries are left.
+    assert EXIT_CRASHED not in codes["values"] and job["backoffLimit"] >= 1
+    assert not [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"
+                and EXIT_CRASHED in r.get("onExitCodes", {}).get("values", [])]
     # The launcher reads the RayJob from the ConfigMap made of rayjob.yaml, mounted where it says.
     script = _launcher()
     mounts = {m["name"]: m["mountPath"] for m in launch["volumeMounts"]}
@@ -340,6 +346,8 @@ def _run_launcher(tmp_path, states, status="", message="", listing="", fail=None
     (["Failed"], "FAILED", _ray_failure(EXIT_WORSE), EXIT_WORSE),  # a verdict: the job fails, no retry
     (["Failed"], "FAILED", _ray_failure(EXIT_BAD_INPUT), EXIT_BAD_INPUT),
     (["Failed"], "FAILED", _ray_failure(EXIT_BUSY), 0),  # another copy runs: nothing done, as with systemd
+    (["Failed"], "FAILED", _ray_failure(EXIT_NO_RESULT), EXIT_NO_RESULT),  # an answer: the job fails, no retry
+    (["Failed"], "FAILED", _ray_failure(EXIT_CRASHED), EXIT_CRASHED),  # a crash: retried, resumes the night
     (["Failed"], "FAILED", _ray_failure(143), 143),  # SIGTERM (a lost node): retried, resumes the night
     (["Failed"], "FAILED", "Job entrypoint command failed with exit code 1. No logs available.", EXIT_WORSE),
     (["Failed"], "", "RayCluster did not become ready", 4),  # no exit code: the cluster failed, retried

@@ -85,3 +85,27 @@ def test_reusable_keeps_the_longest_curve_per_config_under_the_same_key_only(tmp
     assert (len(out[h[0.02]].curve), out[h[0.02]].source, out[h[0.02]].checkpoint) == (4, "n1/trial-0.02", None)
     assert out[h[0.02]].curve[-1] == {"epoch": 4, "acc": 0.6}
     assert reusable(ledger, "2026-11-02", "k1")[h[0.01]].source == "n1/trial-0.01"  # only nights before
+
+
+def test_a_superseded_night_is_kept_with_when_and_why_and_no_longer_read(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.nights["2026-11-01"] = {"status": "done", "key": "k1", "sweep": "n-2026-11-01", "trials": [trial(0.01, 0.5)]}
+    ledger.nights["2026-11-02"] = {"status": "done", "key": "k1", "sweep": "n-2026-11-02", "trials": [trial(0.02, 0.9)]}
+    ledger.save()
+    moved = ledger.supersede("2026-11-02", "--force", verdict="# the old verdict\n")
+    ledger.nights["2026-11-02"] = {"status": "running", "key": "k1", "sweep": "n-2026-11-02-r2"}
+    ledger.save()
+    again = Ledger(tmp_path)
+    (old,) = again.superseded
+    assert old == moved and old["superseded_reason"] == "--force" and old["verdict_markdown"] == "# the old verdict\n"
+    assert old["trials"][0]["metric"] == 0.9 and old["superseded_at"] > 0  # nothing recorded is lost
+    assert again.sweeps() == {"n-2026-11-01", "n-2026-11-02", "n-2026-11-02-r2"}
+    # Warm start and reuse read the nights, never a superseded entry.
+    assert [p["lr"] for p in warm_start_points(again, "2026-11-03", SPACE, Mode.parse("max"), 5)] == [0.01]
+    assert set(reusable(again, "2026-11-03", "k1")) == {SPACE.config_hash({"lr": 0.01, "optimizer": "adamw"})}
+
+
+def test_a_ledger_written_before_superseded_existed_still_loads(tmp_path):
+    (tmp_path / "ledger.json").write_text(json.dumps({"nights": {"2026-11-01": {"status": "done", "trials": []}}}))
+    ledger = Ledger(tmp_path)
+    assert list(ledger.nights) == ["2026-11-01"] and ledger.superseded == []

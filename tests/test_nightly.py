@@ -1,13 +1,18 @@
 """Nightly tuning: config checks, the lock, the verdict arithmetic, and real nights on Ray + MLflow."""
 
+import importlib.metadata
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,8 +21,23 @@ from conftest import hpsearch_process
 from hpsearch import cli, engine
 from hpsearch.nightly.config import NightlyConfig, load_config, parse_date
 from hpsearch.nightly.ledger import Ledger
-from hpsearch.nightly.run import Busy, _lock, run_nightly
-from hpsearch.nightly.verdict import judge
+from hpsearch.nightly.run import (
+    EXIT_BUSY,
+    EXIT_CODES,
+    EXIT_CRASHED,
+    LIBRARIES,
+    Busy,
+    NightlyOutcome,
+    ReuseKey,
+    _lock,
+    code_parts,
+    dry_run,
+    notify,
+    reuse_allowed,
+    run_nightly,
+)
+from hpsearch.nightly.verdict import EXIT_NO_RESULT, EXIT_OK, EXIT_WORSE, judge
+from hpsearch.storage import as_location
 
 TINY = '''
 from hpsearch.space import Fixed, Float, PowerOfTwo, Space
@@ -99,6 +119,15 @@ BAD_CONFIGS = [
     ('name = "x"\nspace = "tiny.py"\ngoal = "high"\n', "goal: must be a finite number (the metric's value that ends the sweep), got 'high'"),
     ('name = "x"\nspace = "tiny.py"\ntracking_uri = "http://127.0.0.1:{closed}"\n', "tracking_uri: cannot reach the MLflow server"),
     ('name = "x"\nspace = \n', "config: {toml} is not valid TOML"),
+    ('name = "x"\nspace = "tiny.py"\ndata_version = 5\n', "data_version: must be a non-empty string, got 5"),
+    ('name = "x"\nspace = "tiny.py"\nreuse = "yes"\n', "reuse: must be true or false, got 'yes'"),
+    ('name = "x"\nspace = "tiny.py"\nnotify = "curl http://x"\n',
+     "notify: must be a command as a list of strings, e.g. [\"curl\", \"-fsS\", URL], got 'curl http://x'"),
+    ('name = "x"\nspace = "tiny.py"\nnotify = ["no-such-program-hpsearch"]\n',
+     "notify: no program 'no-such-program-hpsearch' on PATH"),
+    ('name = "x"\nspace = "tiny.py"\nnotify = ["./hook.sh"]\n', "notify: './hook.sh' is not an executable file"),
+    ('name = "x"\nspace = "tiny.py"\nnotify = ["true"]\nnotify_timeout_s = 0\n',
+     "notify_timeout_s: must be a number > 0, got 0"),
 ]
 
 
@@ -175,9 +204,234 @@ def test_shipped_config_and_schedules_agree():
     config = words[runs[0] + 2]
     assert config.endswith(".toml") and (repo / config).resolve() == root / "mlp.toml", command
     service, timer = (root / "hpsearch-nightly.service").read_text(), (root / "hpsearch-nightly.timer").read_text()
-    assert "ExecStart=" in service and "hpsearch nightly" in service and "SuccessExitStatus=3" in service
+    assert "ExecStart=" in service and "hpsearch nightly" in service
     assert "Persistent=true" in timer and "OnCalendar=" in timer
     # Kubernetes (scripts/nightly/k8s/): tests/test_k8s.py
+
+
+def _unit_settings(text: str) -> dict[str, list[str]]:
+    """A systemd unit's settings: key -> its values (space-separated lists split), comments left out."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        m = re.match(r"([A-Za-z]+)=(.*)$", line.strip())
+        if m:
+            out.setdefault(m.group(1), []).extend(m.group(2).split())
+    return out
+
+
+def test_the_systemd_unit_treats_busy_as_success_and_retries_a_crash_not_an_answer():
+    unit = _unit_settings((Path(__file__).resolve().parent.parent / "scripts/nightly/hpsearch-nightly.service").read_text())
+    assert unit["Type"] == ["oneshot"] and unit["Restart"] == ["on-failure"], unit  # oneshot allows no other
+    assert unit["SuccessExitStatus"] == [str(EXIT_BUSY)], unit
+    prevent = {int(v) for v in unit["RestartPreventExitStatus"]}
+    assert prevent == {EXIT_WORSE, 2, EXIT_NO_RESULT}, prevent  # answers: a retry would give the same one
+    assert EXIT_CRASHED not in prevent and 143 not in prevent  # a crash or an interruption is retried
+    assert int(unit["StartLimitBurst"][0]) >= 2 and unit["RestartSec"], unit  # a few retries, spaced
+
+
+@pytest.mark.parametrize("code, mailed", [(0, False), (EXIT_BUSY, False), (EXIT_WORSE, True), (EXIT_NO_RESULT, True),
+                                          (EXIT_CRASHED, True), (2, True), (143, True)])
+def test_the_cron_line_logs_every_start_and_prints_so_cron_mails_only_a_failure(tmp_path, code, mailed):
+    # The crontab's own command, run by /bin/sh as cron runs it, with HOME at a checkout whose
+    # hpsearch is a stand-in that prints its arguments and exits with `code`.
+    (_, command), = _cron_jobs((Path(__file__).resolve().parent.parent / "scripts/nightly/crontab").read_text())
+    venv = tmp_path / "hpsearch" / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "hpsearch").write_text(f"#!/bin/sh\necho \"ran $*\"\necho 'the verdict'\nexit {code}\n")
+    (venv / "hpsearch").chmod(0o755)
+    log = tmp_path / "hpsearch-nightly.log"
+    log.write_text("an earlier night\n")
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], "SHELL": "/bin/sh"}
+    done = subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    # The log keeps every start, appended.
+    assert log.read_text() == "an earlier night\nran nightly scripts/nightly/mlp.toml --no-progress\nthe verdict\n"
+    printed = done.stdout + done.stderr  # what cron would mail
+    if mailed:
+        assert f"exited with status {code}" in printed and "the verdict" in printed, printed
+    else:
+        assert printed == "", printed
+
+
+# -- exit codes, the reuse key, notify: pure logic and local processes --------------------------
+
+def test_each_outcome_has_its_own_exit_code_and_the_help_and_docs_say_them(capsys):
+    assert sorted(EXIT_CODES) == [0, 1, 2, 3, 4, 5, 130, 143]
+    assert (EXIT_OK, EXIT_WORSE, EXIT_NO_RESULT, EXIT_CRASHED, EXIT_BUSY) == (0, 1, 3, 4, 5)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["nightly", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("0 fine", "1 regression", "2 bad input", "3 no result", "4 crashed", "5 another copy",
+                  "130 / 143", "--dry-run", "--force"):
+        assert words in text, words
+    from hpsearch.nightly import run
+
+    doc = run.__doc__
+    for code, (word, _) in EXIT_CODES.items():
+        assert re.search(rf"^\s+{code}\s", doc, re.M), f"the module docstring's table lacks {code} ({word})"
+
+
+def test_the_code_version_counts_hpsearch_and_the_libraries_a_trial_depends_on(tmp_path):
+    module = tmp_path / "tiny.py"
+    module.write_text(TINY)
+    cfg = NightlyConfig(name="n", space=str(module))
+    parts = code_parts(cfg, str(module))
+    for lib in ("torch", "ray", "optuna", "mlflow", "numpy"):
+        assert lib in LIBRARIES and parts[lib] == importlib.metadata.version(lib), (lib, parts)
+    assert parts["hpsearch"] == importlib.metadata.version("hpsearch") == parts["hpsearch.installed"]
+    assert re.fullmatch(r"[0-9a-f]{12}", parts["hpsearch.trial"]) and "space" in parts
+    module.write_text(TINY + "\n# a change\n")
+    assert code_parts(cfg, str(module))["space"] != parts["space"]
+    # A configured code_version stands for the module and git, not for hpsearch or the libraries.
+    pinned = code_parts(NightlyConfig(name="n", space=str(module), code_version="v1"), str(module))
+    assert pinned["code_version"] == "v1" and "space" not in pinned and pinned["torch"] == parts["torch"]
+
+
+def _key(data="none", data_version="none"):
+    return ReuseKey(epochs=4, data=data, data_version=data_version, code="c0de", code_parts={})
+
+
+@pytest.mark.parametrize("reuse, key, allowed", [
+    (None, _key(data="abc"), True),  # a dataset's hash
+    (None, _key(data_version="v1"), True),  # a TRAIN with its own data, and a data_version
+    (None, _key(), False),  # its own data, no version: new data would go unnoticed
+    (True, _key(), True),  # the config says the data never changes
+    (False, _key(data="abc", data_version="v1"), False),
+])
+def test_reuse_is_on_only_where_the_data_is_known_or_the_config_says(reuse, key, allowed):
+    ok, why = reuse_allowed(NightlyConfig(name="n", space="s", reuse=reuse), key)
+    assert ok is allowed and (ok or why)
+    assert str(_key(data_version="v1")) != str(_key(data_version="v2"))  # the version is in the key
+
+
+@contextmanager
+def _http_server():
+    """A local HTTP server in a thread: yields its URL and the list of (path, headers, body) it got."""
+    received: list[tuple[str, dict, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            received.append((self.path, dict(self.headers), body))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# A notify command: POST the outcome (every HPSEARCH_ variable) and the verdict file, as JSON.
+POST = ("import json, os, sys, urllib.request\n"
+        "body = {k: v for k, v in os.environ.items() if k.startswith('HPSEARCH_')}\n"
+        "path = os.environ['HPSEARCH_VERDICT']\n"
+        "body['markdown'] = open(path).read() if path else ''\n"
+        "request = urllib.request.Request(sys.argv[1], json.dumps(body).encode(), {'Content-Type': 'application/json'})\n"
+        "urllib.request.urlopen(request, timeout=30).read()\n")
+
+
+def test_notify_posts_the_outcome_and_its_failure_or_timeout_is_only_a_warning(tmp_path):
+    warnings: list[str] = []
+    outcome = NightlyOutcome(EXIT_CRASHED, {}, {}, [], errors={"2026-11-20": "OSError: disk full"})
+    folder = as_location(tmp_path)
+    with _http_server() as (url, received):
+        cfg = NightlyConfig(name="n", space="s", notify=[sys.executable, "-c", POST, url + "/hook"])
+        assert notify(cfg, outcome, "2026-11-20", folder, warnings.append) and outcome.notified
+        (path, _, body), = received
+        sent = json.loads(body)
+        assert path == "/hook" and warnings == []
+        assert (sent["HPSEARCH_EXIT_CODE"], sent["HPSEARCH_OUTCOME"], sent["HPSEARCH_NIGHT"], sent["HPSEARCH_NIGHTLY"]) \
+            == ("4", "crashed", "2026-11-20", "n")
+        assert sent["HPSEARCH_ERROR"] == "OSError: disk full" and sent["HPSEARCH_VERDICT"] == "" and sent["markdown"] == ""
+        curl = shutil.which("curl")
+        if curl:  # the same through curl, as a webhook usually is
+            cfg = NightlyConfig(name="n", space="s", notify=[
+                "sh", "-c", 'curl -fsS -H "X-Outcome: $HPSEARCH_OUTCOME" --data "code=$HPSEARCH_EXIT_CODE" "$0"', url + "/c"])
+            assert notify(cfg, outcome, "2026-11-20", folder, warnings.append)
+            assert received[-1][0] == "/c" and received[-1][1]["X-Outcome"] == "crashed" and received[-1][2] == "code=4"
+    # A command that fails, one that cannot start, one that hangs: a warning line each, nothing raised.
+    for command, says in [([sys.executable, "-c", "import sys; sys.exit('webhook said 500')"], "exited with status 1: webhook said 500"),
+                          ([str(tmp_path / "gone")], "cannot run"),
+                          (["sh", "-c", "sleep 600 & wait"], "did not finish within 0.3 s")]:
+        cfg = NightlyConfig(name="n", space="s", notify=command, notify_timeout_s=0.3)
+        assert notify(cfg, outcome, "2026-11-20", folder, warnings.append) is False
+        assert len(warnings) == 1 and says in warnings[0] and warnings[0].startswith("hpsearch nightly: warning: notify"), warnings
+        warnings.clear()
+
+
+def _snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``folders``: (size, mtime_ns), to see that nothing was written."""
+    out = {}
+    for folder in folders:
+        for p in [folder, *folder.rglob("*")] if folder.exists() else []:
+            st = p.stat()
+            out[str(p)] = (st.st_size if p.is_file() else 0, st.st_mtime_ns)
+    return out
+
+
+def test_a_dry_run_checks_everything_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started by a dry run")
+
+    monkeypatch.setattr(engine, "connect", no_ray)
+    toml = _setup(tmp_path, tracking_uri="sqlite:///store/deep/mlflow.db")
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["nightly", str(toml), "--date", "2026-11-20", "--dry-run"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0, out
+    assert _snapshot(tmp_path) == before  # no storage, no ledger, no lock, no SQLite store or its folder
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "store").exists()
+    assert "Dry run of night 2026-11-20" in out and "sweep tiny-2026-11-20" in out
+    assert f"seed {load_config(toml).sweep.seed + parse_date('2026-11-20').toordinal()}" in out
+    assert re.search(r"reuse key: epochs=4 data=[0-9a-f]{12} data_version=none code=[0-9a-f]{12}", out), out
+    assert "torch " + importlib.metadata.version("torch") in out and "warm start: 0 earlier winners" in out
+    assert re.search(r"plan: 6 trials, up to \d+ epochs \(24 if every trial ran all 4\)", out), out
+    # The checks a start makes, e.g. a tracking server that does not answer: one line, exit 2.
+    from tests.conftest import free_port
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["nightly", str(_setup(tmp_path, tracking_uri=f"http://127.0.0.1:{free_port()}")), "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "tracking_uri: cannot reach the MLflow server" in err[0], err
+
+
+@pytest.mark.parametrize("module, message", [
+    ("DATA_VERSION = 5\n", "data_version: DATA_VERSION must be a non-empty string or a function returning one, got 5 in"),
+    ("DATA_VERSION = ''\n", "data_version: DATA_VERSION must be a non-empty string or a function returning one, got '' in"),
+    ("def DATA_VERSION():\n    raise OSError('the table is not there')\n",
+     "data_version: DATA_VERSION() in '{path}' raised OSError: the table is not there"),
+    ("def DATA_VERSION():\n    return None\n", "data_version: DATA_VERSION() must return a non-empty string, got None in"),
+])
+def test_a_bad_data_version_in_the_space_module_is_one_line_exit_2(tmp_path, monkeypatch, capsys, module, message):
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for bad input")
+
+    monkeypatch.setattr(engine, "connect", no_ray)
+    toml = _setup(tmp_path)
+    (tmp_path / "tiny.py").write_text(TINY + module)
+    for extra in ([], ["--dry-run"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["nightly", str(toml), *extra])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert e.value.code == 2 and len(err) == 1, err
+        assert err[0].startswith("hpsearch: error: " + message.format(path=tmp_path / "tiny.py")[:40]), err
+        assert message.format(path=tmp_path / "tiny.py") in err[0], err
+    assert not (tmp_path / "runs").exists()
+    # The config's data_version wins: the module's function is not called.
+    (tmp_path / "tiny.py").write_text(TINY + "def DATA_VERSION():\n    raise OSError('not called')\n")
+    plan = dry_run(load_config(_setup(tmp_path, data_version="2026-11")), parse_date("2026-11-20"), log=lambda m: None)
+    assert plan.key.data_version == "2026-11"
 
 
 # -- the lock ---------------------------------------------------------------------------------
@@ -219,7 +473,7 @@ def _night(night, best, mode="max", config=None):
     ([0.70, 0.72], 0.70, "max", "worse", 1),  # 0.02 below the best of the nights before
     ([0.90, 0.50, 0.50], 0.52, "max", "better", 0),  # history=2: the 0.90 night is too old to count
     ([0.30, 0.25], 0.27, "min", "worse", 1),  # loss: lower is better
-    ([0.70], None, "max", "no-result", 1),
+    ([0.70], None, "max", "no-result", 3),
 ])
 def test_verdict(tmp_path, history, tonight, mode, kind, code):
     cfg = NightlyConfig(name="n", space="s", history=2, regression_threshold=0.01)
@@ -315,8 +569,8 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
     release.touch()
     results = [(p.wait(timeout=400), *p.communicate()) for p in procs]
     codes = sorted(code for code, _, _ in results)
-    assert codes == [1, 3], [(c, err[-2000:]) for c, _, err in results]
-    busy = next(err for code, _, err in results if code == 3)
+    assert codes == [1, 5], [(c, err[-2000:]) for c, _, err in results]
+    busy = next(err for code, _, err in results if code == 5)
     assert "another hpsearch nightly holds" in busy and "nothing done" in busy
     worse = next(out for code, out, _ in results if code == 1)
     assert "WORSE by" in worse and "Changed:" in worse
@@ -387,3 +641,157 @@ def test_sigterm_interrupts_the_night_honestly_and_the_next_start_resumes_it(tmp
     assert sorted(t["status"] for t in entry["trials"]) == ["completed"] * 4
     runs = client.search_runs([experiment], max_results=100)
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+
+
+# A space whose TRAIN loads its own data (no DATASET, so no data hash); what the data is, is the
+# file {version!r} (a stand-in for a table's last update), read by DATA_VERSION.
+OWN_DATA = '''
+from pathlib import Path
+from hpsearch.space import Fixed, Float, PowerOfTwo, Space
+SPACE = Space(Fixed("model", "mlp"), Float("lr", 1e-3, 1e-1, log=True), PowerOfTwo("width", 16, 32),
+              Fixed("batch_size", 256), Fixed("depth", 1))
+METRIC = "val_acc"
+MODE = "max"
+MAX_EPOCHS = 2
+
+
+def DATA_VERSION():
+    return Path({version!r}).read_text().strip()
+
+
+def TRAIN(config, max_epochs):
+    from hpsearch.trial.data import load_dataset
+    from hpsearch.trial.train import train
+    train(config, data=load_dataset("mnist1d"), max_epochs=max_epochs)
+'''
+
+
+@pytest.mark.slow
+def test_own_data_a_new_data_version_trains_again_a_dry_run_writes_nothing_and_force_reruns(tmp_path, ray_session):
+    version = tmp_path / "data-version"
+    version.write_text("2026-11-19\n")
+    toml = _setup(tmp_path, trials=3, scheduler="fifo", warm_start=1)
+    (tmp_path / "tiny.py").write_text(OWN_DATA.format(version=str(version)))
+    cfg = load_config(toml)
+    folder = tmp_path / "runs" / "tiny.nightly"
+    ledger = lambda: json.loads((folder / "ledger.json").read_text())  # noqa: E731
+    quiet = lambda m: None  # noqa: E731
+
+    one = run_nightly(cfg, parse_date("2026-11-20"), progress=False)
+    assert one.exit_code == 0 and one.verdicts["2026-11-20"].kind == "first"
+    night1 = ledger()["nights"]["2026-11-20"]
+    assert night1["key_parts"]["data"] == "none" and night1["key_parts"]["data_version"] == "2026-11-19"
+    assert night1["trials_total"] == 3 and night1["reuse"] is True
+
+    # A dry run with the same data: night 1's winner would be replayed, not trained; nothing written.
+    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent
+    before = _snapshot(tmp_path / "runs", store)
+    same = dry_run(cfg, parse_date("2026-11-21"), log=quiet)
+    assert (same.action, same.reusable, len(same.warm_start), same.warm_replayed) == ("run", 3, 1, 1)
+    assert str(same.key) == night1["key"] and same.sweep == "tiny-2026-11-21" and same.trials == 3
+    # New data: the same dry run says every trial trains; so does reuse = false.
+    version.write_text("2026-11-20\n")
+    new = dry_run(cfg, parse_date("2026-11-21"), log=quiet)
+    assert (new.reusable, len(new.warm_start), new.warm_replayed) == (0, 1, 0) and new.key.data_version == "2026-11-20"
+    off = dry_run(load_config(_setup(tmp_path, trials=3, scheduler="fifo", warm_start=1, reuse=False)),
+                  parse_date("2026-11-21"), log=quiet)
+    assert off.reuse is False and off.reusable == 0
+    (tmp_path / "tiny.py").write_text(OWN_DATA.format(version=str(version)))  # _setup wrote TINY there
+    assert _snapshot(tmp_path / "runs", store) == before  # no ledger change, no lock, no sweep folder, no MLflow write
+    assert not (tmp_path / "runs" / "tiny-2026-11-21").exists()
+
+    # Night 2 on the new data: the warm-start winner is evaluated first, and trained, not replayed.
+    two = run_nightly(cfg, parse_date("2026-11-21"), progress=False)
+    assert two.exit_code in (0, 1), two.messages
+    night2 = ledger()["nights"]["2026-11-21"]
+    assert night2["warm_started"] == 1 and night2["reused_trials"] == 0 and night2["reused_epochs"] == 0
+    assert night2["trained_epochs"] == 6 and night2["key"] != night1["key"]
+
+    # Starting night 2 again does nothing; --force runs it again under a new name and keeps the first run.
+    again = run_nightly(cfg, parse_date("2026-11-21"), progress=False)
+    assert again.verdicts == {} and "already done" in again.messages[0]
+    forced = run_nightly(cfg, parse_date("2026-11-21"), force=True, progress=False)
+    assert set(forced.verdicts) == {"2026-11-21"} and forced.exit_code in (0, 1)
+    saved = ledger()
+    rerun = saved["nights"]["2026-11-21"]
+    assert rerun["sweep"] == "tiny-2026-11-21-r2" and rerun["status"] == "done" and rerun["trials_total"] == 3
+    (old,) = saved["superseded"]
+    assert old["sweep"] == "tiny-2026-11-21" and old["superseded_reason"] == "--force" and old["trials"] == night2["trials"]
+    assert old["verdict_markdown"].startswith("# tiny, night of 2026-11-21")
+    assert (tmp_path / "runs" / "tiny-2026-11-21").is_dir() and (tmp_path / "runs" / "tiny-2026-11-21-r2").is_dir()
+    assert "tiny-2026-11-21-r2" in (folder / "verdicts" / "2026-11-21.md").read_text()
+    # The verdict of the rerun compares with night 1 only, never with the run it replaced.
+    assert forced.verdicts["2026-11-21"].reference_night == "2026-11-20"
+
+
+# A space whose TRAIN never reports the metric: it finds nothing to train on and returns. (Ray Tune's
+# strict metric check then ends the sweep with an error; no trial reported the metric: no result.)
+NO_METRIC = TINY + '''
+def TRAIN(config, max_epochs):
+    return None
+'''
+
+
+@pytest.mark.slow
+def test_no_result_exits_3_and_the_notify_command_reaches_a_local_http_server(tmp_path, ray_session):
+    with _http_server() as (url, received):
+        toml = _setup(tmp_path, trials=2, scheduler="fifo", max_epochs=1, notify=[sys.executable, "-c", POST, url])
+        (tmp_path / "tiny.py").write_text(NO_METRIC)
+        outcome = run_nightly(load_config(toml), parse_date("2026-11-20"), progress=False)
+        assert outcome.exit_code == EXIT_NO_RESULT == 3 and outcome.verdicts["2026-11-20"].kind == "no-result"
+        assert outcome.notified
+        (_, _, body), = received
+    sent = json.loads(body)
+    verdict = tmp_path / "runs" / "tiny.nightly" / "verdicts" / "2026-11-20.md"
+    assert (sent["HPSEARCH_EXIT_CODE"], sent["HPSEARCH_OUTCOME"], sent["HPSEARCH_VERDICT_KIND"]) == ("3", "no-result", "no-result")
+    assert sent["HPSEARCH_VERDICT"] == str(verdict) and sent["markdown"] == verdict.read_text()
+    assert "NO RESULT" in sent["markdown"] and sent["HPSEARCH_NIGHT"] == "2026-11-20"
+    # Ray Tune ended the sweep on its metric check: the ledger says so, without the space's secret.
+    entry = json.loads((tmp_path / "runs" / "tiny.nightly" / "ledger.json").read_text())["nights"]["2026-11-20"]
+    assert entry["status"] == "done" and entry["verdict"]["exit_code"] == 3 and "val_acc" in entry["error"]
+    assert "hunter2" not in (tmp_path / "runs" / "tiny.nightly" / "ledger.json").read_text()
+
+
+# A space whose trials, while a file {broken} exists, put a file where the nightly's verdicts folder
+# goes: the storage stops taking the verdict half-way through the night, a crash that is no user error.
+CRASHES = TINY + '''
+def TRAIN(config, data, max_epochs):
+    import os
+    from hpsearch.trial.train import train
+    if os.path.exists({broken!r}):
+        open({verdicts!r}, "w").close()
+    train(config, data=data, max_epochs=max_epochs)
+'''
+
+
+@pytest.mark.slow
+def test_a_crash_is_recorded_said_in_one_line_exit_4_and_the_next_start_finishes_the_night(tmp_path, ray_session,
+                                                                                          capsys):
+    folder = tmp_path / "runs" / "tiny.nightly"
+    broken = tmp_path / "broken"
+    broken.touch()
+    toml = _setup(tmp_path, trials=2, scheduler="fifo", max_epochs=1)
+    (tmp_path / "tiny.py").write_text(CRASHES.format(broken=str(broken), verdicts=str(folder / "verdicts")))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["nightly", str(toml), "--date", "2026-11-20", "--no-progress"])
+    assert e.value.code == EXIT_CRASHED == 4
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("hpsearch nightly")]
+    assert said == [f"hpsearch nightly: night 2026-11-20 crashed: FileExistsError: [Errno 17] File exists: "
+                    f"'{folder / 'verdicts'}'"], err[-3000:]
+    assert "Traceback" not in err
+    entry = json.loads((folder / "ledger.json").read_text())["nights"]["2026-11-20"]
+    assert entry["status"] == "crashed" and entry["error"] == said[0].split("crashed: ", 1)[1] and entry["exit_code"] == 4
+    assert entry["trials_total"] == 2  # what the night did is recorded, though its verdict could not be written
+
+    # The storage takes writes again: the next start for that night resumes it (nothing trains
+    # again: Ray had finished its trials) and judges it.
+    broken.unlink()
+    (folder / "verdicts").unlink()
+    outcome = run_nightly(load_config(toml), parse_date("2026-11-20"), progress=False)
+    assert outcome.exit_code == 0 and outcome.verdicts["2026-11-20"].kind == "first", outcome.messages
+    assert "crashed before (FileExistsError" in outcome.messages[0]
+    entry = json.loads((folder / "ledger.json").read_text())["nights"]["2026-11-20"]
+    assert entry["status"] == "done" and entry["sweep"] == "tiny-2026-11-20" and entry["trials_total"] == 2
+    assert entry["crashes"][0]["error"].startswith("FileExistsError") and "error" not in entry

@@ -34,7 +34,7 @@ def test_two_sweeps_and_a_kill_and_resume_into_postgres_behind_mlflow_server(pos
         module.write_text(MODULE)
         storage = tmp_path / "runs"
         common = ["--strategy", "grid", "--scheduler", "fifo", "--concurrency", "1", "--tracking-uri", uri,
-                  "--storage", str(storage), "--no-progress", "--checkpoint-every", "1"]
+                  "--storage", str(storage), "--no-progress", "--checkpoint-every", "1s"]
         killed = hpsearch_process("run", str(module), *common, "--name", "team-a", start_new_session=True)
         other = hpsearch_process("run", str(module), *common, "--name", "team-b")
         deadline = time.time() + 300

@@ -2,12 +2,18 @@
 
 The TOML is flat: ``name``, ``space`` and the nightly's own keys; every other key is an option of
 the sweep (any ``SweepSettings`` field but ``name``), checked by it.
+
+``notify`` is a command given as a list of strings (``["curl", "-fsS", "-d", "@-", URL]``), run
+without a shell: nothing in it is split or expanded, so URLs, paths and tokens need no quoting and
+a value in the environment (``$HPSEARCH_VERDICT``) can never be read as shell syntax. Where shell
+features are wanted, say so: ``["sh", "-c", "curl ... < \"$HPSEARCH_VERDICT\""]``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field, fields
 from datetime import date as Date
@@ -15,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hpsearch.settings import SweepSettings, option_names, resolve_env_paths
+from hpsearch.runtime_env import resolve_env_paths
+from hpsearch.settings import SweepSettings, option_names
 from hpsearch.storage import is_uri
 from hpsearch.vocab import NAME, is_number, sqlite_path, whole
 
@@ -40,6 +47,14 @@ class NightlyConfig:
     history: int = 7  # earlier nights the verdict compares with
     regression_threshold: float = 0.01  # in metric units: worse than the recent best by more -> exit 1
     code_version: str | None = None  # default: git commit (+ uncommitted diff) and the space module's text
+    # What the data is (e.g. "2026-11-20" or a file's hash): part of the reuse key; wins over the
+    # space module's DATA_VERSION.
+    data_version: str | None = None
+    # Replay recorded results instead of training: True, False (every trial trains), or None: only
+    # when the data is known (a dataset's hash or a data_version), else a new night trains.
+    reuse: bool | None = None
+    notify: tuple[str, ...] | None = None  # a command run after the verdict (HPSEARCH_* in its environment)
+    notify_timeout_s: float = 60.0  # then it is stopped, and the night's exit status stands
     source: str = field(default="", compare=False)  # the config file
 
     def __post_init__(self) -> None:
@@ -47,6 +62,18 @@ class NightlyConfig:
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{key}: must be a string, got {value!r}")
+        if self.data_version is not None and (not isinstance(self.data_version, str) or not self.data_version.strip()):
+            raise ValueError(f"data_version: must be a non-empty string, got {self.data_version!r}")
+        if self.reuse is not None and not isinstance(self.reuse, bool):
+            raise ValueError(f"reuse: must be true or false, got {self.reuse!r}")
+        n = self.notify
+        if n is not None:
+            if not isinstance(n, (list, tuple)) or not n or not all(isinstance(w, str) and w for w in n):
+                raise ValueError(f"notify: must be a command as a list of strings, e.g. [\"curl\", \"-fsS\", URL], got {n!r}")
+            object.__setattr__(self, "notify", tuple(n))  # frozen: a list would make the config unhashable
+        t = self.notify_timeout_s
+        if not is_number(t) or not 0 < t < math.inf:
+            raise ValueError(f"notify_timeout_s: must be a number > 0, got {t!r}")
         if not NAME.match(self.name) or len(self.name) > 100:
             raise ValueError(f"name: letters, digits and _ . = - only (max 100), got {self.name!r}")
         if not is_number(self.deadline_hours) or not 0 < self.deadline_hours < math.inf:
@@ -101,6 +128,18 @@ def load_config(path: str | os.PathLike) -> NightlyConfig:
     db = sqlite_path(raw.get("tracking_uri") if isinstance(raw.get("tracking_uri"), str) else None)
     if db is not None and not Path(db).is_absolute():
         raw["tracking_uri"] = "sqlite:///" + str(here / db)
+    notify = raw.get("notify")
+    if isinstance(notify, list) and notify and isinstance(notify[0], str) and notify[0]:
+        # The program, like every path here, is relative to the config file; checked now, not after
+        # a night of compute (a typo would otherwise be a warning in the morning).
+        program = notify[0]
+        if "/" in program:
+            program = str((here / Path(program).expanduser()).resolve())
+            if not os.access(program, os.X_OK):
+                raise ValueError(f"notify: {notify[0]!r} is not an executable file (relative to {here})")
+        elif shutil.which(program) is None:
+            raise ValueError(f"notify: no program {program!r} on PATH")
+        raw["notify"] = [program, *notify[1:]]
     settings = SweepSettings(**{**NIGHTLY_DEFAULTS, **{k: v for k, v in raw.items() if k in sweep_keys}})
     return NightlyConfig(**{k: v for k, v in raw.items() if k in _OWN}, sweep=settings, source=str(path))
 

@@ -5,6 +5,10 @@ trial's curve and last real checkpoint. Warm start (the best configurations of e
 reuse (a configuration already evaluated under the same budget, data and code is not trained
 again) and the verdict all read it.
 
+Nothing recorded is ever dropped: a night run again (``--force``, or one restarted because nothing
+of it was saved) moves its earlier entry to ``superseded``, stamped with when and why, where warm
+start, reuse and the verdict no longer read it.
+
 Example:
     >>> import tempfile
     >>> ledger = Ledger(Path(tempfile.mkdtemp()))
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ class NightStatus(Words):
 
     RUNNING = "running"  # started and not finished: the next start resumes it
     DONE = "done"  # finished, with its verdict
+    CRASHED = "crashed"  # ended by an error (its first line is "error"): a start for the same night retries it
 
 
 class Ledger:
@@ -41,12 +47,35 @@ class Ledger:
     def __init__(self, folder: Location | Path) -> None:
         self.folder = folder = as_location(folder)
         self.path = folder / "ledger.json"
-        self.nights: dict[str, dict[str, Any]] = (
-            json.loads(self.path.read_text())["nights"] if self.path.exists() else {}
-        )
+        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.nights: dict[str, dict[str, Any]] = saved.get("nights", {})
+        self.superseded: list[dict[str, Any]] = saved.get("superseded", [])  # entries of nights run again
 
     def save(self) -> None:
-        self.path.write_text(json.dumps({"nights": self.nights}, indent=1, sort_keys=True))  # whole or not at all
+        self.path.write_text(json.dumps({"nights": self.nights, "superseded": self.superseded},
+                                        indent=1, sort_keys=True))  # whole or not at all
+
+    def supersede(self, night: str, reason: str, verdict: str | None = None) -> dict[str, Any]:
+        """Move ``night``'s entry to ``superseded`` (with when, why and its verdict's Markdown, which
+        the next verdict file replaces); the caller saves. Returns the moved entry.
+
+        Example:
+            >>> import tempfile
+            >>> ledger = Ledger(Path(tempfile.mkdtemp()))
+            >>> ledger.nights["2026-11-01"] = {"status": "done", "sweep": "n-2026-11-01"}
+            >>> ledger.supersede("2026-11-01", "--force")["superseded_reason"], ledger.nights
+            ('--force', {})
+        """
+        entry = self.nights.pop(night)
+        entry.update(superseded_at=time.time(), superseded_reason=reason)
+        if verdict is not None:
+            entry["verdict_markdown"] = verdict
+        self.superseded.append(entry)
+        return entry
+
+    def sweeps(self) -> set[str]:
+        """Every sweep name the ledger has recorded, superseded ones included."""
+        return {e["sweep"] for e in [*self.nights.values(), *self.superseded] if "sweep" in e}
 
     def done_before(self, night: str) -> list[dict[str, Any]]:
         return [self.nights[d] for d in sorted(self.nights) if d < night and self.nights[d]["status"] == NightStatus.DONE]

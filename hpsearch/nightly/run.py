@@ -1,26 +1,53 @@
 """Scheduled nightly tuning: one sweep a night, safe to start from a timer, a verdict each morning.
 
-    hpsearch nightly scripts/nightly/mlp.toml            # tonight (today's date)
+    hpsearch nightly scripts/nightly/mlp.toml                      # tonight (today's date)
     hpsearch nightly scripts/nightly/mlp.toml --date 2026-11-22
+    hpsearch nightly scripts/nightly/mlp.toml --dry-run            # what tonight would do; writes nothing
+    hpsearch nightly scripts/nightly/mlp.toml --date 2026-11-22 --force   # run a done night again
 
 One start of ``hpsearch nightly``:
 
-1. reads and checks the config (a mistake: one line, exit 2, nothing started);
-2. takes the lock ``<storage>/<name>.nightly/lock`` (another copy running: exit 3, nothing done;
+1. reads and checks the config, loads the space module and the data, resolves the reuse key and
+   checks that storage and the tracking store can be used (a mistake: one line, exit 2, nothing
+   started);
+2. takes the lock ``<storage>/<name>.nightly/lock`` (another copy running: exit 5, nothing done;
    a lock left by a dead process is free again: the kernel drops it with the process);
 3. finishes any night that was interrupted: its Ray experiment is resumed (finished trials kept,
-   unfinished ones continue from checkpoints), or, if Ray had saved nothing, it is closed;
+   unfinished ones continue from checkpoints), or, if Ray had saved nothing, it is started again;
+   tonight, if an earlier start crashed on it, is tried again the same way;
 4. runs tonight's sweep ``<name>-<date>`` (unless tonight is already done: then it only prints
-   the verdict again). The best configurations of earlier nights are evaluated first, and a
-   configuration already evaluated with the same budget, data and code version is not trained
-   again: its recorded curve is reported again (marked ``hpsearch.reused_from`` in MLflow);
+   the verdict again; ``--force`` runs it again as ``<name>-<date>-r2``, ``-r3``..., and the
+   earlier entry stays in the ledger's ``superseded`` list). The best configurations of earlier
+   nights are evaluated first, and a configuration already evaluated with the same budget, data
+   and code version is not trained again: its recorded curve is reported again (marked
+   ``hpsearch.reused_from`` in MLflow);
 5. stops running trials at the deadline, records what finished, and writes the verdict: Markdown
    on stdout, in ``<storage>/<name>.nightly/verdicts/<date>.md``, and on the night's MLflow
-   parent run (``verdict.md``, its description, ``hpsearch.verdict*`` tags).
+   parent run (``verdict.md``, its description, ``hpsearch.verdict*`` tags);
+6. runs the config's ``notify`` command, if any, with the outcome in its environment
+   (``HPSEARCH_EXIT_CODE``, ``HPSEARCH_OUTCOME``, ``HPSEARCH_VERDICT``: the verdict file's path,
+   ``HPSEARCH_NIGHT``, ``HPSEARCH_NIGHTS``, ``HPSEARCH_NIGHTLY``). Its failure or timeout is a
+   warning; the exit status stays the night's.
 
-Exit status: 0 tonight is fine (first night, better, or within the threshold), 1 tonight is worse
-than the best of recent nights by more than ``regression_threshold`` or produced no result,
-2 bad input, 3 another copy holds the lock.
+Exit status (``EXIT_CODES``; a start that finishes several nights exits with the highest):
+
+    0    fine: first night, better, or within ``regression_threshold`` of the recent best
+    1    regression: worse than the best of recent nights by more than ``regression_threshold``
+    2    bad input: one line naming the key, the rule and the value; nothing started
+    3    no result: no trial reported the metric
+    4    crashed: an error that is not bad input ended the night; the ledger marks it crashed with
+         the error's first line, and the next start for that night tries it again (resuming
+         what Ray saved)
+    5    another copy holds the lock: nothing done
+    130  interrupted by SIGINT: the next start resumes the night
+    143  interrupted by SIGTERM: the same
+
+The reuse key is the budget (``max_epochs``), the data (the dataset's hash, and ``data_version``:
+the config's, else the space module's ``DATA_VERSION``) and the code version (``code_version`` or
+the space module's text with git's commit and uncommitted diff, plus hpsearch's version, its
+trial code and the versions of torch, ray, optuna, mlflow and numpy). A ``TRAIN`` that loads its
+own data has no hash: without a ``data_version`` its results are not reused unless the config
+says ``reuse = true``; ``reuse = false`` trains every trial.
 
 The record of every night (best, counts, each trial's curve) is ``ledger.json`` in the same
 folder; it is what warm start, reuse and the verdict read, so keep ``storage`` on a disk that
@@ -30,54 +57,160 @@ survives between runs.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date as Date
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
 from hpsearch.engine import prepare, prepare_resume, resume_prepared, run_prepared
 from hpsearch.nightly.config import NightlyConfig
 from hpsearch.nightly.ledger import Ledger, NightStatus, reusable, trial_entries, warm_start_points
-from hpsearch.nightly.verdict import EXIT_OK, Verdict, judge, record_verdict
+from hpsearch.nightly.verdict import EXIT_NO_RESULT, EXIT_OK, EXIT_WORSE, Verdict, judge, record_verdict
 from hpsearch.record import PreparedSweep
-from hpsearch.results import SweepResult
+from hpsearch.results import SweepResult, read_results
+from hpsearch.search.schedulers import plan_budget
+from hpsearch.space import Fixed
+from hpsearch.space.modules import SpaceModule, load_space_module
 from hpsearch.storage import Location, as_location
-from hpsearch.vocab import VERSION
+from hpsearch.text import MASK, first_line, is_secret
+from hpsearch.tracking.uri import check_reachable, resolve_tracking_uri, tracking_uri_name
+from hpsearch.vocab import VERSION, sqlite_path
 
-EXIT_BUSY = 3
+EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_BUSY = 2, 4, 5
+
+# Every exit status of `hpsearch nightly`: (outcome word, meaning). The word is HPSEARCH_OUTCOME.
+EXIT_CODES: dict[int, tuple[str, str]] = {
+    EXIT_OK: ("ok", "fine: first night, better, or within regression_threshold of the recent best"),
+    EXIT_WORSE: ("regression", "worse than the best of recent nights by more than regression_threshold"),
+    EXIT_BAD_INPUT: ("bad-input", "bad input: nothing started"),
+    EXIT_NO_RESULT: ("no-result", "no trial reported the metric"),
+    EXIT_CRASHED: ("crashed", "an error ended the night; the ledger says which; the next start tries it again"),
+    EXIT_BUSY: ("busy", "another copy holds the lock: nothing done"),
+    130: ("interrupted", "SIGINT: the next start resumes the night"),
+    143: ("interrupted", "SIGTERM: the next start resumes the night"),
+}
+
+# The libraries whose upgrade can change a trial's curve: part of the code version.
+LIBRARIES = ("torch", "ray", "optuna", "mlflow", "numpy")
+TRIAL_CODE = Path(__file__).resolve().parents[1] / "trial"  # what runs in a trial: the reference trainer, data
 
 # -- versions: when may a recorded result stand in for training? -----------------------------
 
-def code_version(cfg: NightlyConfig, space_path: str | None) -> str:
-    """The configured ``code_version``, else a hash of the space module's text, hpsearch's version
-    and, where the module lives in git, the commit and any uncommitted change."""
+
+def _installed(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def code_parts(cfg: NightlyConfig, space_path: str | None) -> dict[str, str]:
+    """What the code version is made of: hpsearch (its version, installed and in the source, and a
+    hash of its trial code), the libraries in ``LIBRARIES``, and the configured ``code_version`` or
+    else the space module's text and, where it lives in git, the commit and any uncommitted change.
+
+    Example:
+        >>> parts = code_parts(NightlyConfig(name="n", space="s", code_version="v1"), None)
+        >>> parts["code_version"], sorted(set(parts) - {"code_version"})[:3]
+        ('v1', ['hpsearch', 'hpsearch.installed', 'hpsearch.trial'])
+    """
+    trial = hashlib.sha256()
+    for path in sorted(TRIAL_CODE.glob("*.py")):
+        trial.update(path.name.encode() + path.read_bytes())
+    parts = {"hpsearch": VERSION, "hpsearch.installed": _installed("hpsearch"), "hpsearch.trial": trial.hexdigest()[:12],
+             **{lib: _installed(lib) for lib in LIBRARIES}}
     if cfg.code_version:
-        return cfg.code_version
-    h = hashlib.sha256(VERSION.encode())
-    if space_path:
-        h.update(Path(space_path).read_bytes())
+        parts["code_version"] = cfg.code_version
+    elif space_path:
+        parts["space"] = hashlib.sha256(Path(space_path).read_bytes()).hexdigest()[:12]
         folder = str(Path(space_path).parent)
+        git = []
         for args in (["rev-parse", "HEAD"], ["diff", "HEAD"]):
             try:
-                h.update(subprocess.run(["git", "-C", folder, *args], capture_output=True, timeout=30).stdout)
+                done = subprocess.run(["git", "-C", folder, *args], capture_output=True, timeout=30)
             except (OSError, subprocess.SubprocessError):
                 break
-    return h.hexdigest()[:12]
+            git.append(done.stdout if done.returncode == 0 else b"")
+        if git and git[0]:
+            parts["git"] = git[0].decode().strip()[:12] + (
+                "+" + hashlib.sha256(git[1]).hexdigest()[:8] if len(git) > 1 and git[1] else "")
+    return parts
 
 
-def reuse_key(prep: PreparedSweep, cfg: NightlyConfig) -> str:
-    """Budget, data and code version: a trial's curve depends on these and on its config only
-    (the scheduler decides how far a trial goes, not what it reports at an epoch)."""
-    data = prep.data.version() if prep.data is not None else "none"
-    return f"epochs={prep.settings.max_epochs} data={data} code={code_version(cfg, prep.space_path)}"
+def code_version(cfg: NightlyConfig, space_path: str | None) -> str:
+    """A short hash of ``code_parts``: equal only when hpsearch, the libraries and the code are."""
+    parts = code_parts(cfg, space_path)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def data_version(cfg: NightlyConfig, module: SpaceModule | None) -> str | None:
+    """The config's ``data_version``, else the space module's ``DATA_VERSION`` (called, if it is a
+    function); None when neither says. Raises ValueError (one line) for a function that raises or
+    returns anything but a non-empty string."""
+    if cfg.data_version:
+        return cfg.data_version
+    given = module.data_version if module is not None else None
+    if given is None or isinstance(given, str):
+        return given
+    where = f"in {str(module.path)!r}"
+    try:
+        value = given()
+    except Exception as exc:  # a user's function may raise anything: one line, before any compute
+        raise ValueError(f"data_version: DATA_VERSION() {where} raised {type(exc).__name__}: {first_line(exc)}") from None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"data_version: DATA_VERSION() must return a non-empty string, got {value!r} {where}")
+    return value
+
+
+@dataclass(frozen=True)
+class ReuseKey:
+    """Budget, data and code: a trial's curve depends on these and on its config only (the
+    scheduler decides how far a trial goes, not what it reports at an epoch)."""
+
+    epochs: int
+    data: str  # the dataset's hash, or "none" (a TRAIN that loads its own data)
+    data_version: str  # the config's or the module's data_version, or "none"
+    code: str  # code_version(): a hash of code_parts
+    code_parts: dict[str, str] = field(compare=False, hash=False)
+
+    def __str__(self) -> str:
+        return f"epochs={self.epochs} data={self.data} data_version={self.data_version} code={self.code}"
+
+    @property
+    def data_known(self) -> bool:
+        return self.data != "none" or self.data_version != "none"
+
+
+def reuse_key(prep: PreparedSweep, cfg: NightlyConfig, module: SpaceModule | None = None) -> ReuseKey:
+    """Tonight's reuse key (see ``ReuseKey``); calls the module's ``DATA_VERSION`` if it is a function."""
+    parts = code_parts(cfg, prep.space_path)
+    return ReuseKey(
+        epochs=prep.settings.max_epochs, data=prep.data.version() if prep.data is not None else "none",
+        data_version=data_version(cfg, module) or "none",
+        code=hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12], code_parts=parts,
+    )
+
+
+def reuse_allowed(cfg: NightlyConfig, key: ReuseKey) -> tuple[bool, str]:
+    """Whether tonight replays recorded results, and why not."""
+    if cfg.reuse is False:
+        return False, "reuse = false in the config: every trial trains"
+    if cfg.reuse is None and not key.data_known:
+        return False, ("the data has no hash (TRAIN loads its own) and no data_version: every trial trains "
+                       "(set DATA_VERSION in the space module or data_version in the config, or reuse = true)")
+    return True, ""
 
 
 # -- one start --------------------------------------------------------------------------------
@@ -85,7 +218,8 @@ def reuse_key(prep: PreparedSweep, cfg: NightlyConfig) -> str:
 class Busy(RuntimeError):
     """Another nightly of the same name holds the lock."""
 
-def _lock_folder(folder: Location) -> Path:
+
+def _lock_folder(folder: Location, create: bool = True) -> Path:
     """Where the nightly's lock lives: beside its ledger on a local disk; with storage in a bucket,
     on this machine (an object store has no lock that dies with its holder), so two copies on one
     machine exclude each other and a scheduler must not start two machines at once (a CronJob's
@@ -95,7 +229,8 @@ def _lock_folder(folder: Location) -> Path:
     else:
         local = Path(os.environ.get("HPSEARCH_CACHE", "~/.cache/hpsearch")).expanduser() / "nightly-locks" / \
             hashlib.sha256(folder.uri.encode()).hexdigest()[:16]
-    local.mkdir(parents=True, exist_ok=True)
+    if create:
+        local.mkdir(parents=True, exist_ok=True)
     return local
 
 
@@ -127,61 +262,245 @@ class NightlyOutcome:
     verdicts: dict[str, Verdict]  # night -> verdict, for the nights finished by this start
     results: dict[str, SweepResult]
     messages: list[str]
+    notified: bool = False  # the notify command ran and exited 0
+    errors: dict[str, str] = field(default_factory=dict)  # night -> the first line of what crashed it
 
 
-def _prepare_night(cfg: NightlyConfig, night: Date) -> PreparedSweep:
+def _prepare_night(cfg: NightlyConfig, night: Date, *, touch_tracking: bool = True) -> tuple[PreparedSweep, SpaceModule]:
+    """Every check of tonight's sweep, before the lock and before Ray. ``touch_tracking=False``
+    (a dry run): the tracking store is checked without creating a SQLite store's folder."""
     s = cfg.sweep
-    return prepare(cfg.space, s.replace(seed=s.seed + night.toordinal(), name=f"{cfg.name}-{night.isoformat()}",
-                                        experiment=s.experiment or cfg.name))
+    module = load_space_module(cfg.space)
+    s = s.replace(seed=s.seed + night.toordinal(), name=f"{cfg.name}-{night.isoformat()}",
+                  experiment=s.experiment or cfg.name)
+    if touch_tracking:
+        return prepare(module, s), module
+    uri = resolve_tracking_uri(s.tracking_uri)
+    if uri:
+        _check_tracking_read_only(uri, tracking_uri_name(s.tracking_uri))
+    prep = prepare(module, s.replace(tracking_uri=False))
+    prep.settings = prep.settings.replace(tracking_uri=uri or False)
+    return prep, module
 
 
-def run_nightly(cfg: NightlyConfig, night: Date, *, progress: bool = True, log=print) -> NightlyOutcome:
-    """One start (see the module docstring). Raises ValueError for bad input before any compute,
-    ``Busy`` when another copy runs."""
-    prep = _prepare_night(cfg, night)  # every check of a sweep, before the lock and before Ray
-    key = reuse_key(prep, cfg)
-    folder = as_location(prep.settings.storage) / f"{cfg.name}.nightly"
+def _check_tracking_read_only(uri: str, name: str) -> None:
+    """``check_reachable`` without its one write (a SQLite store's folder): the nearest folder that
+    exists must let this process create the rest."""
+    path = sqlite_path(uri)
+    if path is None:
+        check_reachable(uri, name)  # a server is asked for /health; nothing is written
+        return
+    if Path(path).exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ValueError(f"{name}: the SQLite store {path} is not readable and writable by this user")
+        return
+    folder = Path(path).parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: cannot create {str(Path(path).parent)!r} for the SQLite store (not writable)")
+
+
+def _sweep_name(base: str, storage: Location, ledger: Ledger) -> str:
+    """``base``, or ``base-r2``, ``-r3``...: the first name no earlier attempt used, so a night run
+    again never writes into an earlier attempt's Ray experiment or MLflow parent run."""
+    used = ledger.sweeps()
+    name, n = base, 1
+    while name in used or (storage / name).exists():
+        n += 1
+        name = f"{base}-r{n}"
+    return name
+
+
+def run_nightly(cfg: NightlyConfig, night: Date, *, force: bool = False, progress: bool = True,
+                log: Callable[[str], Any] = print, warn: Callable[[str], Any] | None = None) -> NightlyOutcome:
+    """One start (see the module docstring).
+
+    Args:
+        cfg: the nightly's config (``load_config``).
+        night: the night to run (its date).
+        force: run the night again even if the ledger says it is done; the earlier entry moves to
+            the ledger's ``superseded`` list.
+        progress: show the live progress bar.
+        log: where the night's messages and the verdict go.
+        warn: where warnings go (a notify command that failed); default stderr.
+
+    Returns:
+        The outcome: its exit status (see ``EXIT_CODES``), verdicts and results by night.
+
+    Raises:
+        ValueError: bad input (one line), before any compute where it can be found then.
+        Busy: another copy holds the lock.
+
+    Example:
+        >>> outcome = run_nightly(load_config("scripts/nightly/mlp.toml"), parse_date(None))  # doctest: +SKIP
+        >>> outcome.exit_code  # doctest: +SKIP
+        0
+    """
+    warn = warn or (lambda m: print(m, file=sys.stderr))
+    prep, module = _prepare_night(cfg, night)  # every check of a sweep, before the lock and before Ray
+    key = reuse_key(prep, cfg, module)
+    reuse_ok, no_reuse = reuse_allowed(cfg, key)
+    storage = as_location(prep.settings.storage)
+    folder = storage / f"{cfg.name}.nightly"
+    tonight = night.isoformat()
     start = time.time()
     deadline = start + cfg.deadline_hours * 3600
     outcome = NightlyOutcome(EXIT_OK, {}, {}, [])
+    current: list[str] = []  # the night being worked on, for the crash record
 
     def say(message: str) -> None:
         outcome.messages.append(message)
         log(message)
 
     with _lock(_lock_folder(folder)) as stale:
-        if stale:
-            say(f"Took over the lock of a run that is gone ({stale}).")
-        ledger = Ledger(folder)
-        for name in sorted(d for d, e in ledger.nights.items() if e["status"] == NightStatus.RUNNING):
-            _finish_interrupted(cfg, ledger, name, prep.settings.storage, deadline, progress, outcome, say)
-            if any(r.interrupted for r in outcome.results.values()):
-                return outcome  # interrupted again: the next start goes on
-        tonight = night.isoformat()
-        entry = ledger.nights.get(tonight)
-        if entry is not None and entry["status"] == NightStatus.DONE:
-            if tonight not in outcome.verdicts:
-                say(f"Night {tonight} is already done ({prep.settings.name}); its verdict:")
-                say((folder / "verdicts" / f"{tonight}.md").read_text())
-                outcome.exit_code = max(outcome.exit_code, entry["verdict"]["exit_code"])
+        ledger: Ledger | None = None
+        acted = True  # False when the start only prints a verdict again: nothing to notify
+        try:
+            if stale:
+                say(f"Took over the lock of a run that is gone ({stale}).")
+            ledger = Ledger(folder)
+            entry = ledger.nights.get(tonight)
+            if entry is not None and force:
+                verdict_file = folder / "verdicts" / f"{tonight}.md"
+                ledger.supersede(tonight, "--force", verdict_file.read_text() if verdict_file.exists() else None)
+                ledger.save()
+                say(f"Night {tonight} ({entry.get('sweep')}, {entry['status']}) is run again (--force); its earlier "
+                    f"entry stays in the ledger as superseded.")
+            elif entry is not None and entry["status"] == NightStatus.CRASHED:
+                entry.setdefault("crashes", []).append({"error": entry.pop("error", None), "at": entry.pop("crashed", None)})
+                entry["status"] = str(NightStatus.RUNNING)
+                ledger.save()
+                say(f"Night {tonight} crashed before ({entry['crashes'][-1]['error']}); trying it again.")
+            for name in sorted(d for d, e in ledger.nights.items() if e["status"] == NightStatus.RUNNING):
+                current[:] = [name]
+                _finish_interrupted(cfg, ledger, name, prep.settings.storage, deadline, progress, outcome, say)
+                if any(r.interrupted for r in outcome.results.values()):
+                    return outcome  # interrupted again: the next start goes on
+            current[:] = [tonight]
+            entry = ledger.nights.get(tonight)
+            if entry is not None and entry["status"] == NightStatus.DONE:
+                if tonight not in outcome.verdicts:
+                    say(f"Night {tonight} is already done ({entry['sweep']}); its verdict (--force runs it again):")
+                    say((folder / "verdicts" / f"{tonight}.md").read_text())
+                    outcome.exit_code = max(outcome.exit_code, entry["verdict"]["exit_code"])
+                    acted = bool(outcome.verdicts)
+                return outcome
+            if entry is not None:  # crashed on an earlier night's behalf, or by hand: not tonight's to run
+                say(f"Night {tonight} is {entry['status']} in the ledger; --force runs it again.")
+                outcome.exit_code = max(outcome.exit_code, entry.get("exit_code", EXIT_CRASHED))
+                return outcome
+            if time.time() >= deadline:
+                say(f"No time left before the deadline for night {tonight}; it was not started.")
+                return outcome
+            prep.settings = prep.settings.replace(name=_sweep_name(prep.settings.name, storage, ledger))
+            prep.deadline = deadline
+            prep.points_to_evaluate = warm_start_points(ledger, tonight, prep.space, prep.settings.mode, cfg.warm_start)
+            prep.reuse = reusable(ledger, tonight, str(key)) if reuse_ok else {}
+            ledger.nights[tonight] = {
+                "night": tonight, "name": cfg.name, "sweep": prep.settings.name, "status": str(NightStatus.RUNNING),
+                "key": str(key), "key_parts": {**_key_fields(key), "code_parts": key.code_parts}, "reuse": reuse_ok,
+                "metric": prep.settings.metric, "mode": prep.settings.mode, "started": start,
+                "warm_started": len(prep.points_to_evaluate),
+            }
+            ledger.save()  # before Ray starts: a kill from here on leaves a night to resume
+            if not reuse_ok:
+                say(f"Not reusing recorded results: {no_reuse}.")
+            say(f"Night {tonight}: sweep {prep.settings.name}, {len(prep.points_to_evaluate)} earlier winners first, "
+                f"{len(prep.reuse)} recorded results reusable, deadline {datetime.fromtimestamp(deadline):%H:%M:%S}.")
+            try:
+                result = run_prepared(prep, address=cfg.address, progress=progress)
+            except Exception as exc:
+                if _reported(prep):
+                    raise
+                # Ray Tune ends a sweep with an error when a trial's last result lacks the metric
+                # (its strict metric check): that is this night's answer, no result, not a crash.
+                _close_without_result(cfg, ledger, tonight, prep, _masked(error_line(exc), prep), outcome, say)
+                return outcome
+            _close_night(cfg, ledger, tonight, prep, result, outcome, say)
             return outcome
-        if time.time() >= deadline:
-            say(f"No time left before the deadline for night {tonight}; it was not started.")
+        except ValueError as exc:  # bad input found only now (a resume's checks, the cluster's size)
+            _record_crash(ledger, current, exc, EXIT_BAD_INPUT, outcome, say, warn, prep)
+            outcome.exit_code = EXIT_BAD_INPUT
+            raise
+        except Exception as exc:  # anything else: the night crashed; record it, say one line, exit 4
+            _record_crash(ledger, current, exc, EXIT_CRASHED, outcome, say, warn, prep)
+            outcome.exit_code = max(outcome.exit_code, EXIT_CRASHED)
             return outcome
-        prep.deadline = deadline
-        prep.points_to_evaluate = warm_start_points(ledger, tonight, prep.space, prep.settings.mode, cfg.warm_start)
-        prep.reuse = reusable(ledger, tonight, key)
-        ledger.nights[tonight] = {
-            "night": tonight, "name": cfg.name, "sweep": prep.settings.name, "status": str(NightStatus.RUNNING), "key": key,
-            "metric": prep.settings.metric, "mode": prep.settings.mode, "started": start,
-            "warm_started": len(prep.points_to_evaluate),
-        }
-        ledger.save()  # before Ray starts: a kill from here on leaves a night to resume
-        say(f"Night {tonight}: sweep {prep.settings.name}, {len(prep.points_to_evaluate)} earlier winners first, "
-            f"{len(prep.reuse)} recorded results reusable, deadline {datetime.fromtimestamp(deadline):%H:%M:%S}.")
-        result = run_prepared(prep, address=cfg.address, progress=progress)
-        _close_night(cfg, ledger, tonight, prep, result, outcome, say)
-    return outcome
+        except BaseException:  # a second Ctrl-C, SystemExit: the process is going; tell no one "ok"
+            acted = False
+            raise
+        finally:
+            if cfg.notify and acted:
+                notify(cfg, outcome, tonight, folder, warn)
+
+
+def _key_fields(key: ReuseKey) -> dict[str, Any]:
+    return {"epochs": key.epochs, "data": key.data, "data_version": key.data_version, "code": key.code}
+
+
+def error_line(exc: BaseException) -> str:
+    """The line of an error worth reading: its first, or, for an error that carries a whole
+    traceback as its text (Ray's TuneError, a trial's RayTaskError), the traceback's last line.
+
+    Example:
+        >>> error_line(RuntimeError("Traceback (most recent call last):\\n  File 'x'\\nValueError: bad"))
+        'ValueError: bad'
+    """
+    line = first_line(exc)
+    if line.startswith("Traceback"):
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        return lines[-1] if lines else line
+    return line
+
+
+def _masked(line: str, prep: PreparedSweep) -> str:
+    """``line`` without the space's secret values (an error may quote a trial's config), cut short."""
+    for p in prep.space.params:
+        if isinstance(p, Fixed) and is_secret(p.name) and p.value not in (None, ""):
+            line = line.replace(str(p.value), MASK)
+    return line if len(line) <= 500 else line[:497] + "..."
+
+
+def _reported(prep: PreparedSweep) -> bool:
+    """Whether any trial of the sweep persisted a result with the metric."""
+    metric = prep.settings.metric
+    return any(metric in row for trial in prep.path.children() for row in read_results(trial))
+
+
+def _close_without_result(cfg, ledger: Ledger, night: str, prep: PreparedSweep, error: str, outcome, say) -> None:
+    """A night Ray ended before any trial reported the metric: done, with the no-result verdict."""
+    entry = ledger.nights[night]
+    now = time.time()
+    entry.update(status=str(NightStatus.DONE), finished=now, wall_s=now - entry["started"], trials=[], best=None,
+                 counts={}, trials_total=len(prep.path.children()), reused_trials=0, reused_epochs=0,
+                 trained_epochs=0, deadline_hit=False, parent_run_id=None, error=error)
+    verdict = judge(cfg, ledger, night)
+    record_verdict(entry, verdict, None, ledger.folder)
+    ledger.save()
+    outcome.verdicts[night] = verdict
+    outcome.exit_code = max(outcome.exit_code, verdict.exit_code)
+    say(f"No trial reported {prep.settings.metric}; the sweep ended with {error}")
+    say(verdict.markdown)
+
+
+def _record_crash(ledger: Ledger | None, current: list[str], exc: Exception, code: int, outcome: NightlyOutcome,
+                  say, warn, prep: PreparedSweep) -> None:
+    """What can be recorded of a night an error ended: its ledger entry marked crashed with the
+    error's first line (the next start for that night tries it again), and one line."""
+    line = _masked(f"{type(exc).__name__}: {error_line(exc)}", prep)
+    night = current[0] if current else None
+    if night is not None:
+        outcome.errors[night] = line
+    entry = ledger.nights.get(night) if ledger is not None and night is not None else None
+    if entry is not None and entry.get("status") != NightStatus.DONE:
+        entry.update(status=str(NightStatus.CRASHED), error=line, crashed=time.time(), exit_code=code)
+        try:
+            ledger.save()
+        except Exception as again:  # the storage itself may be what failed: say so, keep the first error
+            warn(f"hpsearch nightly: the ledger could not record the crash: {type(again).__name__}: {first_line(again)}")
+    if code == EXIT_CRASHED:
+        warn(f"hpsearch nightly: night {night or '?'} crashed: {line}")
 
 
 def _finish_interrupted(cfg, ledger: Ledger, night: str, storage: str, deadline: float, progress: bool, outcome,
@@ -191,15 +510,16 @@ def _finish_interrupted(cfg, ledger: Ledger, night: str, storage: str, deadline:
     entry = ledger.nights[night]
     path = as_location(storage) / entry["sweep"]
     if not can_resume(path.uri):
-        # Killed before Ray saved anything: there is nothing to resume; tonight starts it anew.
-        del ledger.nights[night]
+        # Killed before Ray saved anything: there is nothing to resume; tonight starts it anew (under
+        # another sweep name), and the ledger keeps what it knew of this attempt.
+        ledger.supersede(night, "interrupted before any trial was saved")
         ledger.save()
         say(f"Night {night} was interrupted before any trial was saved; it is started again if it is tonight.")
         return
     say(f"Night {night} was interrupted; resuming {entry['sweep']}.")
     prep = prepare_resume(entry["sweep"], storage=storage)
     prep.deadline = deadline
-    prep.reuse = reusable(ledger, night, entry["key"])
+    prep.reuse = reusable(ledger, night, entry["key"]) if entry.get("reuse", True) else {}
     result = resume_prepared(prep, address=cfg.address, progress=progress)
     _close_night(cfg, ledger, night, prep, result, outcome, say)
 
@@ -227,8 +547,135 @@ def _close_night(cfg, ledger: Ledger, night: str, prep: PreparedSweep, result: S
     )
     entry.setdefault("warm_started", 0)
     verdict = judge(cfg, ledger, night)
-    record_verdict(entry, verdict, prep.settings.tracking_uri, ledger.folder)
+    try:
+        record_verdict(entry, verdict, prep.settings.tracking_uri, ledger.folder)
+    except BaseException:
+        entry["status"] = str(NightStatus.RUNNING)  # no verdict file: not done; the crash record says why
+        raise
     ledger.save()
     outcome.verdicts[night], outcome.results[night] = verdict, result
     outcome.exit_code = max(outcome.exit_code, verdict.exit_code)
     say(verdict.markdown)
+
+
+# -- notify -----------------------------------------------------------------------------------
+
+def notify(cfg: NightlyConfig, outcome: NightlyOutcome, night: str, folder: Location,
+           warn: Callable[[str], Any]) -> bool:
+    """Run ``cfg.notify`` (no shell) with the outcome in its environment; wait at most
+    ``cfg.notify_timeout_s`` (then its whole process group is killed). A failure is one warning
+    line: it never changes the exit status. Returns whether it ran and exited 0."""
+    word = EXIT_CODES.get(outcome.exit_code, ("crashed", ""))[0]
+    verdict = folder / "verdicts" / f"{night}.md"
+    nights = sorted(set(outcome.verdicts) | set(outcome.errors) | {night})
+    env = {**os.environ, "HPSEARCH_NIGHTLY": cfg.name, "HPSEARCH_NIGHT": night, "HPSEARCH_NIGHTS": " ".join(nights),
+           "HPSEARCH_EXIT_CODE": str(outcome.exit_code), "HPSEARCH_OUTCOME": word,
+           "HPSEARCH_VERDICT": verdict.uri if night in outcome.verdicts else "",
+           "HPSEARCH_VERDICT_KIND": str(outcome.verdicts[night].kind) if night in outcome.verdicts else "",
+           "HPSEARCH_ERROR": outcome.errors.get(night, "")}
+    command = list(cfg.notify or ())
+    try:
+        # Its own session, so a timeout kills what it started too (curl under sh -c) and no child
+        # is left holding the pipes.
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except OSError as exc:
+        warn(f"hpsearch nightly: warning: notify: cannot run {command[0]!r}: {exc.strerror or exc}")
+        return False
+    try:
+        _, err = proc.communicate(timeout=cfg.notify_timeout_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        warn(f"hpsearch nightly: warning: notify: {command[0]} did not finish within {cfg.notify_timeout_s:g} s "
+             "(notify_timeout_s); stopped")
+        return False
+    if proc.returncode != 0:
+        last = [line for line in (err or "").splitlines() if line.strip()]
+        warn(f"hpsearch nightly: warning: notify: {command[0]} exited with status {proc.returncode}"
+             + (f": {last[-1].strip()[:300]}" if last else ""))
+        return False
+    outcome.notified = True
+    return True
+
+
+# -- a dry run --------------------------------------------------------------------------------
+
+@dataclass
+class NightPlan:
+    """What a start would do tonight, from ``dry_run``."""
+
+    night: str
+    sweep: str  # the sweep's name (a forced re-run gets -r2, -r3...)
+    seed: int
+    key: ReuseKey
+    reuse: bool
+    action: str  # "run" | "already done" | "rerun" (--force) | "retry" (crashed before)
+    resume_first: list[str]  # interrupted nights a start finishes first
+    reusable: int  # configurations with a recorded result under tonight's key
+    warm_start: list[dict[str, Any]]
+    warm_replayed: int  # of the warm-start points, how many replay a recorded result instead of training
+    trials: int
+    epochs: int  # the scheduler's plan (plan_budget), before replays
+    full_epochs: int  # if every trial ran to the end
+    lines: list[str]
+
+
+def dry_run(cfg: NightlyConfig, night: Date, *, force: bool = False, log: Callable[[str], Any] = print) -> NightPlan:
+    """Check the config as a start would (space, data, settings, storage, the tracking store) and
+    say what tonight would do; writes nothing: no ledger, no lock, no MLflow run, no Ray.
+
+    Example:
+        >>> plan = dry_run(load_config("scripts/nightly/mlp.toml"), parse_date("2026-11-20"))  # doctest: +SKIP
+        >>> plan.action, plan.trials  # doctest: +SKIP
+        ('run', 32)
+    """
+    prep, module = _prepare_night(cfg, night, touch_tracking=False)
+    key = reuse_key(prep, cfg, module)
+    reuse_ok, no_reuse = reuse_allowed(cfg, key)
+    s = prep.settings
+    storage = as_location(s.storage)
+    folder = storage / f"{cfg.name}.nightly"
+    tonight = night.isoformat()
+    ledger = Ledger(folder)  # reads ledger.json if there is one; writes nothing
+    entry = ledger.nights.get(tonight)
+    status = entry["status"] if entry else None
+    action = ("rerun" if force and entry else "already done" if status == NightStatus.DONE
+              else "retry" if status == NightStatus.CRASHED else "run")
+    resume = sorted(d for d, e in ledger.nights.items() if e["status"] == NightStatus.RUNNING and not (force and d == tonight))
+    name = s.name if entry is None else _sweep_name(s.name, storage, ledger) if action == "rerun" else entry["sweep"]
+    warm = warm_start_points(ledger, tonight, prep.space, s.mode, cfg.warm_start)
+    recorded = reusable(ledger, tonight, str(key)) if reuse_ok else {}
+    replayed = sum(1 for p in warm if prep.space.config_hash(p) in recorded)
+    p = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    lines = [
+        f"Dry run of night {tonight} ({cfg.source or cfg.name}): nothing written, nothing started.",
+        f"- sweep {name}, experiment {s.experiment}, seed {s.seed}, strategy {s.strategy}, scheduler {s.scheduler}",
+        f"- storage {storage.uri} (ledger {'found: ' + str(len(ledger.nights)) + ' nights' if ledger.path.exists() else 'not yet written'}), "
+        f"tracking {s.tracking_uri or 'off'}",
+        f"- reuse key: {key}",
+        "  code: " + ", ".join(f"{k} {v}" for k, v in key.code_parts.items()),
+    ]
+    if resume:
+        lines.append(f"- first resumes the interrupted night{'s' if len(resume) > 1 else ''} {', '.join(resume)}")
+    if action == "already done":
+        lines.append(f"- night {tonight} is already done ({entry['sweep']}): a start only prints its verdict "
+                     "(--force runs it again)")
+    else:
+        if action == "rerun":
+            lines.append(f"- --force: night {tonight}'s entry ({entry.get('sweep')}, {status}) would be kept as superseded")
+        elif action == "retry":
+            lines.append(f"- night {tonight} crashed before ({entry.get('error')}): a start tries it again")
+        lines.append(f"- reuse: {len(recorded)} configurations have a recorded result under this key" if reuse_ok
+                     else f"- reuse: off ({no_reuse})")
+        lines.append(f"- warm start: {len(warm)} earlier winners first, {replayed} replayed from recorded results, "
+                     f"{len(warm) - replayed} trained" + "".join(f"\n    {json.dumps(w, default=str)}" for w in warm))
+        lines.append(f"- plan: {s.trials} trials, up to {p.total_epochs} epochs ({p.full_epochs} if every trial ran "
+                     f"all {s.max_epochs}), less what is replayed; deadline {cfg.deadline_hours:g} h")
+    for line in lines:
+        log(line)
+    return NightPlan(tonight, name, s.seed, key, reuse_ok, action, resume, len(recorded), warm, replayed, s.trials,
+                     p.total_epochs, p.full_epochs, lines)

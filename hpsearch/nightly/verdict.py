@@ -2,7 +2,7 @@
 
 Rendered as Markdown (stdout, ``verdicts/<night>.md``, and the night's MLflow parent run), with an
 exit status: 0 fine (first night, better, or within the threshold), 1 worse by more than the
-threshold or no result.
+threshold, 3 no result (no trial reported the metric).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hpsearch.vocab import (
     Words,
 )
 
-EXIT_OK, EXIT_WORSE = 0, 1
+EXIT_OK, EXIT_WORSE, EXIT_NO_RESULT = 0, 1, 3  # 2 is bad input (the CLI's), 4 and 5: hpsearch.nightly.run
 
 
 class VerdictKind(Words):
@@ -36,7 +36,7 @@ class VerdictKind(Words):
     BETTER = "better"  # beyond the threshold
     SAME = "same"  # within the threshold
     WORSE = "worse"  # beyond the threshold: exit 1
-    NO_RESULT = "no-result"  # no trial reported the metric: exit 1
+    NO_RESULT = "no-result"  # no trial reported the metric: exit 3
 
 
 @dataclass
@@ -69,7 +69,7 @@ def judge(cfg, ledger: Ledger, night: str) -> Verdict:
     sign = mode.sign
     change = None if tonight is None or ref is None else sign * (tonight - ref["best"]["metric"])
     if tonight is None:
-        kind, code = VerdictKind.NO_RESULT, EXIT_WORSE
+        kind, code = VerdictKind.NO_RESULT, EXIT_NO_RESULT
     elif ref is None:
         kind, code = VerdictKind.FIRST, EXIT_OK
     elif change < -threshold:

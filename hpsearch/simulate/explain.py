@@ -4,10 +4,13 @@ figures a sweep records on its parent run at its end.
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
+import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from rich.table import Table
 
@@ -19,6 +22,7 @@ from hpsearch.simulate.plot import plot_best
 from hpsearch.simulate.sources import earlier_sweep, find_table
 from hpsearch.space.modules import SpaceModule, load_space_module
 from hpsearch.text import duration
+from hpsearch.trial import session
 
 
 def _spread(values: tuple[float, float, float], fmt) -> str:
@@ -73,13 +77,27 @@ def plan_lines(summary: Summary, curves: CurveTable, ideal_epochs: int) -> list[
     mid, lo, hi = summary.epochs
     wall = summary.wall
     rungs = ", ".join(f"{e} -> {n:g}" for e, n in summary.trials_per_rung().items())
+    ratio = mid / ideal_epochs
+    reason = WHY_NOT_ARITHMETIC.get(str(summary.setting.scheduler))
+    why = f": {reason}" if reason and abs(ratio - 1) >= 0.05 else ""
     return [
         f"Simulated on recorded curves ({len(curves)} configurations of this space"
         f"{', from ' + curves.source if curves.source.startswith('sweep ') else ''}; {len(summary.runs)} seeds, "
-        f"{summary.setting.workers} workers): {mid:.0f} epochs [{lo:.0f}-{hi:.0f}] ({mid / ideal_epochs:.2f}x the "
-        f"arithmetic above: Ray's ASHA promotes without waiting for a full rung), trials reaching each rung {rungs}; "
+        f"{summary.setting.workers} workers): {mid:.0f} epochs [{lo:.0f}-{hi:.0f}] ({ratio:.2f}x the "
+        f"arithmetic above{why}), trials reaching each rung {rungs}; "
         f"wall {duration(wall[0])} [{duration(wall[1])}-{duration(wall[2])}] with start-up and hand-overs.",
     ]
+
+
+# Why a scheduler's simulated epochs differ from plan's arithmetic (shown only when they differ by 5% or more).
+WHY_NOT_ARITHMETIC = {
+    "asha": "Ray's ASHA promotes a trial once it is in the top 1/eta of those seen at its rung, without waiting "
+            "for the rung to fill, so more trials go on than full rungs would let through",
+    "hyperband": "Ray's HyperBand fills its brackets in the order trials arrive and judges a rung once the trials "
+                 "it holds have reported, so the last, partly filled bracket cuts differently",
+    "fifo": "FIFO trains every trial to max_epochs: fewer epochs mean trials that failed or ended early in the "
+            "recorded curves",
+}
 
 
 def comparison(module: SpaceModule, curves: CurveTable, settings: Sequence[Setting], seeds: int, costs: Costs,
@@ -117,8 +135,73 @@ def comparison(module: SpaceModule, curves: CurveTable, settings: Sequence[Setti
     return out
 
 
+def plan_text(prep, epoch_seconds: float | None = None, workers: int | None = None, table: str | None = None,
+              from_sweep: str | None = None, tracking_uri: str | bool | None = None,
+              experiment: str | None = None) -> Iterator[Any]:
+    """What ``hpsearch plan`` prints, line by line (strings, a rich table; a line starting with
+    ``warning: `` is one): the arithmetic of rungs and brackets, the time (``epoch_seconds`` given,
+    else one epoch measured here), and the simulation where recorded curves exist. A curve source
+    that was asked for (``table``, ``from_sweep``) and fails raises ValueError (one line)."""
+    s = prep.settings
+    p = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
+    yield (f"[bold]{s.name}[/]: {s.trials} trials ({s.strategy}"
+           + (f", grid of {len(prep.space.grid())}" if s.strategy == "grid" else "") + f"), scheduler {s.scheduler}, "
+           f"max {s.max_epochs} epochs, grace {s.grace_period}, reduction factor {s.reduction_factor}")
+    rows = Table("bracket", "trials", "rungs: epoch -> trials expected to reach it", "epochs")
+    for b in p.brackets:
+        rows.add_row(str(b.s), str(b.trials), ", ".join(f"{r.epoch} -> {r.trials}" for r in b.rungs), str(b.epochs))
+    yield rows
+    yield (f"Total: {p.total_epochs} epochs, against {p.full_epochs} if every trial ran to the end "
+           f"({p.total_epochs / p.full_epochs:.1%}; saves {p.saving:.1%}).")
+    source = "given"
+    if epoch_seconds is None:
+        measured = measure_epoch_seconds(prep)
+        if measured is None:
+            yield "Time: pass --epoch-seconds to estimate it (this trainable takes no max_epochs to measure with)."
+            return
+        (epoch_seconds, noise), source = measured, "measured here"
+        if noise:
+            yield f"warning: the epoch time is a noisy estimate ({noise}): pass --epoch-seconds for a steadier time"
+    n_workers = workers or s.concurrency or max(
+        1, int((os.cpu_count() or 1) // max(s.cpus_per_trial * s.workers_per_trial, 1e-9)))  # trials at once
+    seconds = p.total_epochs * epoch_seconds
+    yield (f"Time: {epoch_seconds:.3g} s per epoch ({source}) -> {seconds / 3600:.3g} worker-hours, "
+           f"about {duration(seconds / n_workers)} on {n_workers} workers.")
+    yield from plan_report(prep, p.total_epochs, n_workers, epoch_seconds, table, from_sweep, tracking_uri, experiment)
+
+
+def measure_epoch_seconds(prep) -> tuple[float, str] | None:
+    """Median seconds of one epoch over three sampled configs, outside Ray (report keeps them local),
+    and why the sample is noisy, if it is: times far apart, or the machine busy with other work
+    (an estimate moved 32x between two runs on a loaded machine). None when the trainable takes no
+    ``max_epochs`` to measure with."""
+    params = inspect.signature(prep.train_fn).parameters
+    if "max_epochs" not in params:
+        return None
+    load = (lambda: os.getloadavg()[0]) if hasattr(os, "getloadavg") else (lambda: 0.0)
+    kwargs: dict[str, Any] = {"max_epochs": 1}
+    if "data" in params:
+        kwargs["data"] = prep.data
+    configs = prep.space.sample(3, seed=prep.settings.seed)
+    prep.train_fn(configs[0], **kwargs)  # not timed: the first epoch in a process pays torch's one-time set-up
+    load_before, times = load(), []
+    for config in configs:
+        start = time.perf_counter()
+        prep.train_fn(config, **kwargs)
+        times.append(time.perf_counter() - start)
+    session.history.clear()  # the reports made outside a sweep (the list a caller may have replaced)
+    busy, cpus = max(load_before, load()), os.cpu_count() or 1
+    noise = []
+    if max(times) > 3 * min(times):
+        noise.append(f"epochs took {min(times):.3g}-{max(times):.3g} s for the 3 sampled configurations")
+    if busy > cpus:
+        noise.append(f"load average {busy:.1f} on {cpus} CPUs")
+    return statistics.median(times), "; ".join(noise)
+
+
 def plan_report(prep, ideal_epochs: int, workers: int, epoch_seconds: float | None, table: str | None = None,
-                from_sweep: str | None = None, tracking_uri: str | bool | None = None) -> list[str]:
+                from_sweep: str | None = None, tracking_uri: str | bool | None = None,
+                experiment: str | None = None) -> list[str]:
     """What ``plan`` prints beside its arithmetic: the sweep simulated on recorded curves of its space
     (``--table``, ``--from-sweep``, the table shipped beside the module, or the newest finished sweep
     of the space in the store at ``tracking_uri``); nothing where there are none. A curve source
@@ -129,7 +212,7 @@ def plan_report(prep, ideal_epochs: int, workers: int, epoch_seconds: float | No
         return []
     try:
         module = load_space_module(prep.space_path) if prep.space_path else None
-        curves = find_table(module, table, from_sweep, tracking_uri, required=asked,
+        curves = find_table(module, table, from_sweep, tracking_uri, experiment, required=asked,
                             max_epochs=prep.settings.max_epochs) if module else None
         if curves is None:
             return []

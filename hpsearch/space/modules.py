@@ -27,7 +27,9 @@ class SpaceModule:
     "min") and ``MAX_EPOCHS`` (default budget); optionally ``DATASET`` (a name for the reference
     trainable), ``TRAIN`` (your own ``train(config)`` function) and ``MODEL`` (a function
     ``MODEL(config)`` or ``MODEL(config, data)`` building your trainable's network, so the best
-    trial's checkpointed state dict, its ``"model"`` entry, becomes a model MLflow can log).
+    trial's checkpointed state dict, its ``"model"`` entry, becomes a model MLflow can log) and
+    ``DATA_VERSION`` (what the data is, for a ``TRAIN`` that loads its own: a string, or a
+    function returning one, e.g. a file's hash; a nightly reuses a result only under the same one).
     """
 
     name: str
@@ -39,10 +41,18 @@ class SpaceModule:
     dataset: str | None = None
     train: Callable[..., Any] | None = field(default=None, compare=False)
     model: Callable[..., Any] | None = field(default=None, compare=False)
+    # DATA_VERSION: what a TRAIN that loads its own data reads (a string, or a function returning
+    # one, called only where it is needed: a nightly's reuse key).
+    data_version: str | Callable[[], str] | None = field(default=None, compare=False)
 
 
 def _spaces_dirs() -> list[Path]:
-    dirs = [Path.cwd() / "spaces", Path(__file__).resolve().parents[2] / "spaces"]  # here, then the repository's
+    # Here, then the examples that ship with hpsearch: inside the package once installed
+    # (hpsearch/spaces), the repository's spaces/ in a checkout (pyproject maps one to the other).
+    package = Path(__file__).resolve().parents[1]
+    dirs = [Path.cwd() / "spaces", package / "spaces"]
+    if (package.parent / "pyproject.toml").is_file():  # a checkout, not site-packages (another "spaces")
+        dirs.append(package.parent / "spaces")
     extra = os.environ.get("HPSEARCH_SPACES")
     if extra:
         dirs = [Path(p) for p in extra.split(os.pathsep)] + dirs
@@ -108,4 +118,8 @@ def load_space_module(spec: str) -> SpaceModule:
     dataset = getattr(module, "DATASET", None)
     if dataset is not None and not isinstance(dataset, str):
         raise ValueError(f"DATASET: must be a dataset name, got {dataset!r} in {str(path)!r}")
-    return SpaceModule(path.stem, path, space, metric, mode, max_epochs, dataset, train, model)
+    data_version = getattr(module, "DATA_VERSION", None)
+    if data_version is not None and not callable(data_version) and (not isinstance(data_version, str) or not data_version):
+        raise ValueError(f"data_version: DATA_VERSION must be a non-empty string or a function returning one, "
+                         f"got {data_version!r} in {str(path)!r}")
+    return SpaceModule(path.stem, path, space, metric, mode, max_epochs, dataset, train, model, data_version)

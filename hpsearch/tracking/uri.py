@@ -7,19 +7,66 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 from hpsearch.vocab import sqlite_path
 
+log = logging.getLogger("hpsearch")
 
-def embedded_uri() -> str:
-    """SQLite at ``mlflow/mlflow.db`` under the current directory (the repository, for the scripts)."""
-    return "sqlite:///" + str(Path.cwd() / "mlflow" / "mlflow.db")
+# Where hpsearch kept its embedded store before it followed MLflow's default (December 2026).
+OLD_EMBEDDED = Path("mlflow") / "mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    """The store MLflow itself would use here, so ``mlflow ui`` in the same folder shows the sweep.
+
+    MLflow's own resolution (``mlflow.get_tracking_uri``): what ``mlflow.set_tracking_uri`` set in
+    this process, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns`` if it holds a file store's
+    experiments, else SQLite at ``./mlflow.db``. Importing MLflow costs ~2 s, so where this process
+    has not imported it yet (nothing can have set it), the same steps are taken here (a canary
+    test compares the two). A store at the old place, ``mlflow/mlflow.db``, is used when there is
+    none at the new one, with one line saying so, rather than left behind.
+
+    Example:
+        >>> import os; os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:5000"
+        >>> default_tracking_uri()
+        'http://127.0.0.1:5000'
+        >>> del os.environ["MLFLOW_TRACKING_URI"]
+    """
+    explicit = os.environ.get("MLFLOW_TRACKING_URI")
+    if "mlflow" in sys.modules:
+        import mlflow  # already imported: free here
+
+        if mlflow.is_tracking_uri_set():
+            return mlflow.get_tracking_uri()
+    if explicit:
+        return explicit
+    cwd = Path.cwd()
+    if _has_file_store(cwd / "mlruns"):
+        return (cwd / "mlruns").as_uri()
+    new, old = cwd / "mlflow.db", cwd / OLD_EMBEDDED
+    if not new.exists() and old.is_file():
+        log.warning("MLflow: using the store at %s, where earlier hpsearch versions kept it (the default is now "
+                    "./mlflow.db, where mlflow ui looks: move the file there, or set MLFLOW_TRACKING_URI)", old)
+        return "sqlite:///" + str(old)
+    return "sqlite:///" + str(new)
+
+
+def _has_file_store(folder: Path) -> bool:
+    """Whether ``folder`` holds a file store's experiments (a numbered folder with meta.yaml): the
+    test MLflow makes before defaulting to ``./mlruns`` rather than ``./mlflow.db``."""
+    try:
+        return any(e.is_dir() and e.name.isdigit() and (Path(e.path) / "meta.yaml").exists()
+                   for e in os.scandir(folder))
+    except OSError:
+        return False
 
 
 def resolve_tracking_uri(uri: str | bool | None) -> str | None:
-    """False turns tracking off; None means $MLFLOW_TRACKING_URI, else the embedded store.
+    """False turns tracking off; None means MLflow's own default (``default_tracking_uri``).
 
     Example:
         >>> resolve_tracking_uri(False) is None
@@ -28,7 +75,7 @@ def resolve_tracking_uri(uri: str | bool | None) -> str | None:
     if uri is False:
         return None
     if uri is None or uri is True:
-        return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
+        return default_tracking_uri()
     if not isinstance(uri, str) or not uri:
         raise ValueError(f"tracking_uri: give a URI such as http://127.0.0.1:5000 or sqlite:///path, got {uri!r}")
     return uri

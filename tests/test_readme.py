@@ -98,8 +98,8 @@ def _command_lines(text: str) -> list[str]:
             line = line.strip().removeprefix("$ ")
             words = shlex.split(line, comments=True) if line else []
             for i, word in enumerate(words):
-                if word.endswith("hpsearch") and i + 1 < len(words) and not word.startswith(("./", "scripts/")) \
-                        or word.endswith("/bin/hpsearch"):
+                starts = i == 0 or words[i - 1] in ("&&", ";", "|", "||", "exec", "time")  # a command, not an argument
+                if starts and (word == "hpsearch" or word.endswith("/bin/hpsearch")):
                     found.append(shlex.join(words[i + 1:]))
                     break
     return found
@@ -141,6 +141,18 @@ def test_every_command_line_in_the_documentation_parses():
             pass  # --help, --version
         except (click.ClickException, cli.UserError) as exc:
             bad.append(f"{where}: hpsearch {line}: {exc}")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_link_in_the_documentation_leads_somewhere():
+    bad = []
+    for path in [README, *DOCS]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if "://" in target or target.startswith(("#", "mailto:")):
+                continue
+            file = (path.parent / target.split("#")[0]).resolve()
+            if not file.exists():
+                bad.append(f"{path.name}: {target}")
     assert not bad, "\n".join(bad)
 
 

@@ -20,6 +20,12 @@ def default_storage() -> str:
     return where if "://" in where else str(Path(where).expanduser())
 
 
+def cache_folder() -> Path:
+    """Where hpsearch keeps what it can make again: generated datasets, locks
+    ($HPSEARCH_CACHE, default ~/.cache/hpsearch)."""
+    return Path(os.environ.get("HPSEARCH_CACHE", "~/.cache/hpsearch")).expanduser()
+
+
 def drain_seconds() -> float:
     """How long the end of a sweep waits for an unreachable MLflow before keeping writes on disk
     ($HPSEARCH_MLFLOW_DRAIN_S, default 120)."""

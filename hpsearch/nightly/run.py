@@ -75,6 +75,7 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock, Timeout
 
 from hpsearch.engine import prepare, prepare_resume, resume_prepared, run_prepared
+from hpsearch.environment import cache_folder
 from hpsearch.nightly.config import NightlyConfig
 from hpsearch.nightly.ledger import Ledger, NightStatus, reusable, trial_entries, warm_start_points
 from hpsearch.nightly.verdict import EXIT_NO_RESULT, EXIT_OK, EXIT_WORSE, Verdict, judge, record_verdict
@@ -227,8 +228,7 @@ def _lock_folder(folder: Location, create: bool = True) -> Path:
     if folder.is_local:
         local = folder.local
     else:
-        local = Path(os.environ.get("HPSEARCH_CACHE", "~/.cache/hpsearch")).expanduser() / "nightly-locks" / \
-            hashlib.sha256(folder.uri.encode()).hexdigest()[:16]
+        local = cache_folder() / "nightly-locks" / hashlib.sha256(folder.uri.encode()).hexdigest()[:16]
     if create:
         local.mkdir(parents=True, exist_ok=True)
     return local

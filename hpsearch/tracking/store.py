@@ -4,6 +4,7 @@ may hold, and logging the best model, which only MLflow's fluent API can do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from hpsearch.environment import cache_folder
 from hpsearch.tracking import compat
 from hpsearch.vocab import sqlite_path
 
@@ -51,7 +53,11 @@ def open_client(uri: str):
 
     # MLflow creates and migrates a SQLite store's tables when a client first opens it; two
     # sweeps starting together on a new store race there ("table ... already exists").
-    with FileLock(path + ".lock", timeout=300):
+    # The lock lives in hpsearch's cache, not beside the store: no mlflow.db.lock left in the
+    # user's folder (SQLite itself needs the store on a local disk, so one machine's lock suffices).
+    lock = cache_folder() / "store-locks" / (hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock), timeout=300):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
         _write_ahead_log(path)

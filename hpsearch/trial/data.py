@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from hpsearch.environment import cache_folder
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,16 +61,12 @@ class Dataset:
         return h.hexdigest()[:12]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("HPSEARCH_CACHE", Path.home() / ".cache" / "hpsearch")).expanduser()
-
-
 def _mnist1d(num_samples: int = 8000, train_split: float = 0.5, seed: int = 42) -> Dataset:
     """MNIST-1D as in the textbook experiments: 4000 train / 4000 validation, generated here.
 
     Generation takes a few seconds, so the arrays are cached on disk by their arguments.
     """
-    path = cache_dir() / f"mnist1d-n{num_samples}-split{train_split}-seed{seed}.npz"
+    path = cache_folder() / f"mnist1d-n{num_samples}-split{train_split}-seed{seed}.npz"
     if not path.exists():
         from mnist1d.data import get_dataset_args, make_dataset  # never get_dataset: it downloads
 

@@ -82,10 +82,8 @@ def start_mlflow_server(store, port: int, backend: str | None = None, artifacts:
     SQLite in ``store``; artifacts in ``artifacts``, a bucket's URI, if given, else in ``store``),
     started by the project's mlflow/serve, in ``env`` if given."""
     import subprocess
-    import time
     from pathlib import Path
 
-    import requests
 
     script = Path(__file__).resolve().parent.parent / "mlflow" / "serve"
     log = open(Path(store) / "server.log", "a")
@@ -94,29 +92,9 @@ def start_mlflow_server(store, port: int, backend: str | None = None, artifacts:
     proc = subprocess.Popen([str(script), "--port", str(port), "--store", str(store), *extra], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if requests.get(uri + "/health", timeout=2).status_code == 200:
-                return proc, uri
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(Path(store) / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    stop_mlflow_server(proc)
-    raise RuntimeError("mlflow server did not answer /health within 90 s")
-
-
-def stop_mlflow_server(proc) -> None:
-    import os
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # all of it: the script, mlflow, uvicorn's workers
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
+    wait_until_answers(proc, uri + "/health", 90, "mlflow server", ok=lambda r: r.status_code == 200,
+                       log=lambda: (Path(store) / "server.log").read_text()[-2000:])
+    return proc, uri
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +104,7 @@ def mlflow_server(tmp_path_factory):
     port = free_port()
     proc, uri = start_mlflow_server(store, port)
     yield {"uri": uri, "port": port, "store": store, "proc": proc}
-    stop_mlflow_server(proc)
+    stop_process_group(proc)
 
 
 def _pg_bin(name: str) -> str | None:
@@ -181,10 +159,8 @@ def start_s3_server(auth: bool = False):
     127.0.0.1; ``auth``: it checks credentials (none it knows are valid). Returns (process, endpoint)."""
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
-    import requests
 
     port = free_port()
     env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if auth else {})}
@@ -192,20 +168,13 @@ def start_s3_server(auth: bool = False):
     proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            requests.get(endpoint + "/moto-api/", timeout=2)
-            return proc, endpoint
-        except requests.RequestException:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}")
-            time.sleep(0.2)
-    stop_process_group(proc)
-    raise RuntimeError("moto_server did not answer within 60 s")
+    wait_until_answers(proc, endpoint + "/moto-api/", 60, "moto_server")
+    return proc, endpoint
 
 
 def stop_process_group(proc) -> None:
+    """Kill a server started in its own session, all of it (mlflow/serve: the script, mlflow,
+    uvicorn's workers)."""
     import signal
 
     try:
@@ -213,6 +182,27 @@ def stop_process_group(proc) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
+
+
+def wait_until_answers(proc, url: str, seconds: float, what: str, ok=lambda response: True, log=lambda: ""):
+    """Poll ``url`` until it answers (and ``ok(response)``); a server that exits or stays silent
+    for ``seconds`` is killed and raises, with ``log()`` (its output) in the message."""
+    import time
+
+    import requests
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if ok(requests.get(url, timeout=2)):
+                return
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log()}")
+        time.sleep(0.3)
+    stop_process_group(proc)
+    raise RuntimeError(f"{what} did not answer {url} within {seconds:g} s")
 
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import hpsearch
-from tests.conftest import free_port, start_mlflow_server, stop_mlflow_server
+from tests.conftest import free_port, start_mlflow_server, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_tracking_outage_of_20_seconds_loses_nothing(ray_session, tmp_path):
     try:
         thread, box = _sweep_in_thread(uri, str(tmp_path / "runs"), "outage-20s")
         _wait_for_first_metrics(uri)
-        stop_mlflow_server(server)
+        stop_process_group(server)
         down = time.time()
         time.sleep(22)
         assert thread.is_alive() or "result" in box, box.get("error")  # the sweep was not stopped
@@ -111,7 +111,7 @@ def test_tracking_outage_of_20_seconds_loses_nothing(ray_session, tmp_path):
         # (Ray stamps a report with its whole second, so a stamp in [down, up - 1] was in the outage.)
         assert _points_reported_between(uri, result, down, up - 1) > 0
     finally:
-        stop_mlflow_server(server)
+        stop_process_group(server)
 
 
 def test_server_that_never_comes_back_keeps_writes_on_disk_for_sync(ray_session, tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_server_that_never_comes_back_keeps_writes_on_disk_for_sync(ray_session,
     server, uri = start_mlflow_server(store, port)
     thread, box = _sweep_in_thread(uri, str(tmp_path / "runs"), "outage-forever")
     _wait_for_first_metrics(uri)
-    stop_mlflow_server(server)
+    stop_process_group(server)
     thread.join(timeout=300)
     assert "error" not in box, box.get("error")
     result = box["result"]
@@ -138,7 +138,7 @@ def test_server_that_never_comes_back_keeps_writes_on_disk_for_sync(ray_session,
         assert not os.path.exists(pending["path"])
         assert _check_everything_is_in_mlflow(uri, result) == 60
     finally:
-        stop_mlflow_server(server)
+        stop_process_group(server)
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(ray_session, mlflow_uri, tmp_path):

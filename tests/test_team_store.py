@@ -6,7 +6,7 @@ import signal
 import time
 
 import pytest
-from conftest import free_port, hpsearch_process, start_mlflow_server, stop_mlflow_server
+from conftest import free_port, hpsearch_process, start_mlflow_server, stop_process_group
 
 from hpsearch.results import read_results
 
@@ -66,4 +66,4 @@ def test_two_sweeps_and_a_kill_and_resume_into_postgres_behind_mlflow_server(pos
             for path in storage.glob(f"{name}/*/result.json"):  # and Ray trained every trial to the end
                 assert {int(r["epoch"]) for r in read_results(path.parent)} == set(range(1, EPOCHS + 1))
     finally:
-        stop_mlflow_server(server)
+        stop_process_group(server)

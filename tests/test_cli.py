@@ -10,6 +10,7 @@ import pytest
 from conftest import hpsearch_process
 
 from hpsearch import cli, engine
+from hpsearch.engine import default_experiment
 from hpsearch.results import read_results
 
 TINY_MODULE = '''
@@ -300,7 +301,7 @@ def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
                      "--storage", str(tmp_path), "--name", "cli-run", "--no-progress")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    assert "cli-run: 6 trials" in out and "Best trial" in out and "Open the UI: mlflow/serve" in out
+    assert "cli-run: 6 trials" in out and "Best trial" in out and "Open the UI: hpsearch ui cli-run" in out
     lines = out.strip().splitlines()
     best = json.loads(lines[next(i for i, line in enumerate(lines) if line.startswith("Best trial")) + 1])
     assert best["model"] == "mlp" and best["lr"] in (0.001, 0.01, 0.1)
@@ -384,7 +385,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("slow")
+    exp = client.get_experiment_by_name(default_experiment(module))
     runs = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'", max_results=100)
     parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
@@ -422,7 +423,7 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("slow")
+    exp = client.get_experiment_by_name(default_experiment(module))
 
     def runs():
         found = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'", max_results=100)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from hpsearch.engine import default_experiment
 from hpsearch.vocab import TAG_BEST_MODEL
 from tests.conftest import free_port, start_mlflow_server, stop_process_group
 
@@ -250,7 +251,7 @@ def test_a_sweep_survives_a_lost_node_and_its_driver_and_resumes_from_another_ma
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=store)
-    exp = client.get_experiment_by_name("held")
+    exp = client.get_experiment_by_name(default_experiment(code / "held.py"))
     runs = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'", max_results=100)
     parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
@@ -349,7 +350,7 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri=store)
-        runs = client.search_runs([client.get_experiment_by_name("held").experiment_id],
+        runs = client.search_runs([client.get_experiment_by_name(default_experiment(code / "held.py")).experiment_id],
                                   f"tags.`hpsearch.sweep` = '{name}'", max_results=100)
         parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
         children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]

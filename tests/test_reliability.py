@@ -10,6 +10,7 @@ import time
 import pytest
 
 import hpsearch
+from hpsearch.engine import default_experiment
 from tests.conftest import free_port, start_mlflow_server, stop_process_group
 
 pytestmark = pytest.mark.slow
@@ -192,7 +193,7 @@ def test_two_sweeps_at_once_into_one_embedded_store(tmp_path):
         assert p.returncode == 0, err[-3000:]
         assert "database is locked" not in out + err
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("twin")
+    exp = client.get_experiment_by_name(default_experiment(module))
     for name in ("twin-a", "twin-b"):
         runs = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'")
         parents = [r for r in runs if r.data.tags["hpsearch.role"] == "sweep"]

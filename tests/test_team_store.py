@@ -8,6 +8,7 @@ import time
 import pytest
 from conftest import free_port, hpsearch_process, start_mlflow_server, stop_process_group
 
+from hpsearch.engine import default_experiment
 from hpsearch.results import read_results
 
 EPOCHS = 6
@@ -52,7 +53,7 @@ def test_two_sweeps_and_a_kill_and_resume_into_postgres_behind_mlflow_server(pos
         assert "team-a: 6 trials" in out
 
         client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name("team")
+        exp = client.get_experiment_by_name(default_experiment(module))
         for name in ("team-a", "team-b"):
             runs = client.search_runs([exp.experiment_id], f"tags.`hpsearch.sweep` = '{name}'", max_results=100)
             parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]

@@ -9,6 +9,7 @@ building and installing the wheel takes ~15 s.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,8 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def installed(tmp_path_factory):
     """(python, hpsearch) of a clean virtual environment with hpsearch installed from a wheel."""
     where = tmp_path_factory.mktemp("installed")
+    had_build = (ROOT / "build").exists()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(where / "wheels"), str(ROOT)], check=True, capture_output=True, timeout=300)
+    if not had_build:  # setuptools builds in the checkout's build/: leave the checkout as it was
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     env_dir = where / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"

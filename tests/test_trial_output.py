@@ -129,7 +129,8 @@ def test_an_output_kept_while_mlflow_was_away_is_sent_by_sync(mlflow_uri, tmp_pa
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_uri)
-    experiment = client.create_experiment(f"trial-output-sync-{tmp_path.name}")
+    experiment = client.create_experiment(f"trial-output-sync-{tmp_path.name}",
+                                            artifact_location=(tmp_path / "artifacts").as_uri())  # not ./mlruns
     run = client.create_run(experiment)
     journal = tmp_path / "pending.jsonl"
     op = {"op": "log_text", "ref": "trial:1", "text": output_text({"stdout": "kept while away\n"}), "file": OUTPUT_ARTIFACT}

@@ -303,9 +303,13 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
         if tracker is not None:
             tracker.interrupt()
         raise
-    except BaseException:
+    except BaseException as exc:
         if tracker is not None:
             tracker.abandon()
+        if compat.missing_metric(exc):  # Ray ends the whole sweep at the first such result
+            raise ValueError(f"metric: a trial reported without {s.metric!r}, the metric the sweep optimises; call "
+                             f"hpsearch.report(epoch=..., {s.metric}=...) every epoch, or give the metric it "
+                             f"reports (--metric / METRIC)") from None
         raise
     finally:
         live.watch.restore()

@@ -269,6 +269,22 @@ def test_a_trainable_that_never_reports_ends_with_one_clear_line(tmp_path):
     assert lines == ["hpsearch: error: metric: no trial reported 'acc'; does train() call hpsearch.report(epoch=..., acc=...)?"]
 
 
+@pytest.mark.slow
+def test_a_trainable_reporting_another_metric_ends_with_one_line_not_rays_traceback(tmp_path):
+    # Ray Tune ends the whole sweep at the first result without the metric (its strict check).
+    module = tmp_path / "wrong.py"
+    module.write_text("import hpsearch\nfrom hpsearch.space import Float, Int, Space\n"
+                      "SPACE = Space(Int('x', 1, 2), Float('y', 0, 1))\nMETRIC = 'acc'\nMODE = 'max'\nMAX_EPOCHS = 3\n"
+                      "def TRAIN(config):\n    hpsearch.report(epoch=1, loss=0.5)\n")
+    proc = hpsearch_process("run", str(module), "--trials", "2", "--storage", str(tmp_path / "runs"), "--no-progress",
+                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "hpsearch: error: metric: a trial reported without 'acc', the metric the sweep optimises; call "
+        "hpsearch.report(epoch=..., acc=...) every epoch, or give the metric it reports (--metric / METRIC)"]
+
+
 def test_plan_prints_rungs_and_budget(tiny, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["plan", "mlp", "--scheduler", "asha", "--trials", "27", "--max-epochs", "81", "--epoch-seconds", "0.5",

@@ -174,6 +174,21 @@ def test_a_tiny_tune_run_gives_its_trials_their_start_and_the_scheduler_its_stat
         assert recorded == {t.trial_id for t in trials} and state["_trial_info"] == {}
 
 
+def test_a_result_without_the_metric_ends_fit_with_the_error_missing_metric_knows(ray_session, tmp_path):
+    from ray import tune
+
+    def trainable(config):
+        tune.report({"epoch": 1, "loss": 0.5})
+
+    with pytest.raises(Exception) as raised:
+        tune.Tuner(trainable, param_space={"x": tune.grid_search([1])},
+                   tune_config=tune.TuneConfig(metric="acc", mode="max"),
+                   run_config=tune.RunConfig(name="canary-metric", storage_path=str(tmp_path), verbose=0)).fit()
+    with relied_on(compat.missing_metric):
+        assert compat.missing_metric(raised.value)
+    assert not compat.missing_metric(ValueError("another failure"))
+
+
 @pytest.mark.parametrize("kind", sorted(compat.SCHEDULER_STATE))
 def test_scheduler_state_is_in_the_attributes_named(kind):
     from ray.tune import schedulers

@@ -192,6 +192,13 @@ def restored_configs(tuner) -> tuple[Any, Any]:
     return local._tune_config, local.get_run_config()
 
 
+def missing_metric(exc: BaseException) -> bool:
+    """Whether ``Tuner.fit`` failed because a trial reported a result without the sweep's metric:
+    Ray's controller raises a ``ValueError`` from ``_validate_result_metrics`` (its text: "did not
+    include the specified metric(s)"), which ``fit`` wraps in a ``TuneError`` holding that text."""
+    return "did not include the specified metric" in str(exc)
+
+
 def result_trials(grid) -> list:
     """The ``Trial`` objects a ``ResultGrid`` was built from: their status, error file and
     checkpoint, which the public ``Result`` lacks. Relies on ``ResultGrid._experiment_analysis``."""

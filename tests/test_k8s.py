@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 from hpsearch.environment import default_storage
 from hpsearch.nightly.config import load_config
-from hpsearch.nightly.run import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_CODES, EXIT_CRASHED
+from hpsearch.nightly.outcome import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_CODES, EXIT_CRASHED
 from hpsearch.nightly.verdict import EXIT_NO_RESULT, EXIT_WORSE
 from hpsearch.storage import is_uri
 from hpsearch.vocab import VERSION

@@ -20,22 +20,10 @@ from conftest import hpsearch_process
 
 from hpsearch import cli, engine
 from hpsearch.nightly.config import NightlyConfig, load_config, parse_date
+from hpsearch.nightly.key import LIBRARIES, ReuseKey, code_parts, reuse_allowed
 from hpsearch.nightly.ledger import Ledger
-from hpsearch.nightly.run import (
-    EXIT_BUSY,
-    EXIT_CODES,
-    EXIT_CRASHED,
-    LIBRARIES,
-    Busy,
-    NightlyOutcome,
-    ReuseKey,
-    _lock,
-    code_parts,
-    dry_run,
-    notify,
-    reuse_allowed,
-    run_nightly,
-)
+from hpsearch.nightly.outcome import EXIT_BUSY, EXIT_CODES, EXIT_CRASHED, NightlyOutcome, notify
+from hpsearch.nightly.run import Busy, _lock, dry_run, run_nightly
 from hpsearch.nightly.verdict import EXIT_NO_RESULT, EXIT_OK, EXIT_WORSE, judge
 from hpsearch.storage import as_location
 
@@ -265,9 +253,9 @@ def test_each_outcome_has_its_own_exit_code_and_the_help_and_docs_say_them(capsy
     for words in ("0 fine", "1 regression", "2 bad input", "3 no result", "4 crashed", "5 another copy",
                   "130 / 143", "--dry-run", "--force"):
         assert words in text, words
-    from hpsearch.nightly import run
+    from hpsearch.nightly import outcome
 
-    doc = run.__doc__
+    doc = outcome.__doc__
     for code, (word, _) in EXIT_CODES.items():
         assert re.search(rf"^\s+{code}\s", doc, re.M), f"the module docstring's table lacks {code} ({word})"
 

@@ -29,25 +29,7 @@ One start of ``hpsearch nightly``:
    ``HPSEARCH_NIGHT``, ``HPSEARCH_NIGHTS``, ``HPSEARCH_NIGHTLY``). Its failure or timeout is a
    warning; the exit status stays the night's.
 
-Exit status (``EXIT_CODES``; a start that finishes several nights exits with the highest):
-
-    0    fine: first night, better, or within ``regression_threshold`` of the recent best
-    1    regression: worse than the best of recent nights by more than ``regression_threshold``
-    2    bad input: one line naming the key, the rule and the value; nothing started
-    3    no result: no trial reported the metric
-    4    crashed: an error that is not bad input ended the night; the ledger marks it crashed with
-         the error's first line, and the next start for that night tries it again (resuming
-         what Ray saved)
-    5    another copy holds the lock: nothing done
-    130  interrupted by SIGINT: the next start resumes the night
-    143  interrupted by SIGTERM: the same
-
-The reuse key is the budget (``max_epochs``), the data (the dataset's hash, and ``data_version``:
-the config's, else the space module's ``DATA_VERSION``) and the code version (``code_version`` or
-the space module's text with git's commit and uncommitted diff, plus hpsearch's version, its
-trial code and the versions of torch, ray, optuna, mlflow and numpy). A ``TRAIN`` that loads its
-own data has no hash: without a ``data_version`` its results are not reused unless the config
-says ``reuse = true``; ``reuse = false`` trains every trial.
+Exit status: ``hpsearch.nightly.outcome``; the reuse key: ``hpsearch.nightly.key``.
 
 The record of every night (best, counts, each trial's curve) is ``ledger.json`` in the same
 folder; it is what warm start, reuse and the verdict read, so keep ``storage`` on a disk that
@@ -57,16 +39,13 @@ survives between runs.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date as Date
 from datetime import datetime
 from pathlib import Path
@@ -77,8 +56,10 @@ from filelock import FileLock, Timeout
 from hpsearch.engine import prepare, prepare_resume, resume_prepared, run_prepared
 from hpsearch.environment import cache_folder
 from hpsearch.nightly.config import NightlyConfig
+from hpsearch.nightly.key import ReuseKey, key_fields, reuse_allowed, reuse_key
 from hpsearch.nightly.ledger import Ledger, NightStatus, reusable, trial_entries, warm_start_points
-from hpsearch.nightly.verdict import EXIT_NO_RESULT, EXIT_OK, EXIT_WORSE, Verdict, judge, record_verdict
+from hpsearch.nightly.outcome import EXIT_BAD_INPUT, EXIT_CRASHED, NightlyOutcome, notify
+from hpsearch.nightly.verdict import EXIT_OK, judge, record_verdict
 from hpsearch.record import PreparedSweep
 from hpsearch.results import SweepResult, read_results
 from hpsearch.search.schedulers import plan_budget
@@ -87,132 +68,7 @@ from hpsearch.space.modules import SpaceModule, load_space_module
 from hpsearch.storage import Location, as_location
 from hpsearch.text import MASK, first_line, is_secret
 from hpsearch.tracking.uri import check_reachable, resolve_tracking_uri, tracking_uri_name
-from hpsearch.vocab import VERSION, sqlite_path
-
-EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_BUSY = 2, 4, 5
-
-# Every exit status of `hpsearch nightly`: (outcome word, meaning). The word is HPSEARCH_OUTCOME.
-EXIT_CODES: dict[int, tuple[str, str]] = {
-    EXIT_OK: ("ok", "fine: first night, better, or within regression_threshold of the recent best"),
-    EXIT_WORSE: ("regression", "worse than the best of recent nights by more than regression_threshold"),
-    EXIT_BAD_INPUT: ("bad-input", "bad input: nothing started"),
-    EXIT_NO_RESULT: ("no-result", "no trial reported the metric"),
-    EXIT_CRASHED: ("crashed", "an error ended the night; the ledger says which; the next start tries it again"),
-    EXIT_BUSY: ("busy", "another copy holds the lock: nothing done"),
-    130: ("interrupted", "SIGINT: the next start resumes the night"),
-    143: ("interrupted", "SIGTERM: the next start resumes the night"),
-}
-
-# The libraries whose upgrade can change a trial's curve: part of the code version.
-LIBRARIES = ("torch", "ray", "optuna", "mlflow", "numpy")
-TRIAL_CODE = Path(__file__).resolve().parents[1] / "trial"  # what runs in a trial: the reference trainer, data
-
-# -- versions: when may a recorded result stand in for training? -----------------------------
-
-
-def _installed(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
-def code_parts(cfg: NightlyConfig, space_path: str | None) -> dict[str, str]:
-    """What the code version is made of: hpsearch (its version, installed and in the source, and a
-    hash of its trial code), the libraries in ``LIBRARIES``, and the configured ``code_version`` or
-    else the space module's text and, where it lives in git, the commit and any uncommitted change.
-
-    Example:
-        >>> parts = code_parts(NightlyConfig(name="n", space="s", code_version="v1"), None)
-        >>> parts["code_version"], sorted(set(parts) - {"code_version"})[:3]
-        ('v1', ['hpsearch', 'hpsearch.installed', 'hpsearch.trial'])
-    """
-    trial = hashlib.sha256()
-    for path in sorted(TRIAL_CODE.glob("*.py")):
-        trial.update(path.name.encode() + path.read_bytes())
-    parts = {"hpsearch": VERSION, "hpsearch.installed": _installed("hpsearch"), "hpsearch.trial": trial.hexdigest()[:12],
-             **{lib: _installed(lib) for lib in LIBRARIES}}
-    if cfg.code_version:
-        parts["code_version"] = cfg.code_version
-    elif space_path:
-        parts["space"] = hashlib.sha256(Path(space_path).read_bytes()).hexdigest()[:12]
-        folder = str(Path(space_path).parent)
-        git = []
-        for args in (["rev-parse", "HEAD"], ["diff", "HEAD"]):
-            try:
-                done = subprocess.run(["git", "-C", folder, *args], capture_output=True, timeout=30)
-            except (OSError, subprocess.SubprocessError):
-                break
-            git.append(done.stdout if done.returncode == 0 else b"")
-        if git and git[0]:
-            parts["git"] = git[0].decode().strip()[:12] + (
-                "+" + hashlib.sha256(git[1]).hexdigest()[:8] if len(git) > 1 and git[1] else "")
-    return parts
-
-
-def code_version(cfg: NightlyConfig, space_path: str | None) -> str:
-    """A short hash of ``code_parts``: equal only when hpsearch, the libraries and the code are."""
-    parts = code_parts(cfg, space_path)
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def data_version(cfg: NightlyConfig, module: SpaceModule | None) -> str | None:
-    """The config's ``data_version``, else the space module's ``DATA_VERSION`` (called, if it is a
-    function); None when neither says. Raises ValueError (one line) for a function that raises or
-    returns anything but a non-empty string."""
-    if cfg.data_version:
-        return cfg.data_version
-    given = module.data_version if module is not None else None
-    if given is None or isinstance(given, str):
-        return given
-    where = f"in {str(module.path)!r}"
-    try:
-        value = given()
-    except Exception as exc:  # a user's function may raise anything: one line, before any compute
-        raise ValueError(f"data_version: DATA_VERSION() {where} raised {type(exc).__name__}: {first_line(exc)}") from None
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"data_version: DATA_VERSION() must return a non-empty string, got {value!r} {where}")
-    return value
-
-
-@dataclass(frozen=True)
-class ReuseKey:
-    """Budget, data and code: a trial's curve depends on these and on its config only (the
-    scheduler decides how far a trial goes, not what it reports at an epoch)."""
-
-    epochs: int
-    data: str  # the dataset's hash, or "none" (a TRAIN that loads its own data)
-    data_version: str  # the config's or the module's data_version, or "none"
-    code: str  # code_version(): a hash of code_parts
-    code_parts: dict[str, str] = field(compare=False, hash=False)
-
-    def __str__(self) -> str:
-        return f"epochs={self.epochs} data={self.data} data_version={self.data_version} code={self.code}"
-
-    @property
-    def data_known(self) -> bool:
-        return self.data != "none" or self.data_version != "none"
-
-
-def reuse_key(prep: PreparedSweep, cfg: NightlyConfig, module: SpaceModule | None = None) -> ReuseKey:
-    """Tonight's reuse key (see ``ReuseKey``); calls the module's ``DATA_VERSION`` if it is a function."""
-    parts = code_parts(cfg, prep.space_path)
-    return ReuseKey(
-        epochs=prep.settings.max_epochs, data=prep.data.version() if prep.data is not None else "none",
-        data_version=data_version(cfg, module) or "none",
-        code=hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12], code_parts=parts,
-    )
-
-
-def reuse_allowed(cfg: NightlyConfig, key: ReuseKey) -> tuple[bool, str]:
-    """Whether tonight replays recorded results, and why not."""
-    if cfg.reuse is False:
-        return False, "reuse = false in the config: every trial trains"
-    if cfg.reuse is None and not key.data_known:
-        return False, ("the data has no hash (TRAIN loads its own) and no data_version: every trial trains "
-                       "(set DATA_VERSION in the space module or data_version in the config, or reuse = true)")
-    return True, ""
-
+from hpsearch.vocab import sqlite_path
 
 # -- one start --------------------------------------------------------------------------------
 
@@ -254,16 +110,6 @@ def _lock(folder: Path) -> Iterator[str | None]:
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
-
-
-@dataclass
-class NightlyOutcome:
-    exit_code: int
-    verdicts: dict[str, Verdict]  # night -> verdict, for the nights finished by this start
-    results: dict[str, SweepResult]
-    messages: list[str]
-    notified: bool = False  # the notify command ran and exited 0
-    errors: dict[str, str] = field(default_factory=dict)  # night -> the first line of what crashed it
 
 
 def _prepare_night(cfg: NightlyConfig, night: Date, *, touch_tracking: bool = True) -> tuple[PreparedSweep, SpaceModule]:
@@ -399,7 +245,7 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, force: bool = False, progres
             prep.reuse = reusable(ledger, tonight, str(key)) if reuse_ok else {}
             ledger.nights[tonight] = {
                 "night": tonight, "name": cfg.name, "sweep": prep.settings.name, "status": str(NightStatus.RUNNING),
-                "key": str(key), "key_parts": {**_key_fields(key), "code_parts": key.code_parts}, "reuse": reuse_ok,
+                "key": str(key), "key_parts": {**key_fields(key), "code_parts": key.code_parts}, "reuse": reuse_ok,
                 "metric": prep.settings.metric, "mode": prep.settings.mode, "started": start,
                 "warm_started": len(prep.points_to_evaluate),
             }
@@ -433,10 +279,6 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, force: bool = False, progres
         finally:
             if cfg.notify and acted:
                 notify(cfg, outcome, tonight, folder, warn)
-
-
-def _key_fields(key: ReuseKey) -> dict[str, Any]:
-    return {"epochs": key.epochs, "data": key.data, "data_version": key.data_version, "code": key.code}
 
 
 def error_line(exc: BaseException) -> str:
@@ -556,50 +398,6 @@ def _close_night(cfg, ledger: Ledger, night: str, prep: PreparedSweep, result: S
     outcome.verdicts[night], outcome.results[night] = verdict, result
     outcome.exit_code = max(outcome.exit_code, verdict.exit_code)
     say(verdict.markdown)
-
-
-# -- notify -----------------------------------------------------------------------------------
-
-def notify(cfg: NightlyConfig, outcome: NightlyOutcome, night: str, folder: Location,
-           warn: Callable[[str], Any]) -> bool:
-    """Run ``cfg.notify`` (no shell) with the outcome in its environment; wait at most
-    ``cfg.notify_timeout_s`` (then its whole process group is killed). A failure is one warning
-    line: it never changes the exit status. Returns whether it ran and exited 0."""
-    word = EXIT_CODES.get(outcome.exit_code, ("crashed", ""))[0]
-    verdict = folder / "verdicts" / f"{night}.md"
-    nights = sorted(set(outcome.verdicts) | set(outcome.errors) | {night})
-    env = {**os.environ, "HPSEARCH_NIGHTLY": cfg.name, "HPSEARCH_NIGHT": night, "HPSEARCH_NIGHTS": " ".join(nights),
-           "HPSEARCH_EXIT_CODE": str(outcome.exit_code), "HPSEARCH_OUTCOME": word,
-           "HPSEARCH_VERDICT": verdict.uri if night in outcome.verdicts else "",
-           "HPSEARCH_VERDICT_KIND": str(outcome.verdicts[night].kind) if night in outcome.verdicts else "",
-           "HPSEARCH_ERROR": outcome.errors.get(night, "")}
-    command = list(cfg.notify or ())
-    try:
-        # Its own session, so a timeout kills what it started too (curl under sh -c) and no child
-        # is left holding the pipes.
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-    except OSError as exc:
-        warn(f"hpsearch nightly: warning: notify: cannot run {command[0]!r}: {exc.strerror or exc}")
-        return False
-    try:
-        _, err = proc.communicate(timeout=cfg.notify_timeout_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        warn(f"hpsearch nightly: warning: notify: {command[0]} did not finish within {cfg.notify_timeout_s:g} s "
-             "(notify_timeout_s); stopped")
-        return False
-    if proc.returncode != 0:
-        last = [line for line in (err or "").splitlines() if line.strip()]
-        warn(f"hpsearch nightly: warning: notify: {command[0]} exited with status {proc.returncode}"
-             + (f": {last[-1].strip()[:300]}" if last else ""))
-        return False
-    outcome.notified = True
-    return True
 
 
 # -- a dry run --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from hpsearch.vocab import (
     Words,
 )
 
-EXIT_OK, EXIT_WORSE, EXIT_NO_RESULT = 0, 1, 3  # 2 is bad input (the CLI's), 4 and 5: hpsearch.nightly.run
+EXIT_OK, EXIT_WORSE, EXIT_NO_RESULT = 0, 1, 3  # 2 is bad input (the CLI's), 4 and 5: hpsearch.nightly.outcome
 
 
 class VerdictKind(Words):

@@ -13,7 +13,8 @@ from conftest import hpsearch_process
 import hpsearch
 from hpsearch.settings import SweepSettings
 from hpsearch.storage import Location
-from hpsearch.tracking.tracker import OUTPUT_ARTIFACT, SweepTracker, output_text, read_output
+from hpsearch.tracking.output import OUTPUT_ARTIFACT, output_text, read_output
+from hpsearch.tracking.tracker import SweepTracker
 from hpsearch.tracking.writer import spill, sync
 
 SPACE = hpsearch.Space(hpsearch.Choice("who", ["alpha", "beta", "boom"]))

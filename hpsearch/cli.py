@@ -107,36 +107,26 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _choice(enum):
-    """An enum's values as an option's parser: a wrong value gets the same one line as the Python
-    API gives, from the enum itself (click would wrap a ValueError in its own words)."""
+def _parser(parse):
+    """An option's parser whose ValueError is the same one line as the Python API gives (an enum's,
+    a duration's), not click's own words around it."""
 
-    def parse(value):
+    def parsed(value):
         try:
-            return enum.parse(value)
+            return parse(value)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
-    return parse
-
-
-def _duration(name: str):
-    def parse(value):
-        try:
-            return parse_duration(name, value)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-
-    return parse
+    return parsed
 
 
 def _option(name: str) -> inspect.Parameter:
     flag, kind = SWEEP_OPTIONS[name]
     default = option_field(name).default
     enum = next((e for e in (Strategy, Scheduler, Mode) if kind in (e, Optional[e])), None)
-    extra = {"parser": _choice(enum), "metavar": "[" + "|".join(m.value for m in enum) + "]"} if enum else {}
+    extra = {"parser": _parser(enum.parse), "metavar": "[" + "|".join(m.value for m in enum) + "]"} if enum else {}
     if kind is Duration:
-        extra = {"parser": _duration(name), "metavar": "DURATION"}
+        extra = {"parser": _parser(functools.partial(parse_duration, name)), "metavar": "DURATION"}
         default = None if default is None else f"{default:g}s"
     option = typer.Option(default.value if isinstance(default, Enum) else default, flag, help=option_help(name),
                           show_default=default is not None, **extra)

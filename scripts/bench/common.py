@@ -143,20 +143,131 @@ def count_children(uri: str, parent_run_id: str) -> int:
             return total
 
 
+# Student's t quantile at 0.95 (a two-sided 90% interval) by degrees of freedom; between the
+# listed ones the next smaller df is taken (wider: conservative). Written out so the bench needs
+# no SciPy (not among hpsearch's dependencies).
+_T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812,
+        12: 1.782, 15: 1.753, 20: 1.725, 25: 1.708, 30: 1.697, 60: 1.671, 120: 1.658}
+VERDICTS = ("met", "missed", "undecided")
+
+
+def _t95(df: int) -> float:
+    return _T95[max(k for k in _T95 if k <= df)] if df < 1000 else 1.645
+
+
+def paired_ratio(values: Sequence[float], baselines: Sequence[float]) -> dict[str, Any] | None:
+    """The ratio of paired measurements (value_i / baseline_i, one pair per seed): its geometric
+    mean and a 90% interval from Student's t on the log ratios. None with fewer than 2 finite
+    positive pairs; the pairs used are counted in ``pairs``.
+
+    >>> r = paired_ratio([11, 12, 10.5, 11.5, 11], [10, 10, 10, 10, 10])
+    >>> round(r["ratio"], 3), [round(x, 3) for x in r["interval"]], r["pairs"]
+    (1.119, [1.066, 1.174], 5)
+    """
+    logs = [math.log(a / b) for a, b in zip(values, baselines)
+            if a is not None and b is not None and 0 < a < math.inf and 0 < b < math.inf]
+    if len(logs) < 2:
+        return None
+    mean, sd = statistics.fmean(logs), statistics.stdev(logs)
+    half = _t95(len(logs) - 1) * sd / math.sqrt(len(logs))
+    return {"ratio": math.exp(mean), "interval": [math.exp(mean - half), math.exp(mean + half)], "pairs": len(logs),
+            "per_seed": [math.exp(x) for x in logs]}
+
+
+def bootstrap_interval(values: Sequence[float], stat=statistics.median, resamples: int = 4000,
+                       seed: int = 0) -> list[float] | None:
+    """A 90% percentile-bootstrap interval of ``stat`` over ``values`` (for figures that are not
+    ratios of log-normal pairs: a median speed-up where some seeds never reach, a share). None
+    with fewer than 2 values.
+
+    >>> bootstrap_interval([1.0, 1.0, 1.0])
+    [1.0, 1.0]
+    """
+    import random
+
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if len(vals) < 2:
+        return None
+    rng = random.Random(seed)
+    stats = sorted(stat(rng.choices(vals, k=len(vals))) for _ in range(resamples))
+    return [stats[int(0.05 * (resamples - 1))], stats[int(math.ceil(0.95 * (resamples - 1)))]]
+
+
+def verdict(value: float | None, goal_op: str, goal: float, interval: Sequence[float] | None = None) -> str | None:
+    """Met, missed, or undecided: with an interval, met when all of it is on the goal's side,
+    missed when all of it is off, undecided when it straddles the goal; without one, the value
+    alone decides. None where there is no value.
+
+    >>> verdict(0.97, "<=", 1.0, [0.95, 0.99]), verdict(0.97, "<=", 1.0, [0.9, 1.04]), verdict(1.1, "<=", 1.0, [1.02, 1.2])
+    ('met', 'undecided', 'missed')
+    >>> verdict(7.0, ">=", 8.0), verdict(None, ">=", 8.0)
+    ('missed', None)
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    lo, hi = (interval if interval is not None else (value, value))
+    if goal_op == "<=":
+        return "met" if hi <= goal else "missed" if lo > goal else "undecided"
+    if goal_op == ">=":
+        return "met" if lo >= goal else "missed" if hi < goal else "undecided"
+    raise ValueError(f"goal_op must be '<=' or '>=', got {goal_op!r}")
+
+
+class LoadSampler:
+    """The machine's 1-minute load average, sampled every 5 s while a part runs (``with
+    LoadSampler() as load: ...``; then ``load.summary()``): a figure measured while something else
+    ran on the same cores says so."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        import threading
+
+        self.every_s, self.samples = every_s, [round(os.getloadavg()[0], 2)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(round(os.getloadavg()[0], 2))
+
+    def __enter__(self) -> "LoadSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(round(os.getloadavg()[0], 2))
+
+    def summary(self) -> dict[str, Any]:
+        return {"median": statistics.median(self.samples), "max": max(self.samples), "samples": len(self.samples),
+                "every_s": self.every_s}
+
+
 def figure(part: str, name: str, value: Any, unit: str, *, baselines: dict[str, Any] | None = None,
            ratio_value: float | None = None, ratio_text: str = "", goal: str = "", met: bool | None = None,
-           note: str = "") -> dict[str, Any]:
+           note: str = "", verdict: str | None = None, interval: Sequence[float] | None = None,
+           seeds: int | None = None, by_construction: bool = False) -> dict[str, Any]:
     """One row of the results: a figure with its baselines beside it, and the verdict on its goal.
 
-    ``ratio_text`` says what the ratio divides (e.g. "random / hpsearch"); ``met`` is None where
-    the figure has no goal of its own.
+    ``ratio_text`` says what the ratio divides (e.g. "random / hpsearch"). ``verdict`` is "met",
+    "missed" or "undecided" (the interval straddles the goal; see ``verdict()``), None where the
+    figure has no goal of its own; ``met`` (True/False) is the older two-state form, taken when no
+    verdict is given. ``interval``: the 90% interval of the ratio (or of the value where there is no
+    ratio); ``seeds``: how many paired seeds or repeats it rests on, as run; ``by_construction``:
+    the figure passes whatever the code does (a count the harness itself ensures), shown as such.
     """
+    if verdict is None and met is not None:
+        verdict = "met" if met else "missed"
+    if verdict is not None and verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     baselines = baselines or {}
     ratios = {k: ratio(value, v) for k, v in baselines.items()
               if isinstance(value, (int, float)) and isinstance(v, (int, float)) and not isinstance(v, bool)}
     return {"part": part, "figure": name, "value": value, "unit": unit, "baselines": baselines,
             "value_over_baseline": ratios, "ratio": ratio_value, "ratio_of": ratio_text, "goal": goal,
-            "met": met, "note": note}
+            "verdict": verdict, "met": None if verdict is None else verdict == "met",
+            "interval": list(interval) if interval is not None else None, "seeds": seeds,
+            "by_construction": by_construction, "note": note}
 
 
 def machine() -> dict[str, Any]:

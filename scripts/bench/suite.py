@@ -169,15 +169,34 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def verdict_text(f: dict[str, Any]) -> str:
+    """A figure's verdict as the table shows it: met / **missed** / undecided (with the interval
+    that straddles the goal), "by construction" where the harness itself ensures it, "indicative"
+    in quick mode, "-" without a goal. Results written before verdicts had three states carry
+    ``met`` (True/False/None) only."""
+    v = f.get("verdict")
+    if v is None and "verdict" not in f and f.get("met") is not None:
+        v = "met" if f["met"] else "missed"
+    if v is None:
+        return "-"
+    if f.get("indicative"):
+        return "indicative"  # quick mode: too small to judge a goal
+    text = {"met": "met", "missed": "**missed**", "undecided": "undecided"}[v]
+    return f"{text} (by construction)" if f.get("by_construction") else text
+
+
 def table(figures: list[dict[str, Any]]) -> str:
-    lines = ["| figure | hpsearch | baseline(s) | ratio | goal | met? |", "|---|---|---|---|---|---|"]
+    lines = ["| figure | hpsearch | baseline(s) | ratio [90% interval] | goal | verdict |", "|---|---|---|---|---|---|"]
     for f in figures:
         base = "; ".join(f"{k}: {_fmt(v, f['unit'])}" for k, v in f["baselines"].items()) or "-"
         ratio = "-" if f["ratio"] is None else f"{_fmt(f['ratio'])}× ({f['ratio_of']})"
-        met = {True: "yes", False: "**no**", None: "-"}[f["met"]]
-        if f.get("indicative") and f["met"] is not None:
-            met = "indicative"  # quick mode: too small to judge a goal
-        lines.append(f"| {f['figure']} | {_fmt(f['value'], f['unit'])} | {base} | {ratio} | {f['goal'] or '-'} | {met} |")
+        if f.get("interval"):
+            lo, hi = f["interval"]
+            ratio += f" [{_fmt(lo)}, {_fmt(hi)}]"
+        if f.get("seeds"):
+            ratio += f", {f['seeds']} seeds"
+        lines.append(f"| {f['figure']} | {_fmt(f['value'], f['unit'])} | {base} | {ratio} | {f['goal'] or '-'} | "
+                     f"{verdict_text(f)} |")
     return "\n".join(lines)
 
 

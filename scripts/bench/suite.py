@@ -22,50 +22,44 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, git_state, machine, ray_down, ray_up
+from bench.common import ROOT, LoadSampler, git_state, machine, ray_down, ray_up
 
-PARTS = ("overhead", "model", "tracking", "scale", "gpu", "search", "predict", "workers")
-# The default run: issue #12's parts, sized to 75 minutes together. Issue #13's two (search:
-# ~5 min, predict: ~15 min in full mode) run with --only search,predict.
-DEFAULT_PARTS = ("overhead", "model", "tracking", "scale", "gpu")
-PART_HELP = ("overhead (start-up and per-trial cost), model (time to target and utilization), tracking "
-             "(tracking cost and random/FIFO utilization against Ray Tune FIFO used directly), scale, gpu; "
-             "search (search efficiency at one-minute epochs, simulated on the shipped curve table) and predict "
-             "(simulated against real sweeps), not run by default; workers (a 2-worker DDP trial against a "
-             "1-worker one: start-up and accuracy, ~5 min), not run by default")
+PARTS = ("overhead", "orchestration", "scale", "gpu", "search", "predict", "workers")
+# The default run (issue #25): the two deciding benches (orchestration on real sweeps, search on the
+# simulator) with overhead, scale and gpu. predict (~15 min in full mode) runs with --only predict.
+DEFAULT_PARTS = ("overhead", "orchestration", "scale", "search", "gpu")
+PART_HELP = ("overhead (start-up and per-trial cost), orchestration (real sweeps on identical work, paired "
+             "per seed: hpsearch against Ray Tune with and without MLflowLoggerCallback, TPE+ASHA against its "
+             "Ray and Optuna twins: wall, utilization, CPU per trial, phases), scale, search (search efficiency, "
+             "simulated on the shipped curve table), gpu; predict (simulated against real sweeps), not run by "
+             "default; workers (a 2-worker DDP trial against a 1-worker one: start-up and accuracy, ~5 min), "
+             "not run by default")
 BUSY_LOAD = 0.5  # 1-minute load average above which a measurement is not quotable
 
-# Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), from the quiet
-# 2026-11-23 full run (39 min: overhead 11.8, model + tracking 18.6 for 2 seeds, scale 8.7) and two
-# quick runs of this layout (2026-11-29, on a machine at load average 2-3: about half speed):
-#   overhead  ~7.5 min: an untimed warm-up sweep per arm (~20 s); no-op N=20 and N=200 x 3 repeats
-#             (hpsearch ~6.5 + 11 s, Ray tuned ~3.5 + 6.5 s, Optuna < 6 s: ~100 s), Ray defaults
-#             N=10 and N=50 once (~1.1 s a trial: ~70 s); one-second N=10 and N=50 once per arm
-#             (5 + 25 s ideal; ~40 s an arm, Ray defaults ~2 min: ~4.5 min)
-#   model     5 seeds: random/FIFO 27 configurations x 81 epochs on 3 of them (~185 s a seed on
-#             2026-11-23, over 260 s on 2026-11-29); each of the 5 search arms stops at the target
-#             or after a fifth of random/FIFO's time (37-60 s), every seed: ~25-40 min
-#   tracking  ~7.5 min: 5 rounds of 4 FIFO sweeps (hpsearch tracking off / SQLite / mlflow server,
-#             Ray Tune FIFO direct) of 10 configurations x 12 epochs, ~23 s each (about 10 s of
-#             it outside training: start-up, hand-overs, end)
-#   scale     ~9-10 min: 10,000 no-op trials at ~50-60 ms each, then the report
-#   total     ~55-73 min (see below), plus ~10 s for the load check and ~20 s to start Ray
-# Quick mode: ~7 min on a quiet machine (10.4 min measured at load average 2-3: overhead 3.6,
-# model 2.8, tracking 2.5, scale 1.2).
-# Measured 2026-11-29 23:46 in a full run started at load average 0.24 (stopped during the model
-# part, see scripts/bench/results/issue-12/): overhead 8.8 min as budgeted, but random/FIFO took
-# over 260 s a seed where 2026-11-23 took ~185 s (Ray Tune used directly, tuned, was 1.35x slower
-# than on 2026-11-23 too, 42.6 against 31.6 ms a no-op trial: the machine, not the code). At
-# that speed the model part needed ~55 min for 5 seeds and the full mode ~88, over the 75 allowed.
-# So random/FIFO (the target and random search's own time) now runs on 3 seeds and the search
-# arms stop at a fifth of its time: at that day's speed, model ~3 x 300 s + 5 seeds x 5 arms x
-# <= 60 s = ~40 min, full mode ~73 min at most (an arm that reaches the target stops sooner).
+# Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), extrapolated from the
+# quiet 2026-11-23 and 2026-11-29 full runs (per-sweep times of the same arms) and from the quick run
+# of this layout on 2026-12-04 (load average ~20 from other work: 3-5x slower, used for the shape):
+#   overhead       ~11.5 min: an untimed warm-up sweep per arm (~25 s); no-op N=20 and N=200 x 3
+#                  repeats (hpsearch with and without tracking ~6.5 + 11 s each, Ray tuned ~3.5 + 6.5 s,
+#                  Ray tuned + MLflowLoggerCallback ~4 + 11 s, Optuna < 6 s: ~3 min), Ray defaults
+#                  N=10 and N=50 once (~70 s); one-second N=10 and N=50 once per arm (5 + 25 s ideal,
+#                  ~40 s an arm, Ray defaults ~2 min: ~6 min)
+#   orchestration  ~20-22 min: 5 seeds x (5 FIFO sweeps of 10 configurations x 12 epochs, ~23 s each
+#                  on 2026-11-23, ~10 s of it outside training; hpsearch TPE+ASHA, Ray Tune +
+#                  OptunaSearch + ASHA and Optuna direct, 27 trials of at most 27 epochs, ~100-120
+#                  epochs trained, ~25-35 s each), ~4 min a seed; plus the mlflow server's start
+#   scale          ~9-10 min: 10,000 no-op trials at ~50-60 ms each, then the report
+#   search         simulated (search.py: see its own budget there)
+#   gpu            none here (no GPU: the part says so and returns)
+#   total          ~45-50 min plus search, plus ~10 s for the load check and ~20 s to start Ray
+# Quick mode (orchestration 2 seeds of 4 x 6 FIFO and 9 x <= 9 TPE+ASHA): see the note of the
+# 2026-12-04 quick run in the commit that sized this; ~7-9 min for overhead + orchestration on a
+# quiet machine.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "overhead": dict(noop_trials=(5, 60), sleep_trials=(4, 12), noop_repeats=1, sleep_repeats=1,
                          ray_default_trials=(4, 12)),
-        "model": dict(trials=9, search_trials=27, max_epochs=9, seeds=1, cap_fraction=1),
-        "tracking": dict(trials=4, max_epochs=9, repeats=2),
+        "orchestration": dict(seeds=2, trials=4, max_epochs=6, tpe_trials=9, tpe_max_epochs=9),
         "scale": dict(trials=1000),
         "gpu": dict(trials=8, max_epochs=3),
         "search": dict(seeds=5, trials=81, epoch_seconds=60.0, target_seeds=40),
@@ -75,8 +69,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "overhead": dict(noop_trials=(20, 200), sleep_trials=(10, 50), noop_repeats=3, sleep_repeats=1,
                          ray_default_trials=(10, 50), ray_default_repeats=1),
-        "model": dict(trials=27, search_trials=243, max_epochs=81, seeds=5, reference_seeds=3, cap_fraction=5),
-        "tracking": dict(trials=10, max_epochs=12, repeats=5),
+        "orchestration": dict(seeds=5, trials=10, max_epochs=12, tpe_trials=27, tpe_max_epochs=27),
         "scale": dict(trials=10_000),
         "gpu": dict(trials=32, max_epochs=9),
         "search": dict(seeds=30, trials=243, epoch_seconds=60.0, target_seeds=100),
@@ -113,16 +106,14 @@ def settled_load(seconds: float = 10.0, samples: int = 5) -> list[float]:
 
 
 def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
-    from bench import gpu, overhead, predict, scale, search, time_to_model, tracking_cost, workers
+    from bench import gpu, orchestration, overhead, predict, scale, search, workers
 
     sizes = SIZES[mode]
     out: dict[str, Any] = {}
     if "overhead" in parts:
         out["overhead"] = _timed(lambda: overhead.run(**sizes["overhead"], work=work, log=log))
-    if "model" in parts:  # parts 2 and 3 share their sweeps
-        out.update(_timed_many(lambda: time_to_model.run(**sizes["model"], work=work, log=log)))
-    if "tracking" in parts:
-        out["tracking"] = _timed(lambda: tracking_cost.run(**sizes["tracking"], work=work, log=log))
+    if "orchestration" in parts:
+        out["orchestration"] = _timed(lambda: orchestration.run(**sizes["orchestration"], work=work, log=log))
     if "scale" in parts:
         out["scale"] = _timed(lambda: scale.run(**sizes["scale"], work=work, log=log))
     if "gpu" in parts:
@@ -137,18 +128,13 @@ def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
 
 
 def _timed(fn) -> dict[str, Any]:
+    """A part's result with its wall and the machine's load average sampled while it ran."""
     start = time.perf_counter()
-    result = fn()
+    with LoadSampler() as load:
+        result = fn()
     result["part_wall_s"] = time.perf_counter() - start
+    result["load"] = load.summary()
     return result
-
-
-def _timed_many(fn) -> dict[str, Any]:
-    start = time.perf_counter()
-    results = fn()
-    for r in results.values():
-        r["part_wall_s"] = time.perf_counter() - start  # shared loop: the wall of all of them
-    return results
 
 
 # -- Markdown --------------------------------------------------------------------------------------
@@ -229,6 +215,10 @@ def markdown(results: dict[str, Any]) -> str:
         warnings.append(f"**Measured on a busy machine (load average {status['load_at_start']:.2f} at start > "
                         f"{status['busy_limit']}): figures not quotable.**")
     loads = [f"{status[k]:.2f} at {k[8:]}" for k in ("load_at_start", "load_at_end") if status[k] is not None]
+    by_part = m.get("load_by_part") or {}
+    if by_part:
+        loads.append("while each part ran (median/max of 5-s samples) " +
+                     ", ".join(f"{p} {v['median']:.2f}/{v['max']:.2f}" for p, v in by_part.items()))
     return "\n".join([
         f"Measured {m['finished'][:16].replace('T', ' ')} UTC, `{m['mode']}` mode, on {m['machine']['cpus']} CPUs "
         f"({m['machine']['cpu_model']}), commit {str(m['git']['commit'])[:10]}{' (modified)' if m['git']['dirty'] else ''}; "
@@ -327,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_average"]["at_end"] = round(os.getloadavg()[0], 2)
     meta["wall_s"] = time.perf_counter() - start
     meta["part_wall_s"] = {p: round(v.get("part_wall_s", 0.0), 1) for p, v in parts_out.items()}
-    order = ("overhead", "model", "utilization", "tracking", "scale", "gpu", "search", "predict", "workers")
-    # By each figure's own part: the tracking part also gives a utilization figure.
-    figures = sorted((f for out in parts_out.values() for f in out["figures"]), key=lambda f: order.index(f["part"]))
+    meta["load_by_part"] = {p: v["load"] for p, v in parts_out.items() if "load" in v}
+    order = ("overhead", "orchestration", "scale", "gpu", "search", "predict", "workers")
+    figures = sorted((f for out in parts_out.values() for f in out["figures"]), key=lambda f: order.index(f["part"]) if f["part"] in order else len(order))
     for f in figures:
         f["indicative"] = mode == "quick"
     results = _plain({"meta": meta, "figures": figures,

@@ -1,7 +1,7 @@
 """The work each arm runs. Importable by Ray workers and by spawned Optuna workers (``scripts/`` is
 on ``PYTHONPATH``), so every arm runs the very same functions.
 
-Part 1 uses trials that do (almost) nothing. Parts 2-4 use hpsearch's reference trainable,
+The overhead part uses trials that do (almost) nothing. The orchestration part uses hpsearch's reference trainable,
 ``hpsearch.trial.train.train``, unchanged, in every arm: when a worker imports ``hpsearch.trial.train``, the two
 names it calls the orchestrator by (``report`` and ``load_checkpoint``) are replaced with timed
 versions, so
@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any, Callable
 
-# -- part 1: orchestration only -----------------------------------------------------------------
+# -- the overhead part: orchestration only -----------------------------------------------------------------
 
 
 def noop_hpsearch(config):
@@ -63,7 +63,7 @@ def optuna_objective(trial, seconds: float = 0.0) -> float:
     return x
 
 
-# -- parts 2-4 (model, utilization, tracking): the reference trainable, timed --------------------
+# -- the orchestration part: the reference trainable, timed -------------------------------------
 
 _clock: dict[str, Any] = {"since": None, "tag": None}
 # Where the reference trainable's reports go in this process: None = hpsearch.session.report
@@ -186,7 +186,7 @@ def read_timings(folder: str, tags: set[str] | None = None) -> list[dict[str, An
 
 
 def ray_direct_train(config, data=None, max_epochs: int = 81) -> None:
-    """Ray Tune used directly (ASHA in the model part, FIFO in the tracking part): the same
+    """Ray Tune used directly (FIFO, or OptunaSearch + ASHA, in the orchestration part): the same
     training loop, each epoch's metrics to ``tune.report``.
 
     No checkpoint: neither ASHA nor FIFO pauses a trial, so a hand-written Ray set-up has no need for one.
@@ -202,14 +202,13 @@ def ray_direct_train(config, data=None, max_epochs: int = 81) -> None:
 
 
 def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: int, trials: int,
-                  seed: int, timing_dir: str, target: float | None = None,
-                  deadline: float | None = None) -> list[dict[str, Any]]:
-    """One of two Optuna worker processes sharing a study in SQLite: TPE + Hyperband pruner.
-
-    With a ``target``, the study stops once either process reports it, or at ``deadline``
-    (``time.time()``): ``study.stop()`` ends this process's loop, and a flag file tells the other
-    one at its next report (Optuna's own ``timeout`` waits for the running trial to finish).
-    Returns every report it made: time, epoch, validation accuracy.
+                  seed: int, timing_dir: str, grace_period: int = 1, reduction_factor: int = 3) -> list[dict[str, Any]]:
+    """One of two Optuna worker processes sharing a study in SQLite (Optuna's documented way to
+    use two cores: ``n_jobs`` threads share one GIL, and these small MLPs are Python-bound): TPE
+    with ``constant_liar`` (two workers on one study: a running trial counts as a poor result, so
+    both do not propose the same point) and a ``SuccessiveHalvingPruner`` with ASHA's rungs
+    (``grace_period`` x ``reduction_factor``^k), the budget the other TPE+ASHA arms get. Returns
+    every report it made: time, epoch, validation accuracy, trial number.
     """
     global _sink
     import optuna
@@ -226,11 +225,11 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
     suggest = define_by_run(module.space)
     # Each process samples with its own seed: the same seed in both would propose the same
     # start-up configurations twice.
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed),
-                              pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
-                                                                    reduction_factor=3))
+    study = optuna.load_study(
+        study_name=study_name, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=grace_period, reduction_factor=reduction_factor,
+                                                      min_early_stopping_rate=0))
     reports: list[dict[str, Any]] = []
-    reached = os.path.join(timing_dir, f"{study_name}.reached")
 
     def objective(trial):
         global _sink
@@ -242,11 +241,6 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
         def sink(epoch, metrics):
             last.update(metrics)
             reports.append({"t": time.time(), "epoch": epoch, "val_acc": metrics["val_acc"], "trial": trial.number})
-            if target is not None and (metrics["val_acc"] >= target or os.path.exists(reached)
-                                       or (deadline is not None and time.time() >= deadline)):
-                open(reached, "a").close()
-                study.stop()
-                raise optuna.TrialPruned()  # ends this trial now; stop() ends the loop after it
             trial.report(metrics["val_acc"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -255,13 +249,8 @@ def optuna_worker(storage: str, study_name: str, space_path: str, max_epochs: in
         hpsearch.trial.train.train(config, data=data, max_epochs=max_epochs)
         return last["val_acc"]
 
-    # Both processes stop once the study holds ``trials`` trials, whoever ran them.
+    # Both processes stop once the study holds ``trials`` trials, whoever ran them (the two may
+    # each start one as the count is reached: one trial over, at most).
     study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=None)])
     _sink = None
     return reports
-
-
-def warm_up() -> int:
-    """A no-op task that makes a pool process start (and import torch) before timing starts."""
-    time.sleep(0.5)
-    return os.getpid()

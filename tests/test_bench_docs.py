@@ -15,6 +15,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import docs, suite  # noqa: E402
 
+REFERENCE = docs.RESULTS / "latest-full.json"  # read before any test points docs.RESULTS elsewhere
+
 
 def test_committed_page_is_what_the_generator_writes():
     assert docs.PAGE.read_text() == docs.render(), (
@@ -80,7 +82,7 @@ def test_update_docs_keeps_the_run_and_regenerates_the_page(tmp_path, monkeypatc
     monkeypatch.setattr(docs, "PAGE", tmp_path / "docs" / "benchmarks.md")
     (tmp_path / "docs").mkdir()
     run = json.loads((results / "old-full.json").read_text())
-    run["meta"]["finished"] = "2099-01-01T00:00:00+00:00"
+    run["meta"].update(finished="2099-01-01T00:00:00+00:00", parts=list(suite.DEFAULT_PARTS))
     page = suite.update_docs(run, suite.markdown(run))
     assert (results / "latest-full.json").exists() and (results / "latest-full.md").exists()
     text = page.read_text()
@@ -101,3 +103,99 @@ def test_results_from_before_the_suite_recorded_its_status_render(name):
     path = next(docs.RESULTS.rglob(f"{name}.json"))
     md = suite.markdown(json.loads(path.read_text()))
     assert "indicative" in md and "load average" in md
+
+
+# -- verdicts, seeds, load, and the README line from one clean run ----------------------------------
+
+def _suite_run(results: Path, name: str, figures: list, *, finished: str, dirty: bool = False, mode: str = "full",
+               busy: bool = False, load_by_part: dict | None = None) -> Path:
+    """A suite bench.json with the reference run's meta and the given figures, kept in ``results``."""
+    data = json.loads(REFERENCE.read_text())
+    meta = data["meta"]
+    meta.update(parts=list(suite.DEFAULT_PARTS), finished=finished, mode=mode, indicative=mode == "quick",
+                busy=busy, git={"commit": "0123456789abcdef", "dirty": dirty})
+    meta["load_average"] = {"at_start": 2.0 if busy else 0.1, "at_end": 1.9}
+    if load_by_part is not None:
+        meta["load_by_part"] = load_by_part
+    path = results / f"{name}.json"
+    path.write_text(json.dumps({**data, "meta": meta, "figures": figures}))
+    return path
+
+
+def _three_states() -> list:
+    from bench.common import figure
+
+    return [
+        figure("scale", "MLflow child runs", 10, "", goal="= 10", verdict="met", seeds=1, by_construction=True),
+        figure("search", "share of the oracle bound", 0.72, "", goal=">= 0.6", verdict="met", interval=[0.65, 0.8], seeds=30),
+        figure("orchestration", "sweep wall, hpsearch (tracking off) against Ray Tune direct", 12.0, "s",
+               baselines={"Ray Tune direct": 11.0}, ratio_value=1.09, ratio_text="this / Ray Tune direct",
+               goal="<= 1.05x", verdict="missed", interval=[1.06, 1.12], seeds=5),
+        figure("orchestration", "sweep wall, hpsearch (SQLite tracking) against Ray Tune + MLflowLoggerCallback", 12.0,
+               "s", baselines={"Ray Tune + MLflowLoggerCallback": 12.1}, ratio_value=0.99,
+               ratio_text="this / Ray Tune + MLflowLoggerCallback, paired per seed", goal="<= 1.00x",
+               verdict="undecided", interval=[0.95, 1.03], seeds=5),
+        figure("scale", "seconds per 1,000 trials", 50.0, "s"),  # no goal: counted nowhere
+    ]
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (tmp_path / "docs").mkdir()
+    monkeypatch.setattr(docs, "RESULTS", folder)
+    monkeypatch.setattr(docs, "PAGE", tmp_path / "docs" / "benchmarks.md")
+    return folder
+
+
+def test_three_verdicts_seeds_and_load_are_rendered_and_counted(results):
+    load = {"search": {"median": 0.2, "max": 0.4, "samples": 20, "every_s": 5.0}}
+    _suite_run(results, "run", _three_states(), finished="2099-01-01T00:00:00+00:00", load_by_part=load)
+    runs, _ = docs.collect()
+    ref = docs.reference(runs)
+    assert docs.verdict_counts(ref) == {"met": 2, "missed": 1, "undecided": 1, "by_construction": 1}
+    page = docs.render()
+    assert "met (by construction)" in page and "**missed**" in page and "| undecided |" in page
+    assert "[0.95, 1.03], 5 seeds" in page and "30 seeds" in page  # intervals and seed counts as run
+    assert "goals: 2 met (1 by construction), 1 missed, 1 undecided" in page
+    assert "load average while each part ran (median/max) search 0.20/0.40" in page
+    line = docs.summary_line()
+    assert "at commit 0123456" in line and "goals: 2 met (1 by construction), 1 missed, 1 undecided" in line
+    assert "sweep wall with SQLite tracking 12 s (0.99× Ray Tune + MLflowLoggerCallback [0.95, 1.03]) (undecided)" in line
+    assert "with tracking off 12 s (1.09× Ray Tune direct [1.06, 1.12]) (missed)" in line
+
+
+def test_results_with_two_state_met_still_render_and_count(results):
+    old = [{k: v for k, v in f.items() if k not in ("verdict", "interval", "seeds", "by_construction")}
+           for f in _three_states()]
+    old[3]["met"] = None  # the older form had no "undecided": a figure without a verdict
+    _suite_run(results, "old", old, finished="2099-01-01T00:00:00+00:00")
+    assert [docs.figure_verdict(f) for f in old] == ["met", "met", "missed", None, None]
+    ref = docs.reference(docs.collect()[0])
+    assert docs.verdict_counts(ref) == {"met": 2, "missed": 1, "undecided": 0, "by_construction": 0}
+    page = docs.render()
+    assert "**missed**" in page and "load average while each part ran" not in page  # no load recorded: none shown
+    assert "goals: 2 met, 1 missed, 0 undecided" in docs.summary_line()
+
+
+def test_the_readme_line_quotes_one_run_at_one_clean_commit(results):
+    _suite_run(results, "clean", _three_states(), finished="2099-01-01T00:00:00+00:00")
+    _suite_run(results, "dirty", _three_states()[:1], finished="2099-02-01T00:00:00+00:00", dirty=True)
+    _suite_run(results, "quick", _three_states()[:1], finished="2099-03-01T00:00:00+00:00", mode="quick")
+    _suite_run(results, "busy", _three_states()[:1], finished="2099-04-01T00:00:00+00:00", busy=True)
+    line = docs.summary_line()
+    assert "full run of 2099-01-01" in line and "1 undecided" in line  # the newest clean run, not a newer dirty one
+    for name in ("clean",):
+        (results / f"{name}.json").unlink()
+    # No clean full run left: the line quotes no figure rather than one from a modified tree or a busy machine.
+    assert docs.summary_line() == ("Benchmarks against Ray Tune and Optuna used directly: "
+                                   "[docs/benchmarks.md](docs/benchmarks.md).")
+
+
+def test_quick_runs_judge_no_goal(results):
+    _suite_run(results, "quick", _three_states(), finished="2099-01-01T00:00:00+00:00", mode="quick")
+    run = docs.collect()[0][0]
+    assert docs.verdict_counts(run)["met"] == 0
+    assert "no goal judged" not in "; ".join(docs.marks(run))  # quick runs say "quick", not a count
+    assert "indicative" in docs.render()

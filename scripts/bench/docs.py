@@ -33,6 +33,10 @@ PAGE = ROOT / "docs" / "benchmarks.md"
 PART_TEXT = {
     "overhead": "Start-up per sweep and cost per added trial, with trials that do nothing and with one-second "
                 "trials, against Ray Tune (defaults, and tuned) and Optuna (in memory, and SQLite) used directly.",
+    "orchestration": "Real sweeps on identical configurations and epochs, paired per seed: hpsearch (tracking off, "
+                     "SQLite, `mlflow server`) against Ray Tune direct, Ray Tune with `MLflowLoggerCallback`, and "
+                     "TPE+ASHA against Ray Tune + OptunaSearch + ASHA and Optuna direct: wall, utilization, CPU per "
+                     "trial, phases.",
     "model": "Time and epochs to a target validation accuracy on the reference MLP (MNIST-1D): hpsearch's "
              "random/ASHA, random/Hyperband and TPE+ASHA against random/FIFO, Ray Tune ASHA and Optuna TPE with "
              "Hyperband used directly; and how busy the workers are in the same sweeps (utilization).",
@@ -43,7 +47,8 @@ PART_TEXT = {
              "the driver's peak memory, MLflow child runs.",
     "gpu": "Trials per hour on one GPU with 1, 2, 4 and 8 trials packed on it (not measured where there is no GPU).",
     "search": "Search efficiency at one-minute epochs, simulated on the shipped curve table "
-              "(`spaces/mlp.curves.npz`). Not in the default run.",
+              "(`spaces/mlp.curves.npz`): paired per-seed speed-ups over random search to a panel of targets, "
+              "beside the bound of a perfect pruner.",
     "predict": "The simulator's predictions (epochs trained, wall-clock) against real sweeps of the same "
                "configurations. Not in the default run.",
     "workers": "A trial on two DDP workers against a trial on one: start-up and accuracy. Not in the default run.",
@@ -54,6 +59,9 @@ STORAGE_TEXT = ("The same small sweep with its storage in an S3 bucket (a local 
 
 # The README's line: these figures of the reference run, in this order, where it has them.
 HEADLINES = (
+    ("sweep wall, hpsearch (SQLite tracking) against Ray Tune + MLflowLoggerCallback", "sweep wall with SQLite tracking"),
+    ("sweep wall, hpsearch (tracking off) against Ray Tune direct", "with tracking off"),
+    ("random/asha speed-up as a share of the oracle bound", "search: random/ASHA's share of a perfect pruner's speed-up"),
     ("overhead per added trial, 1-second trials", "per-trial overhead with 1-second trials"),
     ("worker utilization, hpsearch random/ASHA", "worker utilization with random/ASHA"),
     ("worker utilization, hpsearch random/FIFO against Ray Tune FIFO", "with random/FIFO"),
@@ -140,16 +148,72 @@ def collect(results: Path | None = None) -> tuple[list[Run], list[Path]]:
     return runs, [p for p in others if p not in beside]
 
 
+def clean(run: Run) -> bool:
+    """A full-mode run on a clean tree (one commit) and a quiet machine: one the README may quote."""
+    if run.kind != "suite":
+        return False
+    status = suite.run_status(run.meta)
+    return not (status["indicative"] or status["busy"] or run.meta["git"].get("dirty") is not False)
+
+
 def reference(runs: list[Run]) -> Run | None:
     """The run the README quotes: the newest full-mode run of every default part, preferring one on
-    a clean tree and a quiet machine."""
+    a clean tree and a quiet machine. Where no full run has every default part (the default parts
+    changed since the last one), the clean full run with the most of them, newest first (marked
+    partial on the page)."""
     full = [r for r in runs if r.default_parts and r.meta["mode"] == "full"]
+    if not full:
+        covered = [r for r in runs if r.kind == "suite" and r.meta["mode"] == "full" and clean(r)]
+        return max(covered, key=lambda r: (len(set(suite.DEFAULT_PARTS) & set(r.parts)), r.finished), default=None)
+    return next((r for r in full if clean(r)), full[0])
 
-    def clean(r: Run) -> bool:
-        status = suite.run_status(r.meta)
-        return not (status["indicative"] or status["busy"] or r.meta["git"].get("dirty"))
 
-    return next((r for r in full if clean(r)), full[0] if full else None)
+def figure_verdict(f: dict[str, Any]) -> str | None:
+    """A figure's verdict: met, missed or undecided; results written before verdicts had three
+    states carry ``met`` (True/False/None) only, read as met/missed/none."""
+    if f.get("verdict") is not None:
+        return f["verdict"]
+    if "verdict" not in f and f.get("met") is not None:
+        return "met" if f["met"] else "missed"
+    return None
+
+
+def verdict_counts(run: Run) -> dict[str, int]:
+    """How many of a run's figures met, missed or left undecided their goal, and how many of the
+    met ones pass by construction. Quick-mode runs judge no goal: all zero."""
+    counts = {"met": 0, "missed": 0, "undecided": 0, "by_construction": 0}
+    if run.kind != "suite" or suite.run_status(run.meta)["indicative"]:
+        return counts
+    for f in run.data["figures"]:
+        v = figure_verdict(f)
+        if v in counts:
+            counts[v] += 1
+            counts["by_construction"] += bool(v == "met" and f.get("by_construction"))
+    return counts
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """The counts as the page and the README say them.
+
+    >>> counts_text({"met": 3, "missed": 1, "undecided": 2, "by_construction": 1})
+    'goals: 3 met (1 by construction), 1 missed, 2 undecided'
+    >>> counts_text({"met": 0, "missed": 0, "undecided": 0, "by_construction": 0})
+    'no goal judged'
+    """
+    if not counts["met"] + counts["missed"] + counts["undecided"]:
+        return "no goal judged"
+    construction = f" ({counts['by_construction']} by construction)" if counts["by_construction"] else ""
+    return f"goals: {counts['met']} met{construction}, {counts['missed']} missed, {counts['undecided']} undecided"
+
+
+def load_text(meta: dict[str, Any]) -> str | None:
+    """The load average while each part ran (median/max of the samples), where the run recorded it
+    (``meta["load_by_part"]``; older runs did not)."""
+    by_part = meta.get("load_by_part") or {}
+    if not by_part:
+        return None
+    return "load average while each part ran (median/max) " + ", ".join(
+        f"{p} {v['median']:.2f}/{v['max']:.2f}" for p, v in by_part.items())
 
 
 def _link(path: Path, text: str | None = None) -> str:
@@ -178,6 +242,10 @@ def marks(run: Run) -> list[str]:
                else f"clean tree at {commit}")
     if status["busy"]:
         out.append(f"**busy**: load average {status['load_at_start']:.2f} at the start, above {status['busy_limit']}")
+    if load_text(m):
+        out.append(load_text(m))
+    if not status["indicative"]:
+        out.append(counts_text(verdict_counts(run)))
     return out
 
 
@@ -304,28 +372,43 @@ def render(results: Path | None = None) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def headline(f: dict[str, Any], label: str) -> str:
+    """One figure in the README's words: the value, its ratio against the baseline it divides by,
+    the 90% interval, the verdict where it has a goal.
+
+    >>> headline({"value": 0.7, "unit": "", "ratio": None, "ratio_of": "", "interval": [0.5, 0.9],
+    ...           "verdict": "undecided"}, "share")
+    'share 0.7 [0.5, 0.9] (undecided)'
+    """
+    interval = f" [{suite._fmt(f['interval'][0])}, {suite._fmt(f['interval'][1])}]" if f.get("interval") else ""
+    v = figure_verdict(f)
+    if f["ratio"] is not None and f["ratio_of"]:
+        against = f["ratio_of"].split(" / ", 1)[-1].split(",")[0]
+        text = f"{label} {suite._fmt(f['value'], f['unit'])} ({suite._fmt(f['ratio'])}× {against}{interval})"
+    else:
+        text = f"{label} {suite._fmt(f['value'], f['unit'])}{interval}"
+    return text + (f" ({v})" if v else "")
+
+
 def summary_line(results: Path | None = None) -> str:
-    """One line for the README: the reference run's headline figures with their ratios against
-    Ray Tune used directly, and where the rest is."""
+    """One line for the README, from the committed JSON of one run at one clean commit (the
+    reference run, when it is clean: full mode, clean tree, quiet machine): its headline figures
+    with their ratios against Ray Tune used directly, how many goals it met, missed and left
+    undecided, and where the rest is."""
     runs, _ = collect(results)
     ref = reference(runs)
-    if ref is None:
+    if ref is None or not clean(ref):
         return "Benchmarks against Ray Tune and Optuna used directly: [docs/benchmarks.md](docs/benchmarks.md)."
     figures = ref.data["figures"]
     parts = []
     for prefix, label in HEADLINES:
         f = next((f for f in figures if f["figure"].startswith(prefix)), None)
-        if f is None or f["value"] is None:
-            continue
-        ratio = ""
-        if f["ratio"] is not None and f["ratio_of"]:
-            against = f["ratio_of"].split(" / ", 1)[-1]
-            ratio = f" ({suite._fmt(f['ratio'])}× {against})"
-        parts.append(f"{label} {suite._fmt(f['value'], f['unit'])}{ratio}")
+        if f is not None and f["value"] is not None:
+            parts.append(headline(f, label))
     m = ref.meta
-    return (f"Benchmarks, full run of {ref.finished[:10]} on {m['machine']['cpus']} CPUs (medians): "
-            + "; ".join(parts) + ". Every figure, with Optuna and the other runs: "
-            "[docs/benchmarks.md](docs/benchmarks.md).")
+    return (f"Benchmarks, full run of {ref.finished[:10]} at commit {str(m['git']['commit'])[:7]} on "
+            f"{m['machine']['cpus']} CPUs (medians): " + "; ".join(parts) + f"; {counts_text(verdict_counts(ref))}. "
+            "Every figure, with Optuna and the other runs: [docs/benchmarks.md](docs/benchmarks.md).")
 
 
 def main(argv: list[str] | None = None) -> int:

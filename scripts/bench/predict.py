@@ -91,8 +91,8 @@ def run(seeds: int, trials: dict[str, int], work: Path, log: Callable[[str], Non
                            "simulated (median)": median([p[sim_key] for p in pairs])},
                 goal=f"{low:g}-{high:g} (docs/simulate.md)", verdict=in_range(r, low, high, interval),
                 interval=interval, seeds=len(pairs), by_construction=forced,
-                note=(f"geometric mean over {len(pairs)} seed(s), paired, 90% t interval"
-                      + ("" if paired else " (one seed: no interval, the value alone decides)")
+                note=((f"geometric mean over {len(pairs)} seeds, paired, 90% t interval" if paired
+                       else "one seed: no interval, the value alone decides")
                       + "; per seed " + ", ".join(f"{p[f'{what}_ratio']:.2f}" for p in pairs)
                       + f"; every seed within {low:g}-{high:g}: {'yes' if within else 'no'}"
                       + ("; by construction: FIFO trains every configuration to the last epoch, real and simulated"

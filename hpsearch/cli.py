@@ -201,7 +201,10 @@ def run(
 
 
 def _finish(result) -> None:
-    print_result(result)
+    print_result(result)  # the trials are known: the table does not wait for the end's best model and report
+    result.wait()
+    for line in result.end_errors:
+        err.print(f"hpsearch: {line}", markup=False, highlight=False, soft_wrap=True)
     print_tracking(result)
     if result.interrupted:
         _interrupted(result.name, as_location(result.path).parent.uri, result.signal_exit)

@@ -34,7 +34,7 @@ from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
 from hpsearch.ray.client import client_address, on_cluster
 from hpsearch.ray.cluster import connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
-from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started
+from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started, wait_for_ends
 from hpsearch.search.schedulers import plan_budget
 from hpsearch.search.strategies import planned_trials
 from hpsearch.settings import Resources, SweepSettings
@@ -244,8 +244,13 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     watch = InterruptWatch()
     if not s.tracking_uri:
         return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV()])
-    tracker = SweepTracker(s, prep.space, client=client, resources=ray.cluster_resources())
-    ground = Groundwork(lambda: _expected(prep, tracker.client, tracker.parent_id))
+    resources = ray.cluster_resources()
+    tracker = SweepTracker(s, prep.space, client=client, resources=resources)
+    # The workers counted now: the plan against actual may be computed after sweep() returned,
+    # when the caller may have shut Ray down.
+    workers = trials_at_once(s.concurrency, prep.groups_at_once) or \
+        max(1, int(resources.get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
+    ground = Groundwork(lambda: _expected(prep, workers, tracker.client, tracker.parent_id))
     return Live(bar, tracker, watch, ground,
                 [ProgressCallback(bar), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV()])
 
@@ -258,6 +263,7 @@ def run_prepared(
     on the cluster, see ``hpsearch.ray.client``; ``show_trial_output``: trials' output on this console)."""
     if client_address(address):
         return on_cluster(_drive, "run", prep, client_address(address), callbacks, progress, show_trial_output)
+    wait_for_ends()  # an earlier sweep of this process still writing its end: one writer to MLflow
     client = start_driver(prep, address, show_trial_output)
     from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
     from hpsearch.ray.tuner import new_tuner
@@ -277,6 +283,7 @@ def resume_prepared(
     callbacks and deadline."""
     if client_address(address):
         return on_cluster(_drive, "resume", prep, client_address(address), callbacks, progress, show_trial_output)
+    wait_for_ends()
     client = start_driver(prep, address, show_trial_output)
     from hpsearch.ray.stopper import SweepStop  # Ray Tune: imported by start_driver's thread
     from hpsearch.ray.tuner import attach, restored_tuner
@@ -334,21 +341,34 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
     result = SweepResult(s.name, prep.path.uri, s.metric, str(s.mode), s.max_epochs, records, wall,
                          pick_best(records, s.mode), stopped_by=stopper.reached,
                          signal=live.watch.signal if stopper.reached == StopReason.INTERRUPTED else None)
-    if tracker is not None:
-
-        if not result.interrupted:
-            result.expected = live.ground.result()
-        close_sweep(tracker, result, lambda: best_model(result.best, prep.data, prep.model_fn, prep.train_fn), prep.data)
+    if tracker is None:
+        return result
+    model = lambda: best_model(result.best, prep.data, prep.model_fn, prep.train_fn)  # noqa: E731
+    if result.interrupted:  # quickly, and before the command exits with the signal's status
+        close_sweep(tracker, result, model, prep.data)
+        return result
+    # The result is known: return it, and finish the slow end (plan against actual, the best model,
+    # the report, the parent's summary, the last writes: ~1.5 s for a small sweep) on a thread the
+    # process joins before it exits. Reading what it fills in waits for it (SweepResult.wait).
+    result.end_in_background(lambda: _end(result, live, tracker, model, prep.data))
     return result
 
 
-def _expected(prep: PreparedSweep, client, parent: str) -> dict[str, float]:
-    """Plan against actual (``hpsearch.simulate.explain.expected``) for the workers this cluster gave the sweep."""
-    import ray  # connected by start_driver
+def _end(result: SweepResult, live: Live, tracker, model: Callable[[], Any], data) -> None:
+    """The end of a tracked sweep that ran to its end, on ``SweepEnd``'s thread."""
+    try:
+        result.expected = live.ground.result()
+        close_sweep(tracker, result, model, data)
+    except BaseException:
+        try:  # what is queued is delivered (or kept for sync) all the same; the failure is SweepEnd's to report
+            tracker.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow writes after a failed end: %s: %s", type(exc).__name__, exc)
+        raise
 
-    s = prep.settings
-    workers = trials_at_once(s.concurrency, prep.groups_at_once) or \
-        max(1, int(ray.cluster_resources().get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
+
+def _expected(prep: PreparedSweep, workers: int, client, parent: str) -> dict[str, float]:
+    """Plan against actual (``hpsearch.simulate.explain.expected``) for the ``workers`` this cluster gave the sweep."""
     try:
         return expected(prep, workers, client, parent)
     except Exception as exc:  # noqa: BLE001 - a forecast must never cost the sweep its record
@@ -369,7 +389,7 @@ def _drive(what: str, prep: PreparedSweep, callbacks: list, relay, version: str)
                          "version on both")
     _ON_CLUSTER = True
     run = run_prepared if what == "run" else resume_prepared
-    return run(prep, address=None, callbacks=callbacks, progress=False, relay=relay)
+    return run(prep, address=None, callbacks=callbacks, progress=False, relay=relay).wait()  # before the task ends
 
 
 # -- the public one-call forms ----------------------------------------------------------------

@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hpsearch.ray.compat import trial_started
 from hpsearch.space import Space
@@ -42,9 +44,91 @@ class TrialRecord:
     checkpoint: str | None = None  # directory of the trial's latest checkpoint
 
 
+log = logging.getLogger(__name__)
+_running: set[SweepEnd] = set()  # the ends running in this process (wait_for_ends)
+_running_lock = threading.Lock()
+
+
+class SweepEnd:
+    """The slow part of a tracked sweep's end (the best model, the report, the last MLflow writes)
+    running after ``sweep()`` has returned its result, on a thread of its own.
+
+    The thread is not a daemon, so the interpreter joins it before it exits (before ``atexit``,
+    where Ray shuts down): what the end writes is complete when the process ends, even if nobody
+    waits. While one runs, a new sweep of this process waits for it first (``wait_for_ends``): one
+    writer to MLflow at a time. A failure is logged when it happens, kept in ``error``, and raised
+    again by ``wait``; what the end had written before it stays.
+    """
+
+    def __init__(self, work: Callable[[], None], name: str) -> None:
+        self.error: BaseException | None = None
+        self._work = work
+        self.thread = threading.Thread(target=self._run, name=f"hpsearch-end-{name}", daemon=False)
+        with _running_lock:
+            _running.add(self)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 - kept for wait(), said now: nobody may ever wait
+            self.error = exc
+            log.error("the sweep's end failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        finally:
+            with _running_lock:
+                _running.discard(self)
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the end; False if ``timeout`` passed first. From the end's own thread: at once."""
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+        return self.done() or threading.current_thread() is self.thread
+
+
+def wait_for_ends() -> None:
+    """Wait until every sweep end running in this process is done (a new sweep calls this before
+    it writes to MLflow: the one-writer rule holds across sweeps of one process)."""
+    with _running_lock:
+        running = list(_running)
+    for end in running:
+        end.join()
+
+
+class _AfterEnd:
+    """A field of ``SweepResult`` the sweep's end fills in: reading it waits for the end (see
+    ``SweepResult.wait``), so what a caller reads is complete, never half-written."""
+
+    def __init__(self, default: Any = None, factory: Callable[[], Any] | None = None) -> None:
+        self.default, self.factory = default, factory
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.key = "_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:  # the dataclass's default (a factory's value is made per instance in __set__)
+            return self.default
+        end = obj.__dict__.get("_end")
+        if end is not None:
+            end.join()
+        return obj.__dict__[self.key]
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.key] = self.factory() if value is None and self.factory is not None else value
+
+
 @dataclass
 class SweepResult:
-    """What a sweep returns: the best trial and a table of all of them."""
+    """What a sweep returns: the best trial and a table of all of them.
+
+    The trials, the best trial, the wall time and what stopped the sweep are complete when
+    ``sweep()`` returns. With tracking, the best model, the report and the last MLflow writes may
+    still be running (``ending``): ``tracking``, ``registered``, ``expected`` and ``end_errors``
+    wait for them when read, and ``wait()`` waits explicitly. The process does not exit before
+    they are done.
+    """
 
     name: str
     path: str
@@ -54,13 +138,52 @@ class SweepResult:
     trials: list[TrialRecord]
     wall_s: float
     best: TrialRecord | None
-    tracking: dict[str, Any] | None = None  # uri, experiment_id, parent_run_id, children (trial id -> run id)
-    registered: str | None = None  # models:/NAME/VERSION, when the best model was registered (register_model)
+    # uri, experiment_id, parent_run_id, children (trial id -> run id), refused, pending
+    tracking: dict[str, Any] | None = _AfterEnd()  # type: ignore[assignment]
+    # models:/NAME/VERSION, when the best model was registered (register_model)
+    registered: str | None = _AfterEnd()  # type: ignore[assignment]
     stopped_by: StopReason | None = None  # set when the sweep ended before its trials did
     signal: str | None = None  # SIGINT or SIGTERM, when one interrupted the sweep (stopped_by INTERRUPTED)
     # Plan against actual, logged on the parent run: planned_epochs (plan's arithmetic) and, where
     # recorded curves of the space exist, simulated_epochs (hpsearch.simulate.explain.expected)
-    expected: dict[str, float] = field(default_factory=dict)
+    expected: dict[str, float] = _AfterEnd(factory=dict)  # type: ignore[assignment]
+    # A line per step of the end that failed ("best model: ...", "report: ..."); what it wrote stays
+    end_errors: list[str] = _AfterEnd(factory=list)  # type: ignore[assignment]
+
+    def end_in_background(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (the end's slow part, which fills in the fields above) on ``SweepEnd``'s thread."""
+        self.__dict__["_end"] = SweepEnd(work, self.name)
+
+    @property
+    def ending(self) -> bool:
+        """Whether the end (best model, report, last MLflow writes) is still running; never waits."""
+        end = self.__dict__.get("_end")
+        return end is not None and not end.done()
+
+    def wait(self, timeout: float | None = None) -> SweepResult:
+        """Wait for the sweep's end (best model, report, last MLflow writes); returns the result.
+
+        Raises TimeoutError if ``timeout`` seconds pass first, and the end's own exception if it
+        failed as a whole (a step that failed on its own is a line of ``end_errors``).
+
+        Example:
+            >>> hpsearch.sweep("mlp", trials=4, max_epochs=3).wait().registered  # doctest: +SKIP
+        """
+        end = self.__dict__.get("_end")
+        if end is None:
+            return self
+        if not end.join(timeout):
+            raise TimeoutError(f"the end of sweep {self.name} is still running after {timeout} s")
+        if end.error is not None:
+            raise end.error
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a ray:// driver's result) once its end is done, without the thread."""
+        end = self.__dict__.get("_end")
+        if end is not None:
+            end.join()
+        return {k: v for k, v in self.__dict__.items() if k != "_end"}
 
     @property
     def interrupted(self) -> bool:

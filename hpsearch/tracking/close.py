@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], Any], data) -> None:
     """The sweep's end: best model and report (they read back from MLflow, so only once every
-    write landed), the parent's summary, and what could not be delivered kept on disk."""
+    write landed), the parent's summary, and what could not be delivered kept on disk. A step that
+    fails leaves the others and is a line of ``result.end_errors``. Runs after ``sweep()`` returned,
+    on the result's ``SweepEnd`` thread (an interrupted sweep's end: before)."""
     tracker.flush()
     if result.interrupted:  # quickly: the best model and the report come when resume ends the sweep
         tracker.finish(result, status="KILLED")
@@ -32,10 +34,12 @@ def close_sweep(tracker: SweepTracker, result: SweepResult, model: Callable[[], 
             log_best_model(tracker, result, model(), data)
         except Exception as exc:  # noqa: BLE001
             log.warning("best model not logged: %s: %s", type(exc).__name__, exc)
+            result.end_errors.append(f"best model not logged: {type(exc).__name__}: {exc}")
         try:
             log_report(tracker.client, tracker.parent_id, sweep_data(tracker, result))
         except Exception as exc:  # noqa: BLE001
             log.warning("report not logged: %s: %s", type(exc).__name__, exc)
+            result.end_errors.append(f"report not logged: {type(exc).__name__}: {exc}")
     if not result.interrupted:
         tracker.finish(result)
     pending = tracker.close()

@@ -62,7 +62,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "orchestration": dict(seeds=2, trials=4, max_epochs=6, tpe_trials=9, tpe_max_epochs=9),
         "scale": dict(trials=1000),
         "gpu": dict(trials=8, max_epochs=3),
-        "search": dict(seeds=5, trials=81, epoch_seconds=60.0, target_seeds=40),
+        "search": dict(seeds=5, trials=81, epoch_seconds=60.0, target_seeds=40),  # ~10 CPU-s: < 1 min
         "predict": dict(seeds=1, trials={"asha": 9}),
         "workers": dict(seeds=2, max_epochs=3),
     },
@@ -72,6 +72,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "orchestration": dict(seeds=5, trials=10, max_epochs=12, tpe_trials=27, tpe_max_epochs=27),
         "scale": dict(trials=10_000),
         "gpu": dict(trials=32, max_epochs=9),
+        # search: 240 CPU-s on 2 processes, ~2.5 min quiet (measured 2026-12-04; 8.6 min at load ~17)
         "search": dict(seeds=30, trials=243, epoch_seconds=60.0, target_seeds=100),
         "predict": dict(seeds=3, trials={"fifo": 4, "asha": 27, "hyperband": 13}, tpe_trials=27),
         "workers": dict(seeds=5, max_epochs=10),

@@ -37,24 +37,24 @@ PART_HELP = ("overhead (start-up and per-trial cost), orchestration (real sweeps
 BUSY_LOAD = 0.5  # 1-minute load average above which a measurement is not quotable
 
 # Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), extrapolated from the
-# quiet 2026-11-23 and 2026-11-29 full runs (per-sweep times of the same arms) and from the quick run
-# of this layout on 2026-12-04 (load average ~20 from other work: 3-5x slower, used for the shape):
+# quiet 2026-11-23 and 2026-11-29 full runs (per-sweep times of the same arms); the 2026-12-04 quick
+# run of this layout ran at load average 12-19 from other work (3-5x slower) and gave the shape only:
 #   overhead       ~11.5 min: an untimed warm-up sweep per arm (~25 s); no-op N=20 and N=200 x 3
 #                  repeats (hpsearch with and without tracking ~6.5 + 11 s each, Ray tuned ~3.5 + 6.5 s,
 #                  Ray tuned + MLflowLoggerCallback ~4 + 11 s, Optuna < 6 s: ~3 min), Ray defaults
 #                  N=10 and N=50 once (~70 s); one-second N=10 and N=50 once per arm (5 + 25 s ideal,
 #                  ~40 s an arm, Ray defaults ~2 min: ~6 min)
-#   orchestration  ~20-22 min: 5 seeds x (5 FIFO sweeps of 10 configurations x 12 epochs, ~23 s each
-#                  on 2026-11-23, ~10 s of it outside training; hpsearch TPE+ASHA, Ray Tune +
-#                  OptunaSearch + ASHA and Optuna direct, 27 trials of at most 27 epochs, ~100-120
-#                  epochs trained, ~25-35 s each), ~4 min a seed; plus the mlflow server's start
+#   orchestration  ~20 min: 6 seeds x (5 FIFO sweeps of 10 configurations x 12 epochs, ~23 s each on
+#                  2026-11-23, ~10 s of it outside training; 3 TPE+ASHA sweeps of 27 trials of at
+#                  most 27 epochs, ~80-120 epochs, ~25-30 s each): ~3.2 min a seed, plus the mlflow
+#                  server's start; ~27 min on a day as slow as 2026-11-29 (1.35x)
 #   scale          ~9-10 min: 10,000 no-op trials at ~50-60 ms each, then the report
-#   search         simulated (search.py: see its own budget there)
-#   gpu            none here (no GPU: the part says so and returns)
-#   total          ~45-50 min plus search, plus ~10 s for the load check and ~20 s to start Ray
-# Quick mode (orchestration 2 seeds of 4 x 6 FIFO and 9 x <= 9 TPE+ASHA): see the note of the
-# 2026-12-04 quick run in the commit that sized this; ~7-9 min for overhead + orchestration on a
-# quiet machine.
+#   search         ~2.5 min (simulated; measured, see beside its size)
+#   gpu            none on the reference machine (no GPU: the part says so and returns)
+#   total          ~44 min (~55 on a slow day), plus ~10 s for the load check and ~20 s to start Ray
+# Quick mode, measured 2026-12-04 at load average 12-19 (3-5x slower than quiet): overhead 9.3 min,
+# orchestration 9.4 min (2 seeds x 8 sweeps, ~35 s each, ~18 s of it start-up at that load);
+# on a quiet machine about 3.5 + 3.5 min.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "overhead": dict(noop_trials=(5, 60), sleep_trials=(4, 12), noop_repeats=1, sleep_repeats=1,
@@ -69,7 +69,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "overhead": dict(noop_trials=(20, 200), sleep_trials=(10, 50), noop_repeats=3, sleep_repeats=1,
                          ray_default_trials=(10, 50), ray_default_repeats=1),
-        "orchestration": dict(seeds=5, trials=10, max_epochs=12, tpe_trials=27, tpe_max_epochs=27),
+        "orchestration": dict(seeds=6, trials=10, max_epochs=12, tpe_trials=27, tpe_max_epochs=27),
         "scale": dict(trials=10_000),
         "gpu": dict(trials=32, max_epochs=9),
         # search: 240 CPU-s on 2 processes, ~2.5 min quiet (measured 2026-12-04; 8.6 min at load ~17)
@@ -254,7 +254,7 @@ def update_docs(results: dict[str, Any], md: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench/run", description="hpsearch benchmark suite (issues #7, #12)")
-    ap.add_argument("--quick", action="store_true", help="small sizes, about 7 minutes on 2 cores; figures indicative")
+    ap.add_argument("--quick", action="store_true", help="small sizes, about 9 minutes on 2 cores; figures indicative")
     ap.add_argument("--only", default=",".join(DEFAULT_PARTS), help=f"comma-separated parts of: {PART_HELP}")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where bench.json and bench.md go")
     ap.add_argument("--update-docs", action="store_true",

@@ -22,7 +22,8 @@ Figures: the paired (per seed) wall ratios with a 90% interval (``paired_ratio``
 off / Ray Tune no tracking <= 1.05; worker utilization (seconds in the trainable's own code over
 wall x 2); CPU seconds per trial of the driver (``getrusage``, this process and its threads) and
 of the workers (``/proc/<pid>/stat`` of this process's descendants, sampled every 0.5 s: Ray's
-worker processes or Optuna's pool; Ray's own daemons and the mlflow server apart); the phases:
+worker processes or Optuna's pool; Ray's own daemons and the mlflow server apart, any other
+process the driver starts counted with the driver); the phases:
 start-up (the call to the first epoch's start), hand-over between trials, and the end (the last
 report to the call returning), the end of hpsearch with the goal <= 0.5 s.
 """
@@ -118,11 +119,12 @@ class CpuMeter:
     """CPU seconds of this process (``getrusage``: every thread) and of its descendants during a
     block, the latter from ``/proc`` sampled every ``every_s`` (a process that ends between two
     samples loses at most that much). Descendants are grouped: ``workers`` (Ray's worker
-    processes, Optuna's spawned pool), ``server`` (the mlflow server's process group), ``ray``
-    (Ray's own daemons: raylet, GCS, agents)."""
+    processes; with ``pool``, the arm's spawned process pool), ``server`` (the mlflow server's
+    process group), ``ray`` (Ray's own daemons: raylet, GCS, agents), ``helpers`` (any other
+    process the driver starts, e.g. a tracking writer of its own: driver-side work)."""
 
-    def __init__(self, server_pgid: int | None = None, every_s: float = 0.5) -> None:
-        self.server_pgid, self.every_s = server_pgid, every_s
+    def __init__(self, server_pgid: int | None = None, pool: bool = False, every_s: float = 0.5) -> None:
+        self.server_pgid, self.pool, self.every_s = server_pgid, pool, every_s
         self.base: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.group: dict[int, str] = {}
@@ -142,11 +144,20 @@ class CpuMeter:
                 continue
             _, pgid, cpu = table[pid]
             if pid not in self.group:
-                cmd = _cmdline(pid)
-                self.group[pid] = ("server" if self.server_pgid is not None and pgid == self.server_pgid else
-                                   "workers" if "default_worker.py" in cmd or "spawn_main" in cmd else "ray")
+                self.group[pid] = self._group(pgid, _cmdline(pid).strip())
                 self.base[pid] = cpu if first else 0.0  # born during the block: all its CPU counts
             self.last[pid] = cpu
+
+    def _group(self, pgid: int, cmd: str) -> str:
+        if self.server_pgid is not None and pgid == self.server_pgid:
+            return "server"
+        # A Ray worker renames itself (setproctitle) from default_worker.py to ray::IDLE or
+        # ray::<Trainable>.<method>; Ray's agents to ray::<Name>Agent.
+        if "default_worker.py" in cmd or (cmd.startswith("ray::") and not cmd.endswith("Agent")):
+            return "workers"
+        if self.pool and "spawn_main" in cmd:
+            return "workers"
+        return "ray" if "/ray/" in cmd or cmd.startswith("ray::") else "helpers"
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -166,7 +177,7 @@ class CpuMeter:
         self._scan()
 
     def summary(self) -> dict[str, float]:
-        out = {"driver": self.driver_s, "workers": 0.0, "ray": 0.0, "server": 0.0}
+        out = {"driver": self.driver_s, "helpers": 0.0, "workers": 0.0, "ray": 0.0, "server": 0.0}
         for pid, grp in self.group.items():
             out[grp] += max(self.last[pid] - self.base[pid], 0.0)
         return out
@@ -223,9 +234,9 @@ class Runner:
             return self.optuna(seed, trials, max_epochs)
         raise ValueError(arm)
 
-    def _measure(self, call: Callable[[], tuple[set[str], list, dict]]) -> dict[str, Any]:
+    def _measure(self, call: Callable[[], tuple[set[str], list, dict]], pool: bool = False) -> dict[str, Any]:
         before = {t.ident for t in threading.enumerate()}
-        with CpuMeter(self.server.pid if self.server is not None else None) as cpu:
+        with CpuMeter(self.server.pid if self.server is not None else None, pool=pool) as cpu:
             t0 = time.time()
             tags, results, extra = call()
             wall = time.time() - t0
@@ -348,7 +359,7 @@ class Runner:
                     [(r["t"], r["val_acc"], f"{name}:{r['trial']}") for r in reports],
                     {"counts": {s: states.count(s) for s in set(states)}})
 
-        return self._measure(call)
+        return self._measure(call, pool=True)
 
 
 def summary(t0: float, wall: float, results: list[tuple[float, float | None, str]], tags: set[str],
@@ -418,7 +429,9 @@ def run(seeds: int, trials: int, max_epochs: int, tpe_trials: int, tpe_max_epoch
 
 def _cpu(runs: dict[str, list[dict]], arm: str, key: str, size: dict) -> float | None:
     n = size["trials"] if arm in FIFO_ARMS else size["tpe_trials"]
-    return median([r["cpu_s"][key] / n for r in runs[arm]])
+    if key == "driver_all":  # the driver with any process of its own it starts (not Ray's, not the server)
+        return median([(r["cpu_s"]["driver"] + r["cpu_s"].get("helpers", 0.0)) / n for r in runs[arm]])
+    return median([r["cpu_s"].get(key, 0.0) / n for r in runs[arm]])
 
 
 def per_arm(runs: dict[str, list[dict]], size: dict) -> dict[str, Any]:
@@ -428,7 +441,7 @@ def per_arm(runs: dict[str, list[dict]], size: dict) -> dict[str, Any]:
                     ("wall_s", "epochs", "best_val_acc", "utilization", "report_share", "start_up_s",
                      "handover_s_per_trial", "end_s", "after_return_s")}
         out[arm]["range_wall_s"] = span([r["wall_s"] for r in rs])
-        out[arm]["cpu_s_per_trial"] = {k: _cpu(runs, arm, k, size) for k in ("driver", "workers", "ray", "server")}
+        out[arm]["cpu_s_per_trial"] = {k: _cpu(runs, arm, k, size) for k in ("driver_all", "driver", "helpers", "workers", "ray", "server")}
     return out
 
 
@@ -477,7 +490,7 @@ def figures(runs: dict[str, list[dict]], size: dict) -> list[dict[str, Any]]:
         baselines={ARMS[a]: util[a] for a in others},
         note="seconds in the trainable's own code over wall x 2 workers; inside report: " +
              ", ".join(f"{ARMS[a]} {100 * p[a]['report_share']:.1f}%" for a in ARMS)))
-    for key, what in (("driver", "the driver (this process, every thread)"),
+    for key, what in (("driver_all", "the driver (this process, every thread, and any helper process it starts)"),
                       ("workers", "the worker processes (Ray's workers, Optuna's pool)")):
         figs.append(figure(
             "orchestration", f"CPU seconds per trial in {what}, {ARMS['hp_sqlite']} (medians over seeds)",
@@ -486,8 +499,10 @@ def figures(runs: dict[str, list[dict]], size: dict) -> list[dict[str, Any]]:
             note=("per trial of the sweep (FIFO: {0}; TPE: {1}); " + (
                 "Ray's own daemons (raylet, GCS, agents) per trial: " +
                 ", ".join(f"{ARMS[a]} {p[a]['cpu_s_per_trial']['ray']:.2f} s" for a in ARMS) +
-                f"; the mlflow server per trial: {p['hp_server']['cpu_s_per_trial']['server']:.2f} s"
-                if key == "driver" else
+                f"; the mlflow server per trial: {p['hp_server']['cpu_s_per_trial']['server']:.2f} s; of the driver's, "
+                f"in helper processes: " + ", ".join(f"{ARMS[a]} {p[a]['cpu_s_per_trial']['helpers']:.2f} s" for a in ARMS
+                                                       if p[a]['cpu_s_per_trial']['helpers'])
+                if key == "driver_all" else
                 "read from /proc every 0.5 s: a process ending between samples loses at most that much"))
             .format(size["trials"], size["tpe_trials"])))
     for key, what in (("start_up_s", "start-up: the call to the first epoch's start"),

@@ -213,6 +213,21 @@ class Runner:
         with quiet(self.work / "setup-output.log"):
             optuna.create_study(storage=self._optuna_storage(), study_name="schema")
         self.server, self.server_uri = start_mlflow_server(self.work / "mlflow-server")
+        self._settle_server()
+
+    def _settle_server(self, limit_s: float = 90.0) -> None:
+        """Wait until the fresh mlflow server stops working on its own start (its processes
+        used ~10 s of CPU after answering /health, on the 2 cores the first sweeps use)."""
+        def cpu() -> float:
+            return sum(c for _, pgid, c in _proc_table().values() if pgid == self.server.pid)
+
+        end, last = time.time() + limit_s, cpu()
+        while time.time() < end:
+            time.sleep(2.0)
+            now = cpu()
+            if now - last < 0.1:
+                return
+            last = now
 
     def close(self) -> None:
         if self.server is not None:

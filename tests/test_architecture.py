@@ -58,7 +58,7 @@ TRIAL_SIDE = {"trial"}
 DRIVER_SIDE = {"record", "results", "winner", "progress", "console", "tracking", "ray", "simulate", "engine", "nightly", "cli"}
 PURE = {"vocab", "text", "environment", "runtime_env", "storage", "ray.compat", "tracking.compat", "settings", "space", "search"}
 HEAVY = ("ray", "mlflow", "torch", "optuna", "matplotlib", "sklearn", "mnist1d", "sqlalchemy", "pandas",
-         "requests", "git", "tomllib", "tomli", "pyarrow", "grpc")  # tomllib: only on the 3.11+ branch of a version check
+         "requests", "git", "tomllib", "tomli", "pyarrow", "grpc", "fsspec")  # tomllib: only on the 3.11+ branch of a version check
 COMPAT = {"ray.compat": "ray", "tracking.compat": "mlflow"}
 
 

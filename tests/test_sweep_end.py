@@ -158,3 +158,20 @@ def test_a_result_is_pickled_complete_without_its_thread():
     result.end_in_background(lambda: setattr(result, "registered", "models:/m/2"))
     copy = pickle.loads(pickle.dumps(result))
     assert copy.registered == "models:/m/2" and not copy.ending and copy.expected == {} and copy.wait() is copy
+
+
+# -- a checkpoint written once (issue #25 item 4) --------------------------------------------------
+
+def test_a_checkpoint_is_serialised_in_memory_and_ray_s_copy_is_its_one_write(tmp_path):
+    from pyarrow.fs import FileType, LocalFileSystem, copy_files
+
+    from hpsearch.trial import session
+
+    made = []
+    with session._in_memory(lambda: made.append(1) or {"epoch": 3}) as (fs, folder):
+        # What Ray's report does with the folder: copy it into the trial's storage.
+        LocalFileSystem().create_dir(str(tmp_path / "checkpoint_000002"))
+        copy_files(folder, str(tmp_path / "checkpoint_000002"), source_filesystem=fs,
+                   destination_filesystem=LocalFileSystem())
+    assert made == [1] and session.read_checkpoint_dir(str(tmp_path / "checkpoint_000002")) == {"epoch": 3}
+    assert fs.get_file_info(folder).type == FileType.NotFound  # nothing left behind in memory

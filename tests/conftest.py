@@ -68,6 +68,19 @@ def hpsearch_process(*args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def run_here(capsys, *argv: str) -> tuple[int, str, str]:
+    """The ``hpsearch`` command run in this process, on the session's Ray (the ``ray_session``
+    fixture; a command run as its own process starts a Ray of its own, seconds each): its exit
+    status, stdout and stderr. Where the process itself is the point (a kill, a signal), the tests
+    run it as one (``hpsearch_process``)."""
+    from hpsearch import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(list(argv))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
 def free_port() -> int:
     import socket
 

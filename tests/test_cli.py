@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import hpsearch_process
+from conftest import hpsearch_process, run_here
 
 from hpsearch import cli, engine
 from hpsearch.engine import default_experiment
@@ -204,17 +204,18 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds_with_one_line(sche
     (["--cpus-per-trial", "64", "--wait-for-resources", "2s"], "hpsearch: error: cpus_per_trial: no node has 64 CPUs (the largest has "),
     (["--workers-per-trial", "64"], "hpsearch: error: workers_per_trial: the cluster can hold at most "),
 ], ids=["gpu", "cpus-after-waiting", "workers"])
-def test_resources_no_node_has_are_refused_before_anything_is_written(flags, message, tiny, tmp_path):
-    # A real Ray started by the command: it knows what this machine's node offers.
+def test_resources_no_node_has_are_refused_before_anything_is_written(flags, message, tiny, tmp_path, ray_session,
+                                                                      monkeypatch, capsys):
+    # The session's real Ray: it knows what this machine's node offers.
     store = tmp_path / "store" / "mlflow.db"
-    proc = hpsearch_process("run", tiny, "--storage", str(tmp_path / "runs"), "--no-progress", *flags,
-                     env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 2, (out, err)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    code, out, err = run_here(capsys, "run", tiny, "--storage", str(tmp_path / "runs"), "--no-progress", *flags)
+    assert code == 2, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), err
     if "--workers-per-trial" in flags:
-        assert lines[0].endswith("workers of 1 CPU each (cluster: 1 node, " + f"{os.cpu_count()} CPUs, 0 GPUs), got 64")
+        cpus = int(ray_session.cluster_resources()["CPU"])
+        assert lines[0].endswith(f"workers of 1 CPU each (cluster: 1 node, {cpus} CPUs, 0 GPUs), got 64")
     if "--wait-for-resources" in flags:
         assert lines[0].endswith("(after waiting 2 s for the cluster to grow)")
     assert not store.exists() and not (tmp_path / "runs").exists(), "something was written"
@@ -258,28 +259,26 @@ def test_every_sweep_option_rejects_a_bad_value_with_one_line_naming_it(option, 
 
 
 @pytest.mark.slow
-def test_a_trainable_that_never_reports_ends_with_one_clear_line(tmp_path):
+def test_a_trainable_that_never_reports_ends_with_one_clear_line(tmp_path, ray_session, capsys):
     module = tmp_path / "silent.py"
     module.write_text("from hpsearch.space import Int, Space\nSPACE = Space(Int('x', 1, 2))\nMETRIC = 'acc'\n"
                       "MODE = 'max'\nMAX_EPOCHS = 3\ndef TRAIN(config):\n    return None\n")
-    proc = hpsearch_process("run", str(module), "--strategy", "grid", "--storage", str(tmp_path), "--no-progress")
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1
+    code, out, err = run_here(capsys, "run", str(module), "--strategy", "grid", "--storage", str(tmp_path), "--no-progress")
+    assert code == 1
     lines = [line for line in err.splitlines() if line.startswith("hpsearch: error:")]
     assert lines == ["hpsearch: error: metric: no trial reported 'acc'; does train() call hpsearch.report(epoch=..., acc=...)?"]
 
 
 @pytest.mark.slow
-def test_a_trainable_reporting_another_metric_ends_with_one_line_not_rays_traceback(tmp_path):
+def test_a_trainable_reporting_another_metric_ends_with_one_line_not_rays_traceback(tmp_path, ray_session, capsys):
     # Ray Tune ends the whole sweep at the first result without the metric (its strict check).
     module = tmp_path / "wrong.py"
     module.write_text("import hpsearch\nfrom hpsearch.space import Float, Int, Space\n"
                       "SPACE = Space(Int('x', 1, 2), Float('y', 0, 1))\nMETRIC = 'acc'\nMODE = 'max'\nMAX_EPOCHS = 3\n"
                       "def TRAIN(config):\n    hpsearch.report(epoch=1, loss=0.5)\n")
-    proc = hpsearch_process("run", str(module), "--trials", "2", "--storage", str(tmp_path / "runs"), "--no-progress",
-                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+    code, out, err = run_here(capsys, "run", str(module), "--trials", "2", "--storage", str(tmp_path / "runs"),
+                              "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
     assert [line for line in err.splitlines() if line.strip()] == [
         "hpsearch: error: metric: a trial reported without 'acc', the metric the sweep optimises; call "
         "hpsearch.report(epoch=..., acc=...) every epoch, or give the metric it reports (--metric / METRIC)"]
@@ -312,11 +311,10 @@ def test_plan_measures_an_epoch_when_not_told(tiny, capsys):
 
 
 @pytest.mark.slow
-def test_run_prints_the_best_trial_and_table(tiny, tmp_path):
-    proc = hpsearch_process("run", tiny, "--strategy", "grid", "--scheduler", "asha", "--reduction-factor", "2",
-                     "--storage", str(tmp_path), "--name", "cli-run", "--no-progress")
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+def test_run_prints_the_best_trial_and_table(tiny, tmp_path, ray_session, capsys):
+    code, out, err = run_here(capsys, "run", tiny, "--strategy", "grid", "--scheduler", "asha", "--reduction-factor",
+                              "2", "--storage", str(tmp_path), "--name", "cli-run", "--no-progress")
+    assert code == 0, err[-3000:]
     assert "cli-run: 6 trials" in out and "Best trial" in out and "Open the UI: hpsearch ui cli-run" in out
     lines = out.strip().splitlines()
     best = json.loads(lines[next(i for i, line in enumerate(lines) if line.startswith("Best trial")) + 1])
@@ -349,7 +347,7 @@ def TRAIN(config):
 # mid: two finished, a pair in flight; late: four finished, the last pair in flight. (A kill before
 # any trial finished, once a third case, is covered by the interrupted sweep and the twin test.)
 @pytest.mark.parametrize("kill_after", [2, 4], ids=["mid", "late"])
-def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path, kill_after):
+def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path, kill_after, ray_session, capsys):
     module = tmp_path / "slow.py"
     module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}").replace(
         'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
@@ -375,9 +373,9 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     seconds_before = {p.parent.name: _seconds(p) for p in storage.glob(f"{name}/*/result.json")}
     before = {trial: len(seconds) for trial, seconds in seconds_before.items()}  # reports made before the kill
     recorded_done = _recorded_finished(storage / name)  # what Ray's own state says had finished
-    resumed = hpsearch_process("resume", name, "--storage", str(storage), "--no-progress")
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-3000:]
+    # The kill is the point of the first half; the resume runs here, on the session's Ray.
+    code, out, err = run_here(capsys, "resume", name, "--storage", str(storage), "--no-progress")
+    assert code == 0, err[-3000:]
     assert f"{name}: 6 trials" in out
     after = {p.parent.name: _epochs(p) for p in storage.glob(f"{name}/*/result.json")}
     assert len(after) == 6
@@ -416,7 +414,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code, group", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False)],
                          ids=["ctrl-c-to-the-terminal-group", "sigterm-to-the-driver"])
-def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code, group):
+def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code, group, ray_session, capsys):
     # Ctrl-C in a terminal reaches the whole process group (Ray's processes too); systemd's
     # KillMode=mixed and Kubernetes send SIGTERM to the main process only. The trials wait after
     # their third epoch until the test releases them, so the signal always finds trials running,
@@ -454,9 +452,9 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     assert not any(c.info.status == "RUNNING" for c in children)
 
     release.touch()  # the resumed trials go on to their last epoch
-    resumed = hpsearch_process("resume", name, "--storage", str(storage), "--no-progress")
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-3000:]
+    # The signal is the point of the first half; the resume runs here, on the session's Ray.
+    resumed_code, out, err = run_here(capsys, "resume", name, "--storage", str(storage), "--no-progress")
+    assert resumed_code == 0, err[-3000:]
     assert f"{name}: 6 trials" in out and not out.splitlines()[-1].startswith("interrupted:")
     parents, children = runs()
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

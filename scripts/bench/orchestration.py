@@ -434,7 +434,8 @@ def run(seeds: int, trials: int, max_epochs: int, tpe_trials: int, tpe_max_epoch
                 log(f"orchestration seed {seed + 1}/{seeds} {arm:12s} wall {out['wall_s']:6.1f} s  "
                     f"{out['epochs']:4d} epochs {out['trials']:3d} trials  util {out['utilization']:.0%}  start "
                     f"{out['start_up_s']:.1f} s  hand-over {out['handover_s_per_trial']:.2f} s  end {out['end_s']:.2f} s  "
-                    f"cpu driver {c['driver']:.1f} workers {c['workers']:.1f} ray {c['ray']:.1f} server {c['server']:.1f} s")
+                    f"cpu driver {c['driver']:.1f} (+{c['helpers']:.1f}) workers {c['workers']:.1f} ray {c['ray']:.1f} "
+                    f"server {c['server']:.1f} s")
     finally:
         runner.close()
     size = {"seeds": seeds, "trials": trials, "max_epochs": max_epochs, "tpe_trials": tpe_trials,

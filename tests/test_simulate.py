@@ -186,9 +186,10 @@ def test_a_table_read_from_a_real_sweep_predicts_a_real_asha_sweep(ray_session, 
     from tests.conftest import TINY
 
     def sweep(name, scheduler):
+        # wait(): the parent run is FINISHED (what earlier_sweep looks for) once the sweep's end is written
         return hpsearch.sweep(TINY, train=reference_train, data=mnist1d, storage=str(tmp_path / "ray"), progress=False,
                               metric="val_acc", mode="max", strategy="grid", scheduler=scheduler, max_epochs=9,
-                              grace_period=1, reduction_factor=3, name=name)
+                              grace_period=1, reduction_factor=3, name=name).wait()
 
     sweep(f"table-{tmp_path.name}", "fifo")
     recorded = CurveTable.from_sweep(MlflowClient(tracking_uri=mlflow_uri), f"table-{tmp_path.name}")

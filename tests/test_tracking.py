@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -132,11 +130,12 @@ def test_sweep_is_one_parent_with_one_child_per_trial(which, request, mnist1d, m
                 assert "hunter2" not in Path(client.download_artifacts(run.info.run_id, path, str(texts))).read_text(), path
 
 
-def test_report_command_rebuilds_table_and_plots_from_mlflow(embedded_sweep, tmp_path):
+def test_report_command_rebuilds_table_and_plots_from_mlflow(embedded_sweep, tmp_path, capsys):
+    from conftest import run_here
+
     result, uri = embedded_sweep
-    proc = subprocess.run([sys.executable, "-m", "hpsearch.cli", "report", result.name, "--tracking-uri", uri,
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, out, err = run_here(capsys, "report", result.name, "--tracking-uri", uri, "--out", str(tmp_path))
+    assert code == 0, err[-2000:]
     folder = tmp_path / result.name
     rows = (folder / "trials.csv").read_text().splitlines()
     assert len(rows) == 1 + 8 and rows[0].startswith("trial_id,run_id,status,epochs,val_acc")
@@ -246,7 +245,13 @@ def test_mlflow_ui_shows_readable_trials_the_stopped_one_and_the_live_parent(ray
             run = _wait(lambda: (p := parent()) and p.data.metrics.get("trials_stopped") == 1 and
                         p.data.metrics.get("trials_completed") == 1 and p, "the parent's live figures")
             seen["parent"] = run
-            children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+            # The three trials' runs, with their parameters and the stopped one renamed: written by
+            # the one writer in batches, so they may trail the parent's figures by a moment.
+            children = _wait(lambda: (cs := client.search_runs([run.info.experiment_id],
+                                                                f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"))
+                             and len(cs) == 3 and all("score" in c.data.params for c in cs)
+                             and any(c.info.run_name.startswith("[stopped@") for c in cs) and cs,
+                             "the three trials' runs with their parameters")
             seen["names"] = {c.data.params["score"]: c.info.run_name for c in children}
             browser = Browser(binary, tmp_path / "profile")
             try:

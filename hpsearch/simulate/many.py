@@ -115,7 +115,7 @@ def random_target(table: CurveTable, trials: int, max_epochs: int, workers: int,
     bests = [r.best_value for r in runs if r.best_value is not None]
     if not bests:
         raise ValueError(f"table: random search reported no {table.metric} in {seeds} seed(s)")
-    # The worse of two middle values, as the benchmark takes it (scripts/bench/time_to_model.py).
+    # The worse of two middle values: a target random search reaches in at least half the seeds.
     return (statistics.median_low(bests) if Mode(table.mode) is Mode.MAX else statistics.median_high(bests)), runs
 
 

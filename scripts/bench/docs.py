@@ -384,6 +384,8 @@ def headline(f: dict[str, Any], label: str) -> str:
     v = figure_verdict(f)
     if f["ratio"] is not None and f["ratio_of"]:
         against = f["ratio_of"].split(" / ", 1)[-1].split(",")[0]
+        if against == "baseline" and len(f.get("baselines") or {}) == 1:
+            against = next(iter(f["baselines"]))  # a figure against one baseline: its name
         text = f"{label} {suite._fmt(f['value'], f['unit'])} ({suite._fmt(f['ratio'])}× {against}{interval})"
     else:
         text = f"{label} {suite._fmt(f['value'], f['unit'])}{interval}"

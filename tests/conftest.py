@@ -18,6 +18,19 @@ TINY = Space(
 )
 
 
+# The test files with the longest real sweeps, longest first (their time in a full run, 2026-12-04).
+# Two test processes take a file at a time in collection order: started last, a long file would
+# run alone at the end while the other process idles.
+LONGEST_FIRST = ("test_cli.py", "test_reliability.py", "test_sweep.py", "test_cluster.py", "test_nightly.py",
+                 "test_workers.py", "test_tracking.py", "test_install.py", "test_team_store.py", "test_sweep_end.py",
+                 "test_readme.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: within a file, as written
+
+
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory):
     """One embedded SQLite store for the session (creating one runs MLflow's migrations: seconds)."""
@@ -81,12 +94,31 @@ def run_here(capsys, *argv: str) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
+# Ports the tests pick, below Linux's ephemeral range (32768-60999: what bind(0) and outgoing
+# connections take) and above Ray's worker ports (10002-19999), split between the test processes.
+PORTS = (20000, 32000)
+
+
 def free_port() -> int:
+    """A port nothing listens on, from this test process's own share of ``PORTS``: with two test
+    processes (pytest-xdist), a port one of them just found free (bind(0), then closed) was often
+    the next the other was given, and its server answered where this one expected nothing."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    share = (PORTS[1] - PORTS[0]) // count
+    low = PORTS[0] + share * (index % count)
+    for _ in range(200):
+        port = random.randrange(low, low + share)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: another
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + share}")
 
 
 def start_mlflow_server(store, port: int, backend: str | None = None, artifacts: str | None = None,

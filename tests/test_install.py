@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import free_port
 
 from hpsearch.vocab import VERSION
 
@@ -72,12 +72,6 @@ def test_the_wheel_holds_the_command_its_version_and_the_example_space(installed
     assert plan.returncode == 0 and "Simulated on recorded curves (300 configurations" in plan.stdout, plan.stdout + plan.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_sweep_from_the_wheel_lands_where_mlflow_ui_looks_and_hpsearch_ui_opens_it(installed, tmp_path):
     python, hpsearch = installed
@@ -100,7 +94,7 @@ def test_a_sweep_from_the_wheel_lands_where_mlflow_ui_looks_and_hpsearch_ui_open
     assert run_name == "from-wheel"
 
     # hpsearch ui, from another folder: the store comes from the sweep's record.
-    port = _free_port()
+    port = free_port()
     ui = subprocess.Popen([str(hpsearch), "ui", "from-wheel", "--port", str(port)], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -115,6 +115,7 @@ def _suite_run(results: Path, name: str, figures: list, *, finished: str, dirty:
     meta.update(parts=list(suite.DEFAULT_PARTS), finished=finished, mode=mode, indicative=mode == "quick",
                 busy=busy, git={"commit": "0123456789abcdef", "dirty": dirty})
     meta["load_average"] = {"at_start": 2.0 if busy else 0.1, "at_end": 1.9}
+    meta.pop("load_by_part", None)  # the reference run's own, if it has one: only what the test gives
     if load_by_part is not None:
         meta["load_by_part"] = load_by_part
     path = results / f"{name}.json"

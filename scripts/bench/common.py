@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2  # every arm runs 2 trials at a time: one per core of the reference machine
@@ -213,30 +213,48 @@ def verdict(value: float | None, goal_op: str, goal: float, interval: Sequence[f
     raise ValueError(f"goal_op must be '<=' or '>=', got {goal_op!r}")
 
 
-class LoadSampler:
-    """The machine's 1-minute load average, sampled every 5 s while a part runs (``with
-    LoadSampler() as load: ...``; then ``load.summary()``): a figure measured while something else
-    ran on the same cores says so."""
+class Sampler:
+    """``read()`` sampled every ``every_s`` seconds on a thread while a block runs (``with
+    Sampler(read, 0.5) as s: ...``; then ``s.samples``), a reading of None skipped. ``at_ends``:
+    also read once on entry and once on exit, so even a block shorter than a period has two."""
 
-    def __init__(self, every_s: float = 5.0) -> None:
+    def __init__(self, read: Callable[[], float | None], every_s: float, at_ends: bool = True) -> None:
         import threading
 
-        self.every_s, self.samples = every_s, [round(os.getloadavg()[0], 2)]
+        self.read, self.every_s, self.at_ends = read, every_s, at_ends
+        self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    def _sample(self) -> None:
+        value = self.read()
+        if value is not None:
+            self.samples.append(value)
+
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
-            self.samples.append(round(os.getloadavg()[0], 2))
+            self._sample()
 
-    def __enter__(self) -> "LoadSampler":
+    def __enter__(self):
+        if self.at_ends:
+            self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.samples.append(round(os.getloadavg()[0], 2))
+        if self.at_ends:
+            self._sample()
+
+
+class LoadSampler(Sampler):
+    """The machine's 1-minute load average, sampled every 5 s while a part runs (``with
+    LoadSampler() as load: ...``; then ``load.summary()``): a figure measured while something else
+    ran on the same cores says so."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        super().__init__(lambda: round(os.getloadavg()[0], 2), every_s)
 
     def summary(self) -> dict[str, Any]:
         return {"median": statistics.median(self.samples), "max": max(self.samples), "samples": len(self.samples),

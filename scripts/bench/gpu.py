@@ -10,36 +10,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import WORKERS, figure, quiet
+from bench.common import WORKERS, Sampler, figure, quiet
 
 PACKING = (1, 2, 4, 8)
 
 
-class _GpuUtilization:
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.5):
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                  "--id=0"], capture_output=True, text=True)
-            if out.returncode == 0 and out.stdout.strip():
-                self.samples.append(float(out.stdout.split()[0]))
-
-    def __enter__(self) -> "_GpuUtilization":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+def _gpu_utilization() -> float | None:
+    """GPU 0's utilization now (percent), from nvidia-smi; None where it does not answer."""
+    out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "--id=0"],
+                         capture_output=True, text=True)
+    return float(out.stdout.split()[0]) if out.returncode == 0 and out.stdout.strip() else None
 
 
 def run(trials: int, max_epochs: int, work: Path, log) -> dict[str, Any]:
@@ -60,7 +44,7 @@ def run(trials: int, max_epochs: int, work: Path, log) -> dict[str, Any]:
     for k in PACKING:
         # The CPU share shrinks with the GPU share so that k trials fit on this Ray instance's CPUs.
         resources = hpsearch.Resources(cpus=WORKERS / k, gpus=1 / k)
-        with _GpuUtilization() as util, quiet(work / "gpu-output.log"):
+        with Sampler(_gpu_utilization, 0.5, at_ends=False) as util, quiet(work / "gpu-output.log"):
             start = time.perf_counter()
             result = hpsearch.sweep("spaces/mlp.py", strategy="random", scheduler="fifo", trials=trials,
                                     max_epochs=max_epochs, seed=0, resources=resources, storage=str(work / "ray"),

@@ -15,14 +15,13 @@ trial or a missing child run fails them).
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from bench.common import count_children, figure, median, quiet, verdict
+from bench.common import Sampler, count_children, figure, median, quiet, verdict
 
 GOAL_GROWTH = 1.15  # last thousand / first thousand
 GOAL_PEAK_MIB = 1536  # the driver's peak resident memory: 1.5 GiB
@@ -43,27 +42,20 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-class _PeakRss:
-    """Samples the driver's resident memory every 0.2 s: the peak of this sweep alone (the
-    process-lifetime peak from getrusage would include earlier parts)."""
+class _PeakRss(Sampler):
+    """The driver's resident memory sampled every 0.2 s: the peak of this sweep alone (the
+    process-lifetime peak from getrusage would include earlier parts), and the memory before it."""
 
     def __init__(self) -> None:
-        self.peak = self.before = _rss_mib()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__(_rss_mib, 0.2)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, _rss_mib())
+    @property
+    def before(self) -> float:
+        return self.samples[0]
 
-    def __enter__(self) -> "_PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mib())
+    @property
+    def peak(self) -> float:
+        return max(self.samples)
 
 
 def run(trials: int, work: Path, log) -> dict[str, Any]:

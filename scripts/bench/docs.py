@@ -383,9 +383,9 @@ def headline(f: dict[str, Any], label: str) -> str:
     interval = f" [{suite._fmt(f['interval'][0])}, {suite._fmt(f['interval'][1])}]" if f.get("interval") else ""
     v = figure_verdict(f)
     if f["ratio"] is not None and f["ratio_of"]:
-        against = f["ratio_of"].split(" / ", 1)[-1].split(",")[0]
-        if against == "baseline" and len(f.get("baselines") or {}) == 1:
-            against = next(iter(f["baselines"]))  # a figure against one baseline: its name
+        baselines = f.get("baselines") or {}
+        # Against one baseline: its name; else what the ratio's text divides by.
+        against = next(iter(baselines)) if len(baselines) == 1 else f["ratio_of"].split(" / ", 1)[-1].split(",")[0]
         text = f"{label} {suite._fmt(f['value'], f['unit'])} ({suite._fmt(f['ratio'])}× {against}{interval})"
     else:
         text = f"{label} {suite._fmt(f['value'], f['unit'])}{interval}"

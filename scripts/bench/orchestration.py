@@ -484,7 +484,7 @@ def _paired(runs, arm: str, base: str, goal: float | None, name: str, size: dict
         notes.append(note)
     return figure(
         "orchestration", name, median(a), "s", baselines={ARMS[base]: median(b)}, ratio_value=value,
-        ratio_text="hpsearch / baseline, paired per seed (geometric mean)",
+        ratio_text=f"{ARMS[arm]} / {ARMS[base]}, paired per seed (geometric mean)",
         goal=f"<= {goal:.2f}x" if goal is not None else "",
         verdict=verdict(value, "<=", goal, interval) if goal is not None else None,
         interval=interval, seeds=pr["pairs"] if pr else len(a), note="; ".join(notes))

@@ -78,9 +78,11 @@ def test_a_ddp_sweep_with_asha_is_one_record_per_trial_and_frees_its_workers(ray
     import mlflow
     from mlflow import MlflowClient
 
-    # Trial 0 learns (and fails once); trials 1 and 2 barely move, so ASHA stops them at epoch 1.
-    # One group fits the 2 CPUs, so trials run one at a time, in order.
-    space = Space(Choice("lr", [1e-2, 1e-7, 2e-7]), Fixed("width", 32))
+    # Trial 0 learns (and fails once); trial 1 barely moves, so ASHA stops it at epoch 1: with two
+    # values recorded at the rung, Ray's cutoff is their 66.7th percentile (reduction factor 3),
+    # above the lower one. One group fits the 2 CPUs, so trials run one at a time. Two trials, not
+    # more: each is a worker group's start (seconds), and one stopped group shows what the test needs.
+    space = Space(Choice("lr", [1e-2, 1e-7]), Fixed("width", 32))
     result = hpsearch.sweep(
         space, train=train_ddp, data="mnist1d", model=model_of, metric="val_acc", mode="max",
         strategy="grid", scheduler="asha", max_epochs=3, reduction_factor=3, max_failures=1,
@@ -90,14 +92,14 @@ def test_a_ddp_sweep_with_asha_is_one_record_per_trial_and_frees_its_workers(ray
     by_lr = {t.config["lr"]: t for t in result.trials}
     good = by_lr[1e-2]
     assert good.status == "completed" and good.epochs == 3, result.trials
-    assert {by_lr[1e-7].status, by_lr[2e-7].status} == {"stopped"}, result.trials  # ASHA's stop, on a whole group
-    assert all(by_lr[lr].epochs == 1 for lr in (1e-7, 2e-7))
+    assert by_lr[1e-7].status == "stopped", result.trials  # ASHA's stop, on a whole group
+    assert by_lr[1e-7].epochs == 1 and len(result.trials) == 2
 
     client = MlflowClient(mlflow_uri)
     parent = client.get_run(result.tracking["parent_run_id"])
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 3  # one child run per trial: not one per rank, nor one per attempt
+    assert len(children) == 2  # one child run per trial: not one per rank, nor one per attempt
     for child in children:
         trial = child.data.tags["hpsearch.trial_id"]
         epochs = next(t.epochs for t in result.trials if t.trial_id == trial)

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import hpsearch_process
+from conftest import hpsearch_process, run_here
 
 from hpsearch import cli, engine
 from hpsearch.nightly.config import NightlyConfig, load_config, parse_date
@@ -478,7 +478,7 @@ def test_verdict(tmp_path, history, tonight, mode, kind, code):
 # -- real nights ------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(tmp_path, ray_session):
+def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(tmp_path, ray_session, capsys):
     from mlflow import MlflowClient
 
     toml = _setup(tmp_path)
@@ -545,17 +545,31 @@ def test_three_nights_warm_start_reuse_resume_regression_and_one_run_at_a_time(t
     assert again.verdicts == {} and again.exit_code == 0 and "already done" in again.messages[0]
 
     # Night 4 runs broken training code (a new code version: nothing reused) and is started twice
-    # at once, as two timers might: one run, and a non-zero exit for the regression.
-    # Whichever takes the night's lock holds it while its first trial waits for `release`: the
-    # other start finds the night held, whenever it comes; then the night goes on.
+    # at once, as two timers might: one run, and a non-zero exit for the regression. One start is a
+    # process of its own, the other runs here, on the session's Ray (a second process would start
+    # a Ray of its own, seconds of CPU, when it wins). Whichever takes the night's lock holds it while
+    # its first trial waits for `release`: the other start finds the night held, whenever it comes,
+    # and returns; then the night goes on.
     release = tmp_path / "release"
     (tmp_path / "tiny.py").write_text(BROKEN.format(release=str(release)))
-    procs = [hpsearch_process("nightly", str(toml), "--date", "2026-11-23", "--no-progress") for _ in range(2)]
-    until = time.time() + 400
-    while time.time() < until and all(p.poll() is None for p in procs):
-        time.sleep(0.2)
-    release.touch()
-    results = [(p.wait(timeout=400), *p.communicate()) for p in procs]
+    capsys.readouterr()  # what the nights before printed
+    rival = hpsearch_process("nightly", str(toml), "--date", "2026-11-23", "--no-progress")
+    here_done = threading.Event()
+
+    def release_once_one_returned():
+        until = time.time() + 400
+        while time.time() < until and rival.poll() is None and not here_done.is_set():
+            time.sleep(0.1)
+        release.touch()
+
+    releaser = threading.Thread(target=release_once_one_returned, daemon=True)
+    releaser.start()
+    try:
+        here = run_here(capsys, "nightly", str(toml), "--date", "2026-11-23", "--no-progress")
+    finally:
+        here_done.set()
+        releaser.join()
+    results = [here, (rival.wait(timeout=400), *rival.communicate())]
     codes = sorted(code for code, _, _ in results)
     assert codes == [1, 5], [(c, err[-2000:]) for c, _, err in results]
     busy = next(err for code, _, err in results if code == 5)

@@ -322,3 +322,27 @@ def test_opening_a_server_store_leaves_the_process_environment_alone(mlflow_serv
     client = open_client(mlflow_server["uri"])
     assert dict(os.environ) == before
     assert type(client._tracking_client).__name__.startswith("Bounded")
+
+
+def test_live_figures_read_a_finished_trial_once_and_a_running_one_each_time():
+    from hpsearch.tracking.tracker import live_figures
+
+    class Trial:  # counts how often the figures read its last result (Ray's is a property that builds a set)
+        def __init__(self, trial_id, status, last):
+            self.trial_id, self.status, self.reads, self._last = trial_id, status, 0, last
+
+        @property
+        def last_result(self):
+            self.reads += 1
+            return self._last
+
+    done, running = Trial("a", "TERMINATED", {"epoch": 1, "val_acc": 0.3}), Trial("b", "RUNNING", {"epoch": 2, "val_acc": 0.6})
+    ended: dict = {}
+    first = live_figures([done, running], "val_acc", "max", MAX_EPOCHS, ended)
+    reads = (done.reads, running.reads)
+    running._last = {"epoch": 3, "val_acc": 0.7}
+    second = live_figures([done, running], "val_acc", "max", MAX_EPOCHS, ended)
+    assert done.reads == reads[0] and running.reads > reads[1]  # the finished trial's part came from ``ended``
+    assert (first["total_epochs"], first["best_val_acc"]) == (3, 0.6)
+    assert (second["total_epochs"], second["best_val_acc"], second["trials_stopped"]) == (4, 0.7, 1)
+    assert second == live_figures([done, running], "val_acc", "max", MAX_EPOCHS)  # as without the cache

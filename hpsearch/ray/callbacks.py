@@ -225,6 +225,7 @@ class MlflowCallback(DriverCallback):
         self.reconciled = not tracker.continued
         self.ran: dict[str, Any] = {}  # trial id -> the Ray trial, for each trial this start ran
         self.errors: dict[str, str] = {}  # trial id -> what Ray wrote in its error file
+        self.ended: dict[str, Any] = {}  # trial id -> what a finished trial adds to the live figures
 
     @property
     def live(self) -> bool:
@@ -254,7 +255,7 @@ class MlflowCallback(DriverCallback):
     def figures(self, trials) -> dict[str, float]:
         """The sweep's live figures (``live_figures``) from Ray's trials."""
         s = self.tracker.settings
-        return live_figures(list(trials), s.metric, str(s.mode), s.max_epochs)
+        return live_figures(list(trials), s.metric, str(s.mode), s.max_epochs, self.ended)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.live:

@@ -11,7 +11,7 @@ import pytest
 
 import hpsearch
 from hpsearch.engine import default_experiment
-from tests.conftest import free_port, start_mlflow_server, stop_process_group
+from tests.conftest import free_port, run_here, start_mlflow_server, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -169,29 +169,50 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(ray_session, mlflow_u
             open(client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))).read()
 
 
-def test_two_sweeps_at_once_into_one_embedded_store(tmp_path):
+def test_two_sweeps_at_once_into_one_embedded_store(ray_session, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
+    # Two drivers in two processes: twin-b its own process (and Ray), twin-a this one, on the
+    # session's Ray. Every trial waits at a gate until both sweeps have a trial running, so the two
+    # write to the store at the same moments, whichever process started first.
+    gate = tmp_path / "gate"
+    gate.mkdir()
     module = tmp_path / "twin.py"
     module.write_text(
-        "import time, hpsearch\n"
+        "import pathlib, time, hpsearch\n"
+        "from ray import tune\n"
         "from hpsearch.space import Int, Space\n"
         "SPACE = Space(Int('x', 1, 4))\nMETRIC = 'score'\nMODE = 'max'\nMAX_EPOCHS = 5\n"
+        f"GATE = pathlib.Path({str(gate)!r})\n"
         "def TRAIN(config):\n"
+        "    (GATE / tune.get_context().get_experiment_name()).touch()\n"
+        "    deadline = time.time() + 300\n"
+        "    while not all((GATE / name).exists() for name in ('twin-a', 'twin-b')):\n"
+        "        if time.time() > deadline:\n"
+        "            raise TimeoutError('the other sweep never ran a trial')\n"
+        "        time.sleep(0.05)\n"
         "    for epoch in range(1, 6):\n"
         "        time.sleep(0.1)\n"
         "        hpsearch.report(epoch=epoch, score=config['x'] * epoch)\n")
     uri = "sqlite:///" + str(tmp_path / "shared" / "mlflow.db")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    procs = [subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "run", str(module), "--strategy", "grid",
-                               "--scheduler", "fifo", "--name", name, "--storage", str(tmp_path / "runs"),
-                               "--no-progress", "--cpus-per-trial", "0.5"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for name in ("twin-a", "twin-b")]
-    outputs = [p.communicate(timeout=400) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-        assert "database is locked" not in out + err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    common = ["run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(tmp_path / "runs"),
+              "--no-progress", "--cpus-per-trial", "0.5"]
+    with open(tmp_path / "twin-b.out", "w+") as other_out, open(tmp_path / "twin-b.err", "w+") as other_err:
+        # Its output to files: a pipe nobody reads while twin-a runs here could fill and stall it.
+        other = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *common, "--name", "twin-b"],
+                                 stdout=other_out, stderr=other_err, text=True, env=dict(os.environ))
+        try:
+            code, out, err = run_here(capsys, *common, "--name", "twin-a")
+            other.wait(timeout=400)
+        finally:
+            if other.poll() is None:
+                other.kill()
+                other.wait()
+    other_out, other_err = (tmp_path / "twin-b.out").read_text(), (tmp_path / "twin-b.err").read_text()
+    assert code == 0, err[-3000:]
+    assert other.returncode == 0, other_err[-3000:]
+    assert "database is locked" not in out + err + other_out + other_err
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(default_experiment(module))
     for name in ("twin-a", "twin-b"):

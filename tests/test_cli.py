@@ -344,14 +344,17 @@ def TRAIN(config):
 
 
 @pytest.mark.slow
-# mid: two finished, a pair in flight; late: four finished, the last pair in flight. (A kill before
-# any trial finished, once a third case, is covered by the interrupted sweep and the twin test.)
-@pytest.mark.parametrize("kill_after", [2, 4], ids=["mid", "late"])
-def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path, kill_after, ray_session, capsys):
+# Trials run two at a time, a pair starting together. mid: of six trials (3 lr x 2 width), the first
+# pair finished, a pair in flight, a pair not started; late: of four (2 lr x 2 width), the first pair
+# finished, the last pair in flight (with six, two more trials trained for the same case). (A kill
+# before any trial finished, once a third case, is covered by the interrupted sweep and the twin test.)
+@pytest.mark.parametrize("trials, kill_after", [(6, 2), (4, 2)], ids=["mid", "late"])
+def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_path, trials, kill_after, ray_session,
+                                                                          capsys):
     module = tmp_path / "slow.py"
     module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}").replace(
-        'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)'))
-    storage, name = tmp_path / "runs", f"killed-{kill_after}"
+        'Fixed("batch_size", 256)', 'Fixed("batch_size", 32)').replace("grid=3", f"grid={trials // 2}"))
+    storage, name = tmp_path / "runs", f"killed-{trials}"
     proc = hpsearch_process("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
                      "--name", name, "--no-progress", "--concurrency", "2", "--checkpoint-every", "1s",
                      start_new_session=True)  # a checkpoint at least every second: bounds below in seconds
@@ -364,9 +367,11 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
                     if len(results.read_text().splitlines()) >= KILL_EPOCHS}  # a line every epoch
         if len(finished) >= kill_after:
             break
+        if proc.poll() is not None:  # ended before its kill point: no use waiting on
+            pytest.fail(f"the sweep ended (exit {proc.returncode}) before its kill point: {proc.communicate()[1][-3000:]}")
     else:
         pytest.fail(f"the sweep did not reach its kill point ({kill_after} finished) in time")
-    assert len(finished) < 6, "the sweep finished before the kill"
+    assert len(finished) < trials, "the sweep finished before the kill"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -376,9 +381,9 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     # The kill is the point of the first half; the resume runs here, on the session's Ray.
     code, out, err = run_here(capsys, "resume", name, "--storage", str(storage), "--no-progress")
     assert code == 0, err[-3000:]
-    assert f"{name}: 6 trials" in out
+    assert f"{name}: {trials} trials" in out
     after = {p.parent.name: _epochs(p) for p in storage.glob(f"{name}/*/result.json")}
-    assert len(after) == 6
+    assert len(after) == trials
     for trial in finished:
         if any(trial.startswith(f"_trial_entry_{t}_") for t in recorded_done):
             assert len(after[trial]) == before[trial], f"finished trial {trial} ran again"
@@ -404,7 +409,7 @@ def test_resume_finishes_a_killed_sweep_without_rerunning_finished_trials(tmp_pa
     parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 6 and len({c.data.tags["hpsearch.trial_id"] for c in children}) == 6
+    assert len(children) == trials and len({c.data.tags["hpsearch.trial_id"] for c in children}) == trials
     assert all(r.info.status == "FINISHED" for r in runs)
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]

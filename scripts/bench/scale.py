@@ -11,10 +11,19 @@ that value alone: one run cannot give an interval (a repeat would take another 1
 a value near the goal is as noisy as the machine. "It completes" and "child runs = trials" are
 counts the sweep must get right, not timings: judged as they come, not by construction (a lost
 trial or a missing child run fails them).
+
+The sweep runs in a process of its own, started for it, as ``hpsearch run`` would: its driver
+starts its own Ray and holds only this sweep. Run inside the bench's process (before 2026-12-04),
+the driver began the sweep at ~985 MiB, what the earlier parts had imported and kept, and the
+peak measured the bench as much as the sweep.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,9 +67,16 @@ class _PeakRss(Sampler):
         return max(self.samples)
 
 
-def run(trials: int, work: Path, log) -> dict[str, Any]:
+def noop(config):
+    """A trial that reports once and ends (defined here: the sweep's own process pickles it whole)."""
     import hpsearch
-    from bench import workloads
+
+    hpsearch.report(epoch=1, score=float(config["x"]))
+
+
+def measure(trials: int, work: Path) -> dict[str, Any]:
+    """The sweep and its figures' raw values, in this process (``run`` starts one for it)."""
+    import hpsearch
     from mlflow import MlflowClient
 
     uri = "sqlite:///" + str(work / "mlflow-scale" / "mlflow.db")
@@ -68,17 +84,17 @@ def run(trials: int, work: Path, log) -> dict[str, Any]:
     with quiet(work / "setup-output.log"):
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # schema, once, untimed
     done = _Completions()
-    log(f"scale: {trials} no-op trials through hpsearch, tracking on")
     error = None
     with _PeakRss() as rss, quiet(work / "scale-output.log"):
         start = time.perf_counter()
         try:
             result = hpsearch.sweep(
-                hpsearch.Space(hpsearch.Float("x", 0.0, 1.0)), train=workloads.noop_hpsearch, metric="score",
+                hpsearch.Space(hpsearch.Float("x", 0.0, 1.0)), train=noop, metric="score",
                 mode="max", strategy="random", scheduler="fifo", trials=trials, max_epochs=1,
                 storage=str(work / "ray"), tracking_uri=uri, experiment="bench-scale", progress=False,
                 callbacks=[done],
             )
+            result.wait()  # the end's writes, inside the peak's window
         except Exception as exc:  # a failure at scale is a result, not a crash of the suite
             result, error = None, f"{type(exc).__name__}: {exc}"
         wall = time.perf_counter() - start
@@ -87,12 +103,28 @@ def run(trials: int, work: Path, log) -> dict[str, Any]:
     # Seconds per successive thousand trials, from the completion times (the last block may be short).
     marks = [start] + done.times[999::1000]
     per_1000 = [b - a for a, b in zip(marks, marks[1:])]
-    raw = {
+    return {
         "trials": trials, "completed": completed, "wall_s": wall, "fit_s": result.wall_s if result else None,
         "error": error, "mlflow_children": children, "rss_before_mib": rss.before, "rss_peak_mib": rss.peak,
         "seconds_per_1000": per_1000, "ms_per_trial": wall / trials * 1000,
     }
-    log(f"scale: {completed}/{trials} completed in {wall:.0f} s; {children} MLflow children; peak RSS {rss.peak:.0f} MiB; "
+
+
+def run(trials: int, work: Path, log) -> dict[str, Any]:
+    log(f"scale: {trials} no-op trials through hpsearch, tracking on, in a driver process of their own")
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "scale-raw.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "bench.scale", str(trials), str(work), str(out)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(f"scale: the sweep's process ended with {done.returncode}: {done.stderr[-2000:]}")
+    raw = json.loads(out.read_text())
+    completed, children, wall, error = raw["completed"], raw["mlflow_children"], raw["wall_s"], raw["error"]
+    per_1000 = raw["seconds_per_1000"]
+    before, peak = raw["rss_before_mib"], raw["rss_peak_mib"]
+    log(f"scale: {completed}/{trials} completed in {wall:.0f} s; {children} MLflow children; peak RSS {peak:.0f} MiB; "
         f"per 1000: {', '.join(f'{s:.0f}' for s in per_1000)} s")
     first = per_1000[0] if per_1000 else None
     growth = per_1000[-1] / first if first and len(per_1000) > 1 else None
@@ -107,13 +139,19 @@ def run(trials: int, work: Path, log) -> dict[str, Any]:
                goal=f"last / first thousand <= {GOAL_GROWTH:g}", verdict=verdict(growth, "<=", GOAL_GROWTH), seeds=1,
                note=f"{one_run}; per thousand: " + ", ".join(f"{x:.0f}" for x in per_1000) + " s"
                + ("" if growth is not None else "; fewer than two thousands: no ratio")),
-        figure("scale", "driver peak memory during the sweep", round(rss.peak), "MiB",
-               baselines={"before the sweep": round(rss.before)}, ratio_value=rss.peak / rss.before,
+        figure("scale", "driver peak memory during the sweep", round(peak), "MiB",
+               baselines={"before the sweep": round(before)}, ratio_value=peak / before,
                ratio_text="peak / before", goal=f"<= {GOAL_PEAK_MIB:,} MiB (1.5 GiB)",
-               verdict=verdict(rss.peak, "<=", GOAL_PEAK_MIB), seeds=1,
-               note=f"{one_run}; resident memory of the driver sampled every 0.2 s during the sweep"),
+               verdict=verdict(peak, "<=", GOAL_PEAK_MIB), seeds=1,
+               note=f"{one_run}; resident memory of the sweep's own driver process sampled every 0.2 s "
+                    "during the sweep and its end"),
         figure("scale", "MLflow child runs", children, "", baselines={"trials": trials},
                ratio_value=children / trials, ratio_text="children / trials",
                goal=f"= {trials:,}", met=children == trials, seeds=1),
     ]
     return {"raw": raw, "figures": figs}
+
+
+if __name__ == "__main__":  # the sweep's own process (``run``): trials, work folder, where the raw values go
+    _trials, _work, _out = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    _out.write_text(json.dumps(measure(_trials, _work)))

@@ -322,6 +322,7 @@ def test_run_prints_the_best_trial_and_table(tiny, tmp_path, ray_session, capsys
 
 
 KILL_EPOCHS = 15  # ~0.2 s each at batch 32: a trial runs for seconds, long enough to kill mid-way
+HELD_EPOCHS = 6  # the held trials' budget: three epochs before the hold, three after it
 
 # A space module's TRAIN that holds each trial after its third epoch until a file "release" exists
 # beside the module, checkpointing every epoch so a resumed trial goes on where it was held.
@@ -425,16 +426,19 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     # their third epoch until the test releases them, so the signal always finds trials running,
     # whatever the machine's speed (racing the sweep's end failed on a busy machine).
     module = tmp_path / "slow.py"
-    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {KILL_EPOCHS}") + HELD_TRAIN)
+    # Four trials (2 lr x 2 width), two at a time: at the signal two are held, two not started.
+    module.write_text(TINY_MODULE.replace("MAX_EPOCHS = 3", f"MAX_EPOCHS = {HELD_EPOCHS}").replace("grid=3", "grid=2")
+                      + HELD_TRAIN)
     release = tmp_path / "release"
     storage, name = tmp_path / "runs", f"interrupted-{sig.name}"
     proc = hpsearch_process("run", str(module), "--strategy", "grid", "--scheduler", "fifo", "--storage", str(storage),
                      "--name", name, "--no-progress", "--concurrency", "2", start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not any(len(p.read_text().splitlines()) > 2
-                                              for p in storage.glob(f"{name}/*/result.json")):
-        time.sleep(0.3)  # until a trial is a few epochs in
-    (os.killpg if group else os.kill)(proc.pid, sig)
+    while time.time() < deadline and proc.poll() is None and not any(len(p.read_text().splitlines()) > 2
+                                                                      for p in storage.glob(f"{name}/*/result.json")):
+        time.sleep(0.3)  # until a trial is a few epochs in (or the command ended: the assertions below say how)
+    if proc.poll() is None:
+        (os.killpg if group else os.kill)(proc.pid, sig)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == code, (out[-2000:], err[-3000:])
     assert out.strip().splitlines()[-1] == f"interrupted: resume with hpsearch resume {name} --storage {storage}"
@@ -460,14 +464,14 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     # The signal is the point of the first half; the resume runs here, on the session's Ray.
     resumed_code, out, err = run_here(capsys, "resume", name, "--storage", str(storage), "--no-progress")
     assert resumed_code == 0, err[-3000:]
-    assert f"{name}: 6 trials" in out and not out.splitlines()[-1].startswith("interrupted:")
+    assert f"{name}: 4 trials" in out and not out.splitlines()[-1].startswith("interrupted:")
     parents, children = runs()
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert "hpsearch.stopped_by" not in parents[0].data.tags  # the resumed sweep ran to its end
-    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["hpsearch.status"] for c in children} == {"completed"}
     for p in storage.glob(f"{name}/*/result.json"):  # every trial trained to the end
-        assert set(_epochs(p)) == set(range(1, KILL_EPOCHS + 1)), p.parent.name
+        assert set(_epochs(p)) == set(range(1, HELD_EPOCHS + 1)), p.parent.name
 
 
 def _recorded_finished(experiment_dir: Path) -> set[str]:

@@ -241,8 +241,9 @@ def test_sweep_on_a_multi_node_cluster_places_trials_on_several_nodes(tmp_path):
         import hpsearch
         from hpsearch.trial.train import train
 
-        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
-        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        # Two nodes of one CPU each, the head one of them (a node fewer to start than a CPU-less head and two).
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+        workers = [cluster.head_node, cluster.add_node(num_cpus=1)]
         cluster.wait_for_nodes()
         space = hpsearch.Space(hpsearch.Fixed("model", "mlp"), hpsearch.Fixed("width", 16),
                                hpsearch.Float("lr", 1e-3, 1e-1, log=True))

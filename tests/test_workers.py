@@ -142,7 +142,8 @@ def test_a_ddp_sweep_with_asha_is_one_record_per_trial_and_frees_its_workers(ray
 @pytest.mark.slow
 def test_a_trial_s_workers_on_two_nodes_still_train_together(tmp_path):
     # ray.cluster_utils.Cluster needs its own Ray; a fresh interpreter keeps the session's intact.
-    # Two nodes of one CPU each: a 2-worker trial must span both.
+    # Two nodes of one CPU each (the head and one more: a node fewer to start than a CPU-less head
+    # and two): a 2-worker trial must span both.
     script = f"""
 import json
 import ray, torch, torch.distributed as dist
@@ -150,9 +151,8 @@ from ray.cluster_utils import Cluster
 import hpsearch
 from hpsearch import ddp
 
-cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
-for _ in range(2):
-    cluster.add_node(num_cpus=1)
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
 
 def train(config):

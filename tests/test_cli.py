@@ -527,9 +527,9 @@ def test_a_resumed_sweep_decides_as_its_uninterrupted_twin(ray_session, tmp_path
                      "--strategy", "grid", "--scheduler", scheduler, "--concurrency", "1", "--checkpoint-every", "1s",
                      start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(storage.glob("killed/*/result.json"))) < 7:
+    while time.time() < deadline and proc.poll() is None and len(list(storage.glob("killed/*/result.json"))) < 7:
         time.sleep(0.2)  # the 7th trial has reported: mid-way
-    assert proc.poll() is None, "the sweep finished before the kill"
+    assert proc.poll() is None, ("the sweep finished before the kill", proc.communicate()[1][-3000:])
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     result = engine.resume_sweep("killed", storage=str(storage), progress=False)

@@ -313,7 +313,7 @@ def test_a_cluster_that_refuses_the_driver_is_one_line_exit_2_and_nothing_writte
 
 @pytest.mark.slow
 def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_artifacts_in_the_bucket(
-        tmp_path, s3_server, token_head, monkeypatch):
+        tmp_path, s3_server, monkeypatch):
     code = _held_space(tmp_path / "code")
     name = f"client-{secrets.token_hex(2)}"
     storage = f"s3://{s3_server['bucket']}/{name}-runs"
@@ -321,10 +321,9 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
     server, store = start_mlflow_server(tmp_path, free_port(), artifacts=f"s3://{s3_server['bucket']}/{name}-mlflow",
                                         env={**os.environ, **s3_server["env"],
                                              "MLFLOW_S3_ENDPOINT_URL": s3_server["endpoint"]})
-    # The bad-input cases' head (token authentication, a Ray client server: a head start fewer); the
-    # one worker node, the only CPUs there, is this test's own, and goes at its end.
-    cluster = token_head
+    cluster = RayNodes(tmp_path, {**os.environ, **s3_server["env"]})
     try:
+        cluster.head(client_server=True)
         cluster.worker("w1", cpus=2)
         env = _driver_env(tmp_path / "home", s3_server, cluster.token)
         first = _hpsearch(["run", str(code / "held.py"), "--address", cluster.client, "--storage", storage,
@@ -344,7 +343,7 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
         out, err = second.communicate(timeout=600)
         assert second.returncode == 0, err[-4000:]
         assert f"{name}: 3 trials" in out, out
-        cluster.kill("w1")
+        cluster.close()
 
         epochs = _epochs_in_bucket(s3_server, f"{name}-runs/{name}/")
         assert sorted(epochs.values()) == [list(range(1, 7))] * 3  # FIFO: every trial whole, each epoch once
@@ -362,6 +361,5 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
         assert [k for k in _keys(s3_server, f"{name}-mlflow/") if k.endswith("MLmodel")]
         assert not list(tmp_path.rglob("MLmodel"))
     finally:
-        if "w1" in cluster.procs:
-            cluster.kill("w1")
+        cluster.close()
         stop_process_group(server)

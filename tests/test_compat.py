@@ -440,3 +440,42 @@ def test_names_pickled_before_the_sub_packages_resolve_where_they_live_now():
     )
     found = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert found == LEGACY_NAMES
+
+
+def test_a_restarting_trial_keeps_its_local_result_json_and_reads_storage_only_without_one(tmp_path):
+    # A trial restarting from a checkpoint: Ray's JSON logger copies result.json from storage over
+    # the driver's local copy (compat.restore_logger_file), losing what storage has not received yet.
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+    from ray.tune.logger import JsonLoggerCallback
+
+    from hpsearch.ray.callbacks import ResultJson
+
+    class Trial(SimpleNamespace):  # the logger keys its open files by trial
+        __hash__ = object.__hash__
+
+    def trial(name):
+        local, stored = tmp_path / name / "local", tmp_path / name / "stored"
+        local.mkdir(parents=True)
+        stored.mkdir(parents=True)
+        (stored / "result.json").write_text('{"epoch": 1}\n')  # the last snapshot's copy
+        storage = SimpleNamespace(trial_fs_path=str(stored), storage_filesystem=pyarrow.fs.LocalFileSystem())
+        return Trial(local_path=str(local), storage=storage, checkpoint=object(), config={},
+                     init_local_path=lambda: None), local / "result.json"
+
+    with relied_on(compat.restore_logger_file):
+        # Ray's own logger: the epochs since the snapshot are gone (the defect ResultJson mends).
+        ray_trial, ray_file = trial("ray")
+        ray_file.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
+        JsonLoggerCallback().log_trial_start(ray_trial)
+        assert ray_file.read_text().count("epoch") == 1
+        # Ours keeps the local file where it exists...
+        kept_trial, kept = trial("kept")
+        kept.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
+        ResultJson().log_trial_start(kept_trial)
+        assert kept.read_text().count("epoch") == 3
+        # ...and reads the copy in storage where there is none (a resume elsewhere).
+        new_trial, new = trial("new")
+        ResultJson().log_trial_start(new_trial)
+        assert new.read_text().count("epoch") == 1

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
-from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
 from hpsearch.progress import Progress
+from hpsearch.ray import compat
 from hpsearch.results import error_text, status_of
 from hpsearch.space import Space
 from hpsearch.tracking import compat as mlflow_compat
@@ -65,6 +66,21 @@ class NoCSV(Silent, CSVLoggerCallback):
     stays: resume, the nightly ledger and Ray's ResultGrid read it) and in MLflow. One file fewer
     to open per trial and to write per result on the driver. (A CSV written across a resume was
     also wrong: Ray appends the resumed rows in the new result's key order under the old header.)"""
+
+class ResultJson(JsonLoggerCallback):
+    """Ray's JSON logger (each trial's result.json: resume, the nightly ledger, ``read_results`` and
+    Ray's ResultGrid read it), with one defect mended: when a trial starts again from a checkpoint
+    (a HyperBand pause, a retry), Ray copies the trial's result.json from storage over the driver's
+    local one, which storage receives only at the next experiment snapshot. The epochs reported in
+    between were lost: a trial paused after epochs 1 and 3 read 1, 4, 5, ... in a full test run.
+    The local file, the one the snapshots upload, is kept where it exists; the copy in storage is
+    read only where there is none (a resume on another machine, or after the driver's folder went).
+    Written here because Ray has no option for it."""
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:  # compat.restore_logger_file says what it overrides
+        if not Path(trial.local_path, file_name).exists():
+            compat.restore_logger_file(self, file_name, trial)
+
 
 class InterruptWatch(DriverCallback):
     """Notes a SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes) that ends a sweep, and makes

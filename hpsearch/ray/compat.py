@@ -261,6 +261,16 @@ def default_callbacks(callbacks: list) -> list:
     return _create_default_callbacks(list(callbacks))
 
 
+def restore_logger_file(logger, file_name: str, trial) -> None:
+    """Ray's restore of a logger's file from a trial's storage over its local copy
+    (``LoggerCallback._restore_from_remote``, which ``JsonLoggerCallback.log_trial_start`` calls for
+    a trial with a checkpoint); ``hpsearch.ray.callbacks.ResultJson`` overrides that method and
+    calls this where there is no local copy."""
+    from ray.tune.logger.logger import LoggerCallback  # Ray internals: only when called (Ray is heavy)
+
+    LoggerCallback._restore_from_remote(logger, file_name, trial)
+
+
 # -- Ray's OptunaSearch --------------------------------------------------------------------------
 
 def optuna_trial(searcher, trial_id: str):

@@ -15,6 +15,7 @@ import ray
 from ray import tune
 
 from hpsearch.ray import compat, legacy
+from hpsearch.ray.callbacks import ResultJson
 from hpsearch.ray.cluster import trials_at_once
 from hpsearch.ray.schedulers import SchedulerState, make_scheduler, resumable
 from hpsearch.ray.searchers import make_search_alg
@@ -75,10 +76,11 @@ def trial_dirname(trial) -> str:
 
 
 def driver_callbacks(live: Sequence[Any], scheduler, user: Sequence[Any]) -> list[Any]:
-    """The sweep's callbacks in Ray's run: hpsearch's own, the scheduler's state, the user's. Ray
-    hands each callback's saved state back by its position in this list, so the order is fixed
-    whatever the user passes on a resume."""
-    return [*live, SchedulerState(scheduler), *user]
+    """The sweep's callbacks in Ray's run: hpsearch's own, the scheduler's state, the user's, and
+    the JSON logger (``ResultJson``, where Ray would append its own). Ray hands each callback's
+    saved state back by its position in this list, so the order is fixed whatever the user passes
+    on a resume."""
+    return [*live, SchedulerState(scheduler), *user, ResultJson()]  # last: where Ray puts its own JSON logger
 
 
 def new_tuner(prep: PreparedSweep, live: Sequence[Any], user: Sequence[Any], stopper: SweepStop) -> tune.Tuner:

@@ -147,6 +147,82 @@ def test_a_write_mlflow_refuses_is_dropped_and_said_and_the_rest_delivered(mlflo
     assert "trial:9" in writer.refused[1] and writer.outages == 0
 
 
+# -- the writer's own process ------------------------------------------------------------------
+
+@pytest.mark.slow  # two processes that import MLflow: seconds of CPU each
+def test_busy_writes_move_to_a_process_that_ignores_ctrl_c_and_is_started_again_if_killed(mlflow_uri, tmp_path):
+    import os
+    import signal
+
+    from hpsearch.tracking.process import StoreProcess
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = new_experiment(client, tmp_path)
+    writer = Writer(client, exp, {"trial:gone": uuid.uuid4().hex}, apart=lambda: StoreProcess(mlflow_uri))
+    writer.move_share = writer.move_window = 0.0  # any share of a core, measured over any time: moves at once
+
+    def epoch(e):
+        return {"op": "log_batch", "ref": "trial:1", "metrics": [["acc", e / 10, 1000 + e, e]]}
+
+    writer.submit({"op": "create_run", "ref": "trial:1", "name": "trial-1", "tags": {TAG_TRIAL: "1"}})
+    writer.submit(epoch(1))
+    assert writer.drain(120)
+    store = writer.moved  # moved after the first write (create_run, from this process)
+    first = store._proc
+    assert writer.client is store and first.pid != os.getpid() and first.poll() is None
+
+    os.kill(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole terminal group: the driver decides the end
+    writer.submit(epoch(2))
+    assert writer.drain(120) and store._proc is first and first.poll() is None
+
+    first.kill()
+    first.wait()
+    writer.submit(epoch(3))
+    writer.submit({"op": "log_text", "ref": "trial:1", "text": "done", "file": "note.txt"})
+    writer.submit({"op": "set_status", "ref": "trial:1", "status": "FINISHED"})
+    writer.submit({"op": "log_batch", "ref": "trial:gone", "metrics": [["acc", 1.0, 0, 1]]})  # refused: no such run
+    assert writer.drain(120)
+    second = store._proc
+    assert writer.close(5) == [] and store._proc is None
+
+    assert second is not first and second.poll() is not None  # started again, then ended by the writer's close
+    assert writer.outages == 0  # found ended before the next call: started again, no write failed
+    assert len(writer.refused) == 1 and "trial:gone" in writer.refused[0]
+    run = client.get_run(writer.runs["trial:1"])
+    assert run.info.status == "FINISHED" and run.data.tags[TAG_TRIAL] == "1"
+    history = client.get_metric_history(run.info.run_id, "acc")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.1), (2, 0.2), (3, 0.3)]  # nothing lost
+    assert (tmp_path / "art" / run.info.run_id / "artifacts" / "note.txt").read_text() == "done"
+
+
+def test_writes_stay_in_the_driver_when_their_process_cannot_start(mlflow_uri, tmp_path, caplog):
+    import sys
+
+    from hpsearch.tracking.process import StoreProcess
+    from mlflow import MlflowClient
+
+    class Broken(StoreProcess):  # a child that exits before answering, as one that cannot import would
+        def _start(self):
+            import subprocess
+
+            self._proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = new_experiment(client, tmp_path)
+    made = []
+    writer = Writer(client, exp, {}, apart=lambda: made.append(Broken(mlflow_uri)) or made[-1])
+    writer.move_share = writer.move_window = 0.0
+    writer.submit({"op": "create_run", "ref": "trial:1", "name": "trial-1", "tags": {}})
+    for e in (1, 2, 3):
+        writer.submit({"op": "log_batch", "ref": "trial:1", "metrics": [["acc", e / 10, 0, e]]})
+    assert writer.drain(60) and writer.close(5) == []
+    assert len(made) == 1 and writer.client is client and writer.apart is None  # tried once, then stayed
+    assert writer.outages == 0 and "did not start" in caplog.text
+    assert sorted(m.step for m in client.get_metric_history(writer.runs["trial:1"], "acc")) == [1, 2, 3]
+
+
 # -- unreachable server: kept, spilled, synced ---------------------------------------------------
 
 def test_unreachable_server_keeps_every_op_and_sync_delivers_them_later(mlflow_uri, tmp_path, monkeypatch):

@@ -34,6 +34,7 @@ from hpsearch.storage import Location
 from hpsearch.text import mask, mask_config
 from hpsearch.tracking.names import run_name, stopped_name
 from hpsearch.tracking.output import OUTPUT_ARTIFACT, output_text, read_output
+from hpsearch.tracking.process import StoreProcess
 from hpsearch.tracking.store import git_commit, open_client, param_value
 from hpsearch.tracking.writer import Writer, children_of, spill
 from hpsearch.vocab import (
@@ -262,7 +263,10 @@ class SweepTracker:
         # What the figures are now, set by the driver's callback: sent once more when the sweep ends
         # abruptly (a second interrupt, a failure), where the throttle may have held the last change.
         self.live_source: Callable[[], Mapping[str, float]] | None = None
-        self.writer = Writer(self.client, self.experiment_id, runs)
+        # The writes move to a process of their own (``StoreProcess``) when they take a share of a
+        # core (many short trials), off the GIL of the driver's loop; the driver keeps this client
+        # for its own reads and the sweep's end.
+        self.writer = Writer(self.client, self.experiment_id, runs, apart=lambda: StoreProcess(self.uri))
 
     @property
     def children(self) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The one writer to MLflow: an ordered queue of JSON operations drained by a thread, merged
+"""The one writer to MLflow: an ordered queue of JSON operations drained by a thread (its calls
+made in a process of its own once they keep a core busy, ``hpsearch.tracking.process``), merged
 into fewer calls when it falls behind, kept on disk when the store is away, and sent later by
 ``sync`` (``hpsearch sync``).
 
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hpsearch.storage import Location, as_location
 from hpsearch.tracking.store import open_client
@@ -29,6 +30,13 @@ from hpsearch.vocab import TAG_PARENT, TAG_TRIAL
 
 log = logging.getLogger(__name__)
 
+# The writes move to a process of their own (``hpsearch.tracking.process``) once they take this
+# share of a core, measured as this thread's CPU over at least MOVE_WINDOW_S: SQLAlchemy's work
+# for a SQLite store (~40 ms of CPU a trial) holds the driver's GIL, which Ray Tune's loop needs.
+# Below the share the process is not worth starting (~5 s of CPU to import MLflow again): a sweep
+# of trials that last minutes never moves, one of many short trials moves within seconds.
+MOVE_SHARE = 0.10
+MOVE_WINDOW_S = 5.0
 _MERGE_WINDOW = 256  # queued operations the writer looks through for more of the same run's batch
 # MLflow's error codes for a write it refuses (a value too long, a parameter changed, a run gone):
 # the same write would be refused again, so it is dropped (and said) rather than retried.
@@ -96,7 +104,9 @@ def merge_head(queue: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[in
 class Writer:
     """The one writer to MLflow: an ordered queue of small operations drained by a thread.
 
-    The driver's event loop only enqueues, so a slow or unreachable server never stalls trials.
+    The driver's event loop only enqueues, so a slow or unreachable server never stalls trials;
+    the calls themselves move to a process of their own when they take a share of a core
+    (``MOVE_SHARE``), so a store's CPU work does not hold the loop's GIL either.
     Operations are plain JSON (run references, not run objects), so what cannot be delivered can
     be written to disk and sent later in the same order. While MLflow is unreachable the head
     operation is retried with backoff; nothing behind it is skipped. A write MLflow refuses is
@@ -104,8 +114,13 @@ class Writer:
     are sent one by one first, so only the refused part is lost.
     """
 
-    def __init__(self, client, experiment_id: str, runs: dict[str, str]) -> None:
+    def __init__(self, client, experiment_id: str, runs: dict[str, str], apart: Callable[[], Any] | None = None) -> None:
+        """``apart``: makes a client in a process of its own (``StoreProcess``), where the writes
+        move once they take ``MOVE_SHARE`` of a core; None: they stay on this process's thread."""
         self.client, self.experiment_id = client, experiment_id
+        self.local, self.apart, self.moved = client, apart, None  # moved: the process's client, once made
+        self.move_share, self.move_window = MOVE_SHARE, MOVE_WINDOW_S
+        self._window = (time.perf_counter(), time.thread_time())  # set again by the thread when it starts
         self.runs = runs  # reference ("parent", "trial:<id>") -> MLflow run id
         self.queue: deque[dict[str, Any]] = deque()
         self.cond = threading.Condition()
@@ -127,7 +142,31 @@ class Writer:
         with self.cond:
             return dict(self.runs)
 
+    def _maybe_move(self) -> None:
+        """Move the writes to their own process when they took ``move_share`` of a core over the
+        last ``move_window`` seconds (of this thread's CPU: a server's writes wait on the network
+        without holding the GIL, and do not move)."""
+        if self.apart is None or self.moved is not None:
+            return
+        wall, cpu = time.perf_counter() - self._window[0], time.thread_time() - self._window[1]
+        if wall < self.move_window:
+            return
+        if cpu >= self.move_share * wall:
+            log.debug("MLflow writes took %.0f%% of a core: moving them to their own process", 100 * cpu / wall)
+            self.moved = self.client = self.apart()
+        self._window = (time.perf_counter(), time.thread_time())
+
+    def _back_home(self, exc: Exception) -> bool:
+        """A process that never answered (it could not start): the writes stay on this thread."""
+        if self.client is not self.moved or getattr(self.moved, "answered", True):
+            return False
+        log.warning("the MLflow writer's own process did not start (%s: %s); writing from the driver", type(exc).__name__, exc)
+        self.moved.close()
+        self.client, self.apart = self.local, None
+        return True
+
     def _loop(self) -> None:
+        self._window = (time.perf_counter(), time.thread_time())
         delay = 1.0
         while True:
             with self.cond:
@@ -143,6 +182,8 @@ class Writer:
                 if refused(exc):
                     self._refused(op, taken, originals, exc)
                     continue
+                if self._back_home(exc):
+                    continue
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 if self.failing_since is None:
                     self.failing_since, self.outages = time.monotonic(), self.outages + 1
@@ -153,6 +194,7 @@ class Writer:
                 continue
             delay = 1.0
             self._remove(taken, originals)
+            self._maybe_move()
 
     def _remove(self, taken: list[int], originals: list[dict[str, Any]]) -> None:
         with self.cond:
@@ -225,6 +267,8 @@ class Writer:
             self.stopping = True
             self.cond.notify_all()
         self.thread.join(timeout=90)  # an operation in flight ends within MLflow's own retries
+        if self.moved is not None:
+            self.moved.close()
         return list(self.queue)
 
 

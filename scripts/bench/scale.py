@@ -100,8 +100,12 @@ def measure(trials: int, work: Path) -> dict[str, Any]:
         wall = time.perf_counter() - start
     completed = result.counts().get("completed", 0) if result else 0
     children = count_children(uri, result.tracking["parent_run_id"]) if result and result.tracking else 0
-    # Seconds per successive thousand trials, from the completion times (the last block may be short).
-    marks = [start] + done.times[999::1000]
+    # Seconds per successive thousand trials, counted from the first completion (the 1st, 1001st,
+    # ... completion mark the thousands; the last block may be short): the first thousand measures
+    # the sweep running, not the process's Ray start-up before its first trial ends.
+    marks = done.times[::1000]
+    if len(done.times) > 1 and (len(done.times) - 1) % 1000:
+        marks.append(done.times[-1])
     per_1000 = [b - a for a, b in zip(marks, marks[1:])]
     return {
         "trials": trials, "completed": completed, "wall_s": wall, "fit_s": result.wall_s if result else None,

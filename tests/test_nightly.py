@@ -590,15 +590,16 @@ def test_the_deadline_stops_running_trials_and_the_night_still_gets_its_verdict(
     from mlflow import MlflowClient
 
     # The first trial to start trains; the others wait for a file nobody writes, so the deadline,
-    # not the machine's speed, ends the night: one completed, two stopped running (2 CPUs), the rest
-    # never started.
+    # not the machine's speed, ends the night with both CPUs busy: two trials stopped running (two
+    # waiting ones, or on a slow machine the training one and a waiting one), at most one completed
+    # (the training one, if it finished its epochs in time), the rest never started.
     cfg = load_config(_setup(tmp_path, trials=20, scheduler="fifo", deadline_hours=0.006))  # 21.6 s
     (tmp_path / "tiny.py").write_text(TINY + WAITS.format(claim=str(tmp_path / "claimed"), never=str(tmp_path / "never")))
     outcome = run_nightly(cfg, parse_date("2026-11-20"), progress=False)
     entry = json.loads((tmp_path / "runs" / "tiny.nightly" / "ledger.json").read_text())["nights"]["2026-11-20"]
     assert entry["status"] == "done" and entry["deadline_hit"] and outcome.verdicts["2026-11-20"].kind == "first"
     statuses = [t["status"] for t in entry["trials"]]  # the trials Ray had created; it creates a few ahead
-    assert statuses.count("completed") == 1 and statuses.count("stopped") == 2, statuses
+    assert statuses.count("stopped") == 2 and statuses.count("completed") <= 1, statuses
     assert set(statuses) <= {"completed", "stopped", "pending"}, statuses
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name(cfg.sweep.experiment).experiment_id],

@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 # The writes move to a process of their own (``hpsearch.tracking.process``) once they take this
 # share of a core, measured as this thread's CPU over at least MOVE_WINDOW_S: SQLAlchemy's work
 # for a SQLite store (~40 ms of CPU a trial) holds the driver's GIL, which Ray Tune's loop needs.
-# Below the share the process is not worth starting (~5 s of CPU to import MLflow again): a sweep
-# of trials that last minutes never moves, one of many short trials moves within seconds.
+# Below the share, or in a sweep shorter than the window, the process is not worth starting (~5 s
+# of CPU to import MLflow again, more than a short sweep's writes cost): a sweep of trials that
+# last minutes never moves, one of many short trials moves after half a minute.
 MOVE_SHARE = 0.10
-MOVE_WINDOW_S = 5.0
+MOVE_WINDOW_S = 30.0
 _MERGE_WINDOW = 256  # queued operations the writer looks through for more of the same run's batch
 # MLflow's error codes for a write it refuses (a value too long, a parameter changed, a run gone):
 # the same write would be refused again, so it is dropped (and said) rather than retried.

@@ -8,7 +8,7 @@ queue, which costs microseconds an operation. Starting the process costs ~5 s of
 imported again), so the writer moves there only when its writes take a share of a core
 (``hpsearch.tracking.writer.MOVE_SHARE``): sweeps of many short trials.
 
-The process is started with ``python -m`` (not ``multiprocessing``, whose "spawn" would import the
+The process is started with ``python -c`` (not ``multiprocessing``, whose "spawn" would import the
 user's script again in the child: a script that calls ``hpsearch.sweep`` at its top would start a
 second sweep). It answers calls in order over its standard input and output, ignores Ctrl-C and
 SIGTERM (the driver decides when writes end: it drains its queue or keeps it on disk) and exits
@@ -33,6 +33,7 @@ import struct
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,6 +41,7 @@ from hpsearch.tracking.store import open_client
 from hpsearch.tracking.writer import Refused, refused
 
 _HEADER = struct.Struct("!I")
+_ENTRY = "import sys; from hpsearch.tracking.process import serve; serve(sys.argv[1])"
 # The client methods the writer calls (``Writer._execute``); nothing else crosses.
 METHODS = frozenset({"create_run", "log_batch", "log_text", "update_run", "set_terminated"})
 
@@ -79,7 +81,8 @@ class StoreProcess:
         # as shipped code, on the worker's path only).
         here = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
-        self._proc = subprocess.Popen([sys.executable, "-m", "hpsearch.tracking.process", self.uri], env=env,
+        # -c, not -m: runpy would warn (on the user's console) that the package imported this module first.
+        self._proc = subprocess.Popen([sys.executable, "-c", _ENTRY, self.uri], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
 
     def _call(self, method: str, *args, **kwargs) -> Any:
@@ -141,7 +144,10 @@ def serve(uri: str) -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # anything printed goes to stderr, not into the answers
     calls = sys.stdin.buffer
+    # Its stderr is the user's console: a failure's traceback belongs there, MLflow's chatter does not.
+    warnings.simplefilter("ignore")
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     client = open_client(uri)
     while (message := _receive(calls)) is not None:
         method, args, kwargs = message
@@ -154,6 +160,3 @@ def serve(uri: str) -> None:
             answer = ("refused" if refused(exc) else "failed", f"{type(exc).__name__}: {exc}")
         _send(answers, answer)
 
-
-if __name__ == "__main__":
-    serve(sys.argv[1])

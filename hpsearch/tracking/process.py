@@ -92,12 +92,9 @@ class StoreProcess:
             proc = self._proc
             try:
                 _send(proc.stdin, (method, args, kwargs))
-                answer = _receive(proc.stdout)
-            except (BrokenPipeError, OSError) as exc:
-                answer = None
-                error = exc
-            else:
-                error = None
+                answer, error = _receive(proc.stdout), None
+            except OSError as exc:  # a broken pipe: the process is gone
+                answer, error = None, exc
             if answer is None:
                 code = proc.poll()
                 raise ConnectionError(f"the MLflow writer process ended ({'exit ' + str(code) if code is not None else error})")

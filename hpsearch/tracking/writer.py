@@ -121,7 +121,7 @@ class Writer:
         self.client, self.experiment_id = client, experiment_id
         self.local, self.apart, self.moved = client, apart, None  # moved: the process's client, once made
         self.move_share, self.move_window = MOVE_SHARE, MOVE_WINDOW_S
-        self._window = (time.perf_counter(), time.thread_time())  # set again by the thread when it starts
+        self._window: tuple[float, float]  # (wall, CPU) at the share's last measure: set by the thread (thread_time is its own)
         self.runs = runs  # reference ("parent", "trial:<id>") -> MLflow run id
         self.queue: deque[dict[str, Any]] = deque()
         self.cond = threading.Condition()

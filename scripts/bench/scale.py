@@ -146,9 +146,8 @@ def run(trials: int, work: Path, log) -> dict[str, Any]:
     log(f"scale: {trials} no-op trials through hpsearch, tracking on, in a driver process of their own")
     work.mkdir(parents=True, exist_ok=True)
     out = work / "scale-raw.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "bench.scale", str(trials), str(work), str(out)], env=env,
+    # Its environment is the suite's, which puts scripts/ on PYTHONPATH (suite.main): -m bench.scale imports.
+    done = subprocess.run([sys.executable, "-m", "bench.scale", str(trials), str(work), str(out)],
                           capture_output=True, text=True)
     if done.returncode != 0 or not out.exists():
         raise RuntimeError(f"scale: the sweep's process ended with {done.returncode}: {done.stderr[-2000:]}")

@@ -243,9 +243,12 @@ def test_mlflow_ui_shows_readable_trials_the_stopped_one_and_the_live_parent(ray
     def read_the_ui_mid_sweep():
         try:
             _wait(lambda: (tmp_path / "waiting").exists(), "the last trial to wait at its gate")
-            # The parent's live figures once the first two trials ended (sent every few seconds).
+            # The parent's live figures once the first two trials ended and the last one's first
+            # epoch was counted (sent every few seconds; the trial says it waits before the driver
+            # has necessarily taken its epoch in).
             run = _wait(lambda: (p := parent()) and p.data.metrics.get("trials_stopped") == 1 and
-                        p.data.metrics.get("trials_completed") == 1 and p, "the parent's live figures")
+                        p.data.metrics.get("trials_completed") == 1 and p.data.metrics.get("total_epochs") == 4
+                        and p, "the parent's live figures: 1 completed, 1 stopped, 4 epochs")
             seen["parent"] = run
             # The three trials' runs, with their parameters and the stopped one renamed: written by
             # the one writer in batches, so they may trail the parent's figures by a moment.

@@ -174,6 +174,55 @@ def test_a_tiny_tune_run_gives_its_trials_their_start_and_the_scheduler_its_stat
         assert recorded == {t.trial_id for t in trials} and state["_trial_info"] == {}
 
 
+# Uploads one staging folder with Ray's own syncer, as the driver uploads its experiment snapshot;
+# the process may write no file past 64 KiB (RLIMIT_FSIZE), so a copy dies inside a bigger file
+# as a driver killed mid-upload does, at the same byte whatever the machine's speed.
+UPLOAD = """
+import resource, sys
+import pyarrow.fs
+from ray.train._internal.storage import _FilesystemSyncer
+from hpsearch.ray import compat
+if sys.argv[3] == "whole":
+    compat.whole_file_uploads()
+if sys.argv[4] == "limited":
+    resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+syncer = _FilesystemSyncer(storage_filesystem=pyarrow.fs.LocalFileSystem(), sync_period=0, sync_timeout=60)
+syncer.sync_up(sys.argv[1], sys.argv[2])
+syncer.wait()
+"""
+
+
+@pytest.mark.slow
+def test_whole_file_uploads_keep_the_last_snapshot_when_an_upload_dies_midway(tmp_path):
+    import subprocess
+    import sys
+
+    staging, storage = tmp_path / "staging", tmp_path / "storage"
+    staging.mkdir()
+    storage.mkdir()
+    new, old = b"n" * 1_000_000, b"o" * 50_000
+    (staging / "experiment_state-x.json").write_bytes(new)
+
+    def upload(how: str, limit: str) -> int:
+        (storage / "experiment_state-x.json").write_bytes(old)  # the snapshot before
+        return subprocess.run([sys.executable, "-c", UPLOAD, str(staging), str(storage), how, limit],
+                              capture_output=True, timeout=120).returncode
+
+    with relied_on(compat.whole_file_uploads):
+        # Ray's own copy truncates the file in storage and dies inside it: the snapshot is cut off.
+        assert upload("ray", "limited") != 0
+        assert (storage / "experiment_state-x.json").read_bytes() == b"n" * 65536
+        # Written whole: the snapshot before stays, and the dead copy leaves nothing beside it.
+        assert upload("whole", "limited") != 0
+        assert (storage / "experiment_state-x.json").read_bytes() == old
+        assert sorted(p.name for p in storage.iterdir()) == ["experiment_state-x.json"]
+        # And when it lives, the new snapshot replaces the old one whole.
+        assert upload("whole", "free") == 0
+        assert (storage / "experiment_state-x.json").read_bytes() == new
+        compat.whole_file_uploads()
+        assert not compat.whole_file_uploads()  # once a process
+
+
 def test_a_result_without_the_metric_ends_fit_with_the_error_missing_metric_knows(ray_session, tmp_path):
     from ray import tune
 

@@ -20,7 +20,9 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -190,6 +192,45 @@ def restored_configs(tuner) -> tuple[Any, Any]:
         raise ValueError("address: resuming through a ray:// client connection is not supported by this Ray "
                          f"({TESTED_RAY}); resume on the cluster's head node")
     return local._tune_config, local.get_run_config()
+
+
+def whole_file_uploads() -> bool:
+    """Make this process's uploads of a folder to a local storage path (a disk, or a shared one
+    mounted on every node) replace each file whole: written under a hidden name beside it, then
+    renamed over it. False if already done here.
+
+    Ray snapshots an experiment into a staging folder (each file renamed into place there), then
+    copies the folder to storage with ``pyarrow.fs.copy_files``, which truncates each file and
+    writes it again: a driver killed inside that copy leaves a cut-off ``experiment_state`` or
+    searcher state, and the next ``Tuner.restore`` fails to read it and starts the experiment over
+    (Ray logs "Failed to restore the run state"). An object store replaces an object whole
+    already. Relies on ``_FilesystemSyncer._sync_up_command`` handing Ray's background syncer
+    ``ray.train._internal.storage._upload_to_fs_path(local_path, fs, fs_path, exclude)``, looked
+    up when each sync starts; the driver's syncer uploads the snapshot and nothing else.
+    """
+    import ray.train._internal.storage as storage  # Ray internals: only when called (Ray is heavy)
+
+    original = storage._upload_to_fs_path
+    if getattr(original, "hpsearch_whole_files", False):
+        return False
+
+    def upload(local_path: str, fs, fs_path: str, exclude=None) -> None:
+        if fs.type_name != "local" or exclude or not os.path.isdir(local_path):
+            return original(local_path, fs, fs_path, exclude)
+        for root, _, files in os.walk(local_path):
+            target = Path(fs_path, os.path.relpath(root, local_path))
+            target.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                part = target / f".{name}.{uuid.uuid4().hex[:8]}.part"
+                try:
+                    shutil.copyfile(os.path.join(root, name), part)
+                    os.replace(part, target / name)
+                finally:
+                    part.unlink(missing_ok=True)  # nothing once renamed; what a failed copy left
+
+    upload.hpsearch_whole_files = True  # type: ignore[attr-defined]
+    storage._upload_to_fs_path = upload
+    return True
 
 
 def missing_metric(exc: BaseException) -> bool:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from hpsearch.environment import check_environment
 from hpsearch.progress import Progress, RelayedProgress
 from hpsearch.ray import compat
-from hpsearch.ray.checkpoints import prune_checkpoints, snapshot_period
+from hpsearch.ray.checkpoints import cut_off_snapshot, prune_checkpoints, snapshot_period
 from hpsearch.ray.client import client_address, on_cluster
 from hpsearch.ray.cluster import connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
@@ -161,6 +161,11 @@ def prepare_resume(
     space_or_module: Any = load_space_module(record.space_path) if record.space_path else Space.from_dict(record.space)
     prep = prepare(space_or_module, record.settings, train=train, data=data, model=model)
     prep.space = Space.from_dict(record.space)  # the space as it was when the sweep started
+    cut = cut_off_snapshot(prep.path)
+    if cut is not None:
+        raise ValueError(f"name: sweep {name!r} cannot be resumed: its experiment snapshot file {cut!r} under "
+                         f"{prep.path.uri!r} was cut off while it was written (a crash mid-write, or a full disk); "
+                         f"its trials' results and MLflow runs stay as they are")
     return prep
 
 

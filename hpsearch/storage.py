@@ -154,11 +154,22 @@ class Location:
         infos = self._fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True))
         return [self.at(i.path) for i in sorted(infos, key=lambda i: i.path) if i.type == pafs.FileType.Directory]
 
-    def read_text(self) -> str:
+    def files(self) -> list["Location"]:
+        """The files directly inside this folder, by name."""
         if self.is_local:
-            return self.local.read_text()
+            return [Location(str(p)) for p in sorted(self.local.iterdir()) if p.is_file()] if self.is_dir() else []
+        pafs = _pafs()
+        infos = self._fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True))
+        return [self.at(i.path) for i in sorted(infos, key=lambda i: i.path) if i.type == pafs.FileType.File]
+
+    def read_bytes(self) -> bytes:
+        if self.is_local:
+            return self.local.read_bytes()
         with self._fs.open_input_stream(self._path) as f:
-            return f.read().decode()
+            return f.read()
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
 
     def write_text(self, text: str) -> None:
         """Write the whole file at once: a reader sees the old text or the new one, never half (a

@@ -460,6 +460,19 @@ def test_an_interrupted_sweep_says_so_and_resume_finishes_it(tmp_path, sig, code
     assert cut and all(c.info.status == "KILLED" for c in cut)
     assert not any(c.info.status == "RUNNING" for c in children)
 
+    # A snapshot file cut off mid-write (as a driver killed inside Ray's copy to storage left it
+    # before hpsearch wrote them whole): one line, and nothing resumed or recorded; whole again, it resumes.
+    state = next((storage / name).glob("experiment_state-*.json"))
+    whole = state.read_bytes()
+    state.write_bytes(whole[:len(whole) // 2])
+    code, out, err = run_here(capsys, "resume", name, "--storage", str(storage), "--no-progress")
+    assert code == 2 and err.strip() == (f"hpsearch: error: name: sweep {name!r} cannot be resumed: its experiment snapshot file "
+                                         f"{state.name!r} under {str(storage / name)!r} was cut off while it was written "
+                                         f"(a crash mid-write, or a full disk); its trials' results and MLflow runs stay "
+                                         f"as they are"), err[-3000:]
+    assert runs()[0][0].info.status == "KILLED"
+    state.write_bytes(whole)
+
     release.touch()  # the resumed trials go on to their last epoch
     # The signal is the point of the first half; the resume runs here, on the session's Ray.
     resumed_code, out, err = run_here(capsys, "resume", name, "--storage", str(storage), "--no-progress")

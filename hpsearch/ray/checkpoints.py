@@ -6,7 +6,9 @@ Driver side.
 
 from __future__ import annotations
 
+import json
 import os
+import pickletools
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,3 +57,33 @@ def snapshot_period(checkpoint_every_s: float):
         yield
     finally:
         os.environ.pop(name, None)
+
+
+def cut_off_snapshot(sweep: Location) -> str | None:
+    """The name of a file of the experiment snapshot in ``sweep`` (a sweep's folder, local or in a
+    bucket) that was cut off while it was written, or None if each is whole.
+
+    Ray reads every ``.json`` and ``.pkl`` file at an experiment's top level when it restores it:
+    the experiment state (JSON) and the searcher's, the callbacks' and the Tuner's state
+    (pickles). One it cannot read makes Ray start the experiment over, which fails on a sweep's
+    pre-set points. hpsearch uploads the snapshot whole (``compat.whole_file_uploads``); a sweep
+    snapshotted before that, or on a disk that filled, may still hold a cut-off file.
+    """
+    for file in sweep.files():
+        if file.name.endswith((".json", ".pkl")) and not _whole(file.read_bytes()):
+            return file.name
+    return None
+
+
+def _whole(data: bytes) -> bool:
+    """Whether a pickle (protocol 2 or later: it opens with 0x80) runs to its STOP, or else the
+    text parses as JSON; nothing is unpickled."""
+    try:
+        if data[:1] == b"\x80":
+            for _ in pickletools.genops(data):
+                pass
+        else:
+            json.loads(data)
+    except ValueError:
+        return False
+    return True

@@ -183,7 +183,7 @@ import pyarrow.fs
 from ray.train._internal.storage import _FilesystemSyncer
 from hpsearch.ray import compat
 if sys.argv[3] == "whole":
-    compat.whole_file_uploads()
+    compat.consistent_snapshots()
 if sys.argv[4] == "limited":
     resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
 syncer = _FilesystemSyncer(storage_filesystem=pyarrow.fs.LocalFileSystem(), sync_period=0, sync_timeout=60)
@@ -193,7 +193,7 @@ syncer.wait()
 
 
 @pytest.mark.slow
-def test_whole_file_uploads_keep_the_last_snapshot_when_an_upload_dies_midway(tmp_path):
+def test_consistent_snapshots_keep_the_last_one_when_a_copy_dies_midway_and_wait_for_the_copy_in_flight(tmp_path):
     import subprocess
     import sys
 
@@ -208,7 +208,7 @@ def test_whole_file_uploads_keep_the_last_snapshot_when_an_upload_dies_midway(tm
         return subprocess.run([sys.executable, "-c", UPLOAD, str(staging), str(storage), how, limit],
                               capture_output=True, timeout=120).returncode
 
-    with relied_on(compat.whole_file_uploads):
+    with relied_on(compat.consistent_snapshots):
         # Ray's own copy truncates the file in storage and dies inside it: the snapshot is cut off.
         assert upload("ray", "limited") != 0
         assert (storage / "experiment_state-x.json").read_bytes() == b"n" * 65536
@@ -219,8 +219,36 @@ def test_whole_file_uploads_keep_the_last_snapshot_when_an_upload_dies_midway(tm
         # And when it lives, the new snapshot replaces the old one whole.
         assert upload("whole", "free") == 0
         assert (storage / "experiment_state-x.json").read_bytes() == new
-        compat.whole_file_uploads()
-        assert not compat.whole_file_uploads()  # once a process
+
+        # A snapshot waits for the copy of the one before, still in flight, before it rewrites the
+        # staging folder that copy reads (the stand-in controller has nothing to save: Ray's own
+        # save_to_dir then fails on it, after the wait).
+        import threading
+        import types
+
+        import pyarrow.fs
+        from ray.train._internal.storage import _FilesystemSyncer
+        from ray.tune.execution.tune_controller import TuneController
+
+        compat.consistent_snapshots()
+        assert not compat.consistent_snapshots()  # once a process
+        copied = threading.Event()
+        syncer = _FilesystemSyncer(storage_filesystem=pyarrow.fs.LocalFileSystem(), sync_period=0, sync_timeout=60)
+        syncer._launch_sync_process((copied.wait, {"timeout": 120}))  # a copy in flight until `copied`
+        order = []
+
+        def snapshot():
+            try:
+                TuneController.save_to_dir(types.SimpleNamespace(_storage=types.SimpleNamespace(syncer=syncer)))
+            except AttributeError:
+                order.append("saved after the copy" if copied.is_set() else "saved during the copy")
+
+        saver = threading.Thread(target=snapshot)
+        saver.start()
+        saver.join(timeout=1)
+        copied.set()
+        saver.join(timeout=60)
+        assert order == ["saved after the copy"]
 
 
 def test_a_result_without_the_metric_ends_fit_with_the_error_missing_metric_knows(ray_session, tmp_path):

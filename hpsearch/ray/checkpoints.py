@@ -66,7 +66,7 @@ def cut_off_snapshot(sweep: Location) -> str | None:
     Ray reads every ``.json`` and ``.pkl`` file at an experiment's top level when it restores it:
     the experiment state (JSON) and the searcher's, the callbacks' and the Tuner's state
     (pickles). One it cannot read makes Ray start the experiment over, which fails on a sweep's
-    pre-set points. hpsearch uploads the snapshot whole (``compat.whole_file_uploads``); a sweep
+    pre-set points. hpsearch keeps its snapshots whole (``compat.consistent_snapshots``); a sweep
     snapshotted before that, or on a disk that filled, may still hold a cut-off file.
     """
     for file in sweep.files():

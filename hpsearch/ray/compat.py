@@ -194,29 +194,43 @@ def restored_configs(tuner) -> tuple[Any, Any]:
     return local._tune_config, local.get_run_config()
 
 
-def whole_file_uploads() -> bool:
-    """Make this process's uploads of a folder to a local storage path (a disk, or a shared one
-    mounted on every node) replace each file whole: written under a hidden name beside it, then
-    renamed over it. False if already done here.
+# How long a snapshot waits for the copy of the one before (a hung store: the snapshot goes on).
+SNAPSHOT_COPY_WAIT_S = 60.0
 
-    Ray snapshots an experiment into a staging folder (each file renamed into place there), then
-    copies the folder to storage with ``pyarrow.fs.copy_files``, which truncates each file and
-    writes it again: a driver killed inside that copy leaves a cut-off ``experiment_state`` or
-    searcher state, and the next ``Tuner.restore`` fails to read it and starts the experiment over
-    (Ray logs "Failed to restore the run state"). An object store replaces an object whole
-    already. Relies on ``_FilesystemSyncer._sync_up_command`` handing Ray's background syncer
-    ``ray.train._internal.storage._upload_to_fs_path(local_path, fs, fs_path, exclude)``, looked
-    up when each sync starts; the driver's syncer uploads the snapshot and nothing else.
+
+def consistent_snapshots() -> bool:
+    """Make the experiment snapshots this process's Tune driver writes whole, whenever it is
+    killed; False if already done here.
+
+    Ray writes a snapshot into a staging folder, then copies that folder to storage in a
+    background thread with ``pyarrow.fs.copy_files``. Two races cut a file off:
+
+    - the next snapshot rewrites ``experiment_state-*.json`` in place (``open(..., "w")``) while the
+      copy of the one before may still be reading it, and the copy takes what it finds: half a
+      file, even into an object store;
+    - the copy truncates each file in a local (or mounted) storage folder and writes it again, so a
+      driver killed inside it leaves a cut-off file.
+
+    ``Tuner.restore`` then fails to read the snapshot and starts the experiment over (Ray logs
+    "Failed to restore the run state"). Here each snapshot first waits for the copy still in
+    flight (a copy that failed is logged and the snapshot goes on), and a local folder gets each
+    file under a hidden name beside it, renamed over the old one. Relies on
+    ``TuneController.save_to_dir`` writing the snapshot, ``TuneController._storage.syncer`` (a
+    ``_BackgroundSyncer`` whose ``wait`` ends the copy in flight) and
+    ``_FilesystemSyncer._sync_up_command`` handing the syncer
+    ``ray.train._internal.storage._upload_to_fs_path(local_path, fs, fs_path, exclude)``, looked up
+    when each copy starts (the driver's syncer copies the snapshot and nothing else).
     """
     import ray.train._internal.storage as storage  # Ray internals: only when called (Ray is heavy)
+    from ray.tune.execution.tune_controller import TuneController
 
-    original = storage._upload_to_fs_path
-    if getattr(original, "hpsearch_whole_files", False):
+    original_upload, original_save = storage._upload_to_fs_path, TuneController.save_to_dir
+    if getattr(original_save, "hpsearch_consistent", False):
         return False
 
     def upload(local_path: str, fs, fs_path: str, exclude=None) -> None:
         if fs.type_name != "local" or exclude or not os.path.isdir(local_path):
-            return original(local_path, fs, fs_path, exclude)
+            return original_upload(local_path, fs, fs_path, exclude)
         for root, _, files in os.walk(local_path):
             target = Path(fs_path, os.path.relpath(root, local_path))
             target.mkdir(parents=True, exist_ok=True)
@@ -228,8 +242,19 @@ def whole_file_uploads() -> bool:
                 finally:
                     part.unlink(missing_ok=True)  # nothing once renamed; what a failed copy left
 
-    upload.hpsearch_whole_files = True  # type: ignore[attr-defined]
+    def save_to_dir(self) -> None:
+        try:
+            self._storage.syncer.wait(timeout=SNAPSHOT_COPY_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - as Ray's own wait after a snapshot: said, and the next copy tries again
+            import logging
+
+            logging.getLogger("ray.tune").error("Saving the experiment state to storage failed: %s: %s",
+                                                type(exc).__name__, exc)
+        original_save(self)
+
+    save_to_dir.hpsearch_consistent = True  # type: ignore[attr-defined]
     storage._upload_to_fs_path = upload
+    TuneController.save_to_dir = save_to_dir
     return True
 
 

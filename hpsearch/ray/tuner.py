@@ -88,7 +88,7 @@ def new_tuner(prep: PreparedSweep, live: Sequence[Any], user: Sequence[Any], sto
     crash), its trials' resources and concurrency, and its callbacks on the driver (``live``:
     hpsearch's, ``user``: the caller's)."""
     s = prep.settings
-    compat.whole_file_uploads()
+    compat.consistent_snapshots()
     at_once = trials_at_once(s.concurrency, prep.groups_at_once)
     scheduler = resumable(make_scheduler(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor))
     return tune.Tuner(
@@ -142,7 +142,7 @@ def restored_tuner(prep: PreparedSweep, stopper: SweepStop) -> tune.Tuner:
     path = prep.path.uri
     if not can_resume(path):
         raise ValueError(f"name: sweep {s.name!r} has no Ray experiment state under {path!r} to resume")
-    compat.whole_file_uploads()
+    compat.consistent_snapshots()
     legacy.install()  # a sweep saved before hpsearch's sub-packages names its objects by their old paths
     tuner = tune.Tuner.restore(path, trainable=trainable_for(prep), resume_unfinished=True, resume_errored=False)
     tune_config, run_config = compat.restored_configs(tuner)

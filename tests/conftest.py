@@ -95,8 +95,9 @@ def run_here(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 # Ports the tests pick, below Linux's ephemeral range (32768-60999: what bind(0) and outgoing
-# connections take) and above Ray's worker ports (10002-19999), split between the test processes.
-PORTS = (20000, 32000)
+# connections take) and above Ray's worker ports (10002-19999) and its client servers' own
+# (23000-23999, one a ray:// connection), split between the test processes.
+PORTS = (24000, 32000)
 
 
 def free_port() -> int:

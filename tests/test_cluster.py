@@ -134,6 +134,11 @@ class RayNodes:
     def folders(self) -> list[Path]:
         return [folder for _, folder in self.procs.values()]
 
+    def logs(self, pattern: str) -> str:
+        """The ends of the nodes' log files named like ``pattern`` (a failure's evidence)."""
+        return "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-1500:]}"
+                         for folder in self.folders() for p in sorted(folder.rglob(pattern)))
+
     def close(self) -> None:
         for name in list(self.procs):
             self.kill(name)
@@ -184,16 +189,17 @@ def _epochs_in_bucket(s3_server, prefix: str) -> dict[str, list[int]]:
     return out
 
 
-def _wait_until_two_held(s3_server, prefix: str, driver: subprocess.Popen) -> None:
+def _wait_until_two_held(s3_server, prefix: str, driver: subprocess.Popen, logs=lambda: "") -> None:
     """Until two trials are held at epoch 3 with it in the bucket (Ray uploads results and its
     experiment state together, after the checkpoint the report carried), and one more experiment
-    snapshot (every second with --checkpoint-every 0) while nothing changes."""
+    snapshot (every second with --checkpoint-every 0) while nothing changes. ``logs()``: what the
+    nodes logged, said if the driver ended."""
     deadline = time.time() + 240
     while time.time() < deadline:
         if sum(epochs[-1:] == [3] for epochs in _epochs_in_bucket(s3_server, prefix).values()) >= 2:
             time.sleep(2)
             return
-        assert driver.poll() is None, driver.communicate()[1][-3000:]
+        assert driver.poll() is None, (driver.communicate()[1][-3000:], logs())
         time.sleep(0.5)
     pytest.fail("two trials did not reach epoch 3 in time")
 
@@ -330,7 +336,7 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
                            "--name", name, "--trials", "3", "--scheduler", "fifo", "--concurrency", "2",
                            "--checkpoint-every", "0", "--tracking-uri", store],
                           tmp_path / "driver", env)
-        _wait_until_two_held(s3_server, f"{name}-runs/{name}/", first)
+        _wait_until_two_held(s3_server, f"{name}-runs/{name}/", first, lambda: cluster.logs("ray_client_server*.err"))
         first.send_signal(signal.SIGINT)  # Ctrl-C in the client: the driver on the head ends the sweep, resumable
         out, err = first.communicate(timeout=120)
         assert first.returncode == 130, err[-3000:]

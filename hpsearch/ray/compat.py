@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -246,8 +247,6 @@ def consistent_snapshots() -> bool:
         try:
             self._storage.syncer.wait(timeout=SNAPSHOT_COPY_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - as Ray's own wait after a snapshot: said, and the next copy tries again
-            import logging
-
             logging.getLogger("ray.tune").error("Saving the experiment state to storage failed: %s: %s",
                                                 type(exc).__name__, exc)
         original_save(self)

@@ -148,19 +148,21 @@ class Location:
 
     def children(self) -> list["Location"]:
         """The folders directly inside this one, by name."""
-        if self.is_local:
-            return [Location(str(p)) for p in sorted(self.local.iterdir()) if p.is_dir()] if self.is_dir() else []
-        pafs = _pafs()
-        infos = self._fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True))
-        return [self.at(i.path) for i in sorted(infos, key=lambda i: i.path) if i.type == pafs.FileType.Directory]
+        return self._entries(folders=True)
 
     def files(self) -> list["Location"]:
         """The files directly inside this folder, by name."""
+        return self._entries(folders=False)
+
+    def _entries(self, folders: bool) -> list["Location"]:
         if self.is_local:
-            return [Location(str(p)) for p in sorted(self.local.iterdir()) if p.is_file()] if self.is_dir() else []
+            if not self.is_dir():
+                return []
+            return [Location(str(p)) for p in sorted(self.local.iterdir()) if (p.is_dir() if folders else p.is_file())]
         pafs = _pafs()
+        kind = pafs.FileType.Directory if folders else pafs.FileType.File
         infos = self._fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True))
-        return [self.at(i.path) for i in sorted(infos, key=lambda i: i.path) if i.type == pafs.FileType.File]
+        return [self.at(i.path) for i in sorted(infos, key=lambda i: i.path) if i.type == kind]
 
     def read_bytes(self) -> bytes:
         if self.is_local:

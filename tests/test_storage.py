@@ -114,3 +114,31 @@ def test_bad_storage_stops_a_run_before_ray_or_mlflow(where, message, s3, tmp_pa
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"hpsearch: error: {message}"), lines
     assert not store.exists()
+
+
+def test_a_cut_off_snapshot_is_the_newest_file_of_its_kind_that_does_not_parse(tmp_path):
+    import pickle
+
+    from hpsearch.ray.checkpoints import cut_off_snapshot
+
+    sweep = tmp_path / "sweep"
+    (sweep / "trial_0").mkdir(parents=True)  # a trial's folder: not part of the snapshot
+    state = json.dumps({"trial_data": [["x" * 100, "y"]]}).encode()
+    searcher = pickle.dumps({"points": list(range(100))})
+    (sweep / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
+    (sweep / "hpsearch.json").write_text("{}")
+    # The first start was killed mid-write; the second start's snapshot is whole: Ray reads that one.
+    (sweep / "experiment_state-2026-12-05_02-03-03.json").write_bytes(state[:40])
+    (sweep / "basic-variant-state-2026-12-05_02-03-03.json").write_bytes(searcher[:30])
+    (sweep / "experiment_state-2026-12-05_02-03-16.json").write_bytes(state)
+    (sweep / "basic-variant-state-2026-12-05_02-03-16.json").write_bytes(searcher)
+    assert cut_off_snapshot(Location.open(sweep)) is None
+    # The newest of a kind cut off (JSON, or a pickle that stops before its end) is named.
+    (sweep / "basic-variant-state-2026-12-05_02-03-16.json").write_bytes(searcher[:-1])
+    assert cut_off_snapshot(Location.open(sweep)) == "basic-variant-state-2026-12-05_02-03-16.json"
+    (sweep / "basic-variant-state-2026-12-05_02-03-16.json").write_bytes(searcher)
+    (sweep / "experiment_state-2026-12-05_02-03-16.json").write_bytes(b"")
+    assert cut_off_snapshot(Location.open(sweep)) == "experiment_state-2026-12-05_02-03-16.json"
+    (sweep / "experiment_state-2026-12-05_02-03-16.json").write_bytes(state)
+    (sweep / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1})[:5])
+    assert cut_off_snapshot(Location.open(sweep)) == "tuner.pkl"

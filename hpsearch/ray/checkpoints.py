@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickletools
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,16 +64,26 @@ def cut_off_snapshot(sweep: Location) -> str | None:
     """The name of a file of the experiment snapshot in ``sweep`` (a sweep's folder, local or in a
     bucket) that was cut off while it was written, or None if each is whole.
 
-    Ray reads every ``.json`` and ``.pkl`` file at an experiment's top level when it restores it:
-    the experiment state (JSON) and the searcher's, the callbacks' and the Tuner's state
-    (pickles). One it cannot read makes Ray start the experiment over, which fails on a sweep's
+    Ray reads the newest ``.json`` and ``.pkl`` file of each kind at an experiment's top level when
+    it restores it: the experiment state (JSON) and the searcher's, the callbacks' and the Tuner's
+    state (pickles). One it cannot read makes Ray start the experiment over, which fails on a sweep's
     pre-set points. hpsearch keeps its snapshots whole (``compat.consistent_snapshots``); a sweep
     snapshotted before that, or on a disk that filled, may still hold a cut-off file.
     """
-    for file in sweep.files():
-        if file.name.endswith((".json", ".pkl")) and not _whole(file.read_bytes()):
+    newest: dict[str, Location] = {}
+    for file in sweep.files():  # by name: each kind's newest comes last
+        if file.name.endswith((".json", ".pkl")):
+            newest[_SESSION.sub("", file.name)] = file
+    for file in newest.values():
+        if not _whole(file.read_bytes()):
             return file.name
     return None
+
+
+# Each start of an experiment writes its own snapshot files, named by that start's time
+# (``experiment_state-2026-12-05_02-03-16.json``); Ray reads only the newest of each kind, by name,
+# so an earlier start's file cut off by the crash that start ended with is never read again.
+_SESSION = re.compile(r"-\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?=\.(json|pkl)$)")
 
 
 def _whole(data: bytes) -> bool:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -144,15 +145,29 @@ def test_goal_ends_the_sweep_once_a_trial_reaches_it(ray_session, storage, mnist
             assert r.data.tags["hpsearch.stopped_by"] == "goal"
 
 
-def test_time_budget_ends_the_sweep(ray_session, storage, tmp_path):
-    # The first trial finishes at once; the others wait for a file nobody writes, so the budget,
-    # not the machine's speed, ends them: two stopped while running (2 CPUs), one never started.
-    never = str(tmp_path / "never")
+def test_time_budget_ends_the_sweep(ray_session, storage, tmp_path, monkeypatch):
+    from hpsearch.ray import stopper
+
+    # The first trial finishes at once; the others say they run, then wait for a file nobody
+    # writes. The clock the sweep's stopper reads passes the budget once two of them run, so the
+    # budget, not the machine's speed, ends them: two stopped while running (2 CPUs), one never started.
+    never, running = str(tmp_path / "never"), tmp_path / "running"
+    running.mkdir()
+
+    class BudgetClock:
+        @staticmethod
+        def time():
+            return time.time() + (3600 if len(list(running.iterdir())) >= 2 else 0)
+
+    monkeypatch.setattr(stopper, "time", BudgetClock)
 
     def train(config):
         import os
+        import pathlib
         import time
 
+        if config["kind"] != "quick":
+            pathlib.Path(str(running), config["kind"]).touch()
         while config["kind"] != "quick" and not os.path.exists(never):
             time.sleep(0.05)
         for epoch in (1, 2):
@@ -160,7 +175,7 @@ def test_time_budget_ends_the_sweep(ray_session, storage, tmp_path):
 
     space = hpsearch.Space(hpsearch.Choice("kind", ["quick", "waits-1", "waits-2", "waits-3"]))
     result = hpsearch.sweep(space, train=train, metric="score", mode="max", strategy="grid", scheduler="fifo",
-                            max_epochs=2, storage=storage, progress=False, time_budget_s=20)
+                            max_epochs=2, storage=storage, progress=False, time_budget_s=600)
     assert result.stopped_by == "time_budget"
     assert {t.config["kind"]: t.status for t in result.trials} == {
         "quick": "completed", "waits-1": "stopped", "waits-2": "stopped", "waits-3": "pending"}

@@ -336,7 +336,7 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
                            "--name", name, "--trials", "3", "--scheduler", "fifo", "--concurrency", "2",
                            "--checkpoint-every", "0", "--tracking-uri", store],
                           tmp_path / "driver", env)
-        _wait_until_two_held(s3_server, f"{name}-runs/{name}/", first, lambda: cluster.logs("ray_client_server*.err"))
+        _wait_until_two_held(s3_server, f"{name}-runs/{name}/", first, lambda: cluster.logs("ray_client_server*"))
         first.send_signal(signal.SIGINT)  # Ctrl-C in the client: the driver on the head ends the sweep, resumable
         out, err = first.communicate(timeout=120)
         assert first.returncode == 130, err[-3000:]

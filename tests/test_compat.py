@@ -266,6 +266,23 @@ def test_a_result_without_the_metric_ends_fit_with_the_error_missing_metric_know
     assert not compat.missing_metric(ValueError("another failure"))
 
 
+def test_the_client_server_failure_connect_retries_is_the_one_ray_raises():
+    import inspect
+
+    from ray.util.client import worker
+    from ray.util.client.server import proxier
+
+    # Ray's proxier sends this text as the init response's message; its client worker raises it
+    # as a ConnectionAbortedError.
+    assert "Starting Ray client server failed" in inspect.getsource(proxier.DataServicerProxy)
+    assert "raise ConnectionAbortedError(" in inspect.getsource(worker.Worker._server_init)
+    failed = ConnectionAbortedError("Initialization failure from server:\nTraceback ...\nRuntimeError: "
+                                    "Starting Ray client server failed. See ray_client_server_23000.err for detailed logs.")
+    assert compat.client_server_start_failed(failed)
+    assert not compat.client_server_start_failed(ConnectionAbortedError("Initialization failure from server: version"))
+    assert not compat.client_server_start_failed(RuntimeError("Starting Ray client server failed"))
+
+
 @pytest.mark.parametrize("kind", sorted(compat.SCHEDULER_STATE))
 def test_scheduler_state_is_in_the_attributes_named(kind):
     from ray.tune import schedulers

@@ -93,7 +93,10 @@ def connect(address: str | None, workers_per_trial: int = 1, runtime_env: Mappin
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             check_answers(address, name)
-            ray.init(address=address, **kwargs)
+            if address.startswith("ray://"):
+                _init_client(address, kwargs)
+            else:
+                ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
     else:
@@ -104,6 +107,27 @@ def connect(address: str | None, workers_per_trial: int = 1, runtime_env: Mappin
         if workers_per_trial > 1:
             check_groups_freed(workers_per_trial)
     return dict(ray.cluster_resources())
+
+
+CLIENT_TRIES = 3  # connections to a Ray client proxy whose per-connection server failed to start
+
+
+def _init_client(address: str, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` through Ray's client, tried again (a new connection, a new server on the head)
+    where the head's proxy failed to start this connection's server, as a busy head now and then
+    does; Ray does not retry that itself."""
+    import ray  # Ray: only where Ray runs, so `import hpsearch` stays light
+
+    for attempt in range(1, CLIENT_TRIES + 1):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except ConnectionAbortedError as exc:
+            if attempt == CLIENT_TRIES or not compat.client_server_start_failed(exc):
+                raise
+            log.warning("address: the Ray client server on %s failed to start this connection's server "
+                        "(try %d of %d); connecting again", address, attempt, CLIENT_TRIES)
+            time.sleep(attempt)
 
 
 def check_groups_freed(workers_per_trial: int) -> None:

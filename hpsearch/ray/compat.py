@@ -264,6 +264,14 @@ def missing_metric(exc: BaseException) -> bool:
     return "did not include the specified metric" in str(exc)
 
 
+def client_server_start_failed(exc: BaseException) -> bool:
+    """Whether a ``ray://`` connection failed because the head's client proxy could not start the
+    server it starts for each connection (Ray's proxier: "Starting Ray client server failed"),
+    which ``ray.init`` raises as a ``ConnectionAbortedError`` holding that text. A busy head fails
+    it now and then; a new connection gets a new server on another port."""
+    return isinstance(exc, ConnectionAbortedError) and "Starting Ray client server failed" in str(exc)
+
+
 def result_trials(grid) -> list:
     """The ``Trial`` objects a ``ResultGrid`` was built from: their status, error file and
     checkpoint, which the public ``Result`` lacks. Relies on ``ResultGrid._experiment_analysis``."""

@@ -26,6 +26,7 @@ from hpsearch.nightly import dry_run as plan_night
 from hpsearch.record import SweepRecord
 from hpsearch.runtime_env import load_runtime_env
 from hpsearch.settings import SweepSettings, option_field, option_help
+from hpsearch.simulate.budget import fit_budget
 from hpsearch.simulate.curves import check_table_fits
 from hpsearch.simulate.events import Costs
 from hpsearch.simulate.explain import comparison, plan_text
@@ -101,6 +102,7 @@ SWEEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "register_model": ("--register-model", Optional[str]),
     "goal": ("--goal", Optional[float]),
     "time_budget_s": ("--time-budget", Duration),
+    "budget": ("--budget", Optional[str]),
     "checkpoint_every_s": ("--checkpoint-every", Duration),
     "runtime_env": ("--runtime-env", Optional[str]),
     "wait_for_resources_s": ("--wait-for-resources", Duration),
@@ -139,11 +141,16 @@ def sweep_options(*, exclude: tuple[str, ...] = ()):
     names = [n for n in SWEEP_OPTIONS if n not in exclude]
 
     def decorate(command):
-        own = [p for p in inspect.signature(command).parameters.values() if p.name != "settings"]
+        own = [p for p in inspect.signature(command).parameters.values() if p.name not in ("settings", "given")]
+        wants_given = "given" in inspect.signature(command).parameters
 
         @functools.wraps(command)
         def wrapper(**kwargs):
             values = {n: kwargs.pop(n) for n in names}
+            context = kwargs.pop("ctx")
+            if wants_given:  # the options on the command line (a budget chooses only the others)
+                kwargs["given"] = frozenset(n for n in names if getattr(context.get_parameter_source(n), "name", "DEFAULT")
+                                            not in ("DEFAULT", "DEFAULT_MAP"))
             try:
                 if values.get("runtime_env") is not None:
                     values["runtime_env"] = load_runtime_env(values["runtime_env"])
@@ -152,7 +159,8 @@ def sweep_options(*, exclude: tuple[str, ...] = ()):
                 _fail(str(exc))
             return command(settings=settings, **kwargs)
 
-        params = own + [_option(n) for n in names]
+        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)] + \
+            own + [_option(n) for n in names]
         wrapper.__signature__ = inspect.Signature(params)
         wrapper.__annotations__ = {p.name: p.annotation for p in params}
         del wrapper.__wrapped__  # typer must read the signature above, not the command's
@@ -186,10 +194,12 @@ def run(
     address: Optional[str] = Address,
     progress: bool = ShowProgress,
     show_trial_output: bool = ShowTrialOutput,
-    *, settings: SweepSettings,
+    *, settings: SweepSettings, given: frozenset[str] = frozenset(),
 ) -> None:
     """Run a sweep on Ray and print the best trial and a table of all trials."""
     prep = _prepare(space, settings)
+    if prep.settings.budget:
+        _fit_budget(prep, given, tracking_uri=prep.settings.tracking_uri, experiment=prep.settings.experiment)
 
     try:
         result = run_prepared(prep, address=address, progress=progress, show_trial_output=show_trial_output)
@@ -198,6 +208,17 @@ def run(
     except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: ended at once
         _interrupted(prep.settings.name, prep.settings.storage)
     _finish(result)
+
+
+def _fit_budget(prep, given: frozenset[str], **sources) -> float | None:
+    """Choose the settings ``--budget`` leaves open, print the choice; its seconds per epoch."""
+    try:
+        choice = fit_budget(prep, given, **sources)
+    except ValueError as exc:
+        _fail(str(exc))
+    for line in choice.lines(prep.settings.metric):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return choice.epoch_s
 
 
 def _finish(result) -> None:
@@ -228,16 +249,21 @@ def plan(
     workers: Optional[int] = typer.Option(None, "--workers", help="Trials at once (default: CPUs here / cpus per trial)."),
     table: Optional[str] = typer.Option(None, "--table", help="Simulate on this curve table (default: the one shipped beside the space module)."),
     from_sweep: Optional[str] = typer.Option(None, "--from-sweep", help="Simulate on the curves of this finished sweep."),
-    *, settings: SweepSettings,
+    *, settings: SweepSettings, given: frozenset[str] = frozenset(),
 ) -> None:
     """Say what a sweep will do, before anything runs: trials, rungs, brackets, epochs, time; and,
-    where recorded curves of the space exist, what a simulation of it on them expects."""
+    where recorded curves of the space exist, what a simulation of it on them expects. With
+    --budget, first the settings chosen to fit it."""
     prep = _prepare(space, settings.replace(tracking_uri=False))  # a plan records nothing: no store is opened
 
     if epoch_seconds is not None and epoch_seconds <= 0:
         _fail(f"epoch_seconds: must be > 0, got {epoch_seconds}")
     if workers is not None and workers < 1:
         _fail(f"workers: must be a whole number >= 1, got {workers}")
+    if prep.settings.budget:
+        epoch_seconds = _fit_budget(prep, given, epoch_seconds=epoch_seconds, workers=workers, table=table,
+                                    from_sweep=from_sweep, tracking_uri=settings.tracking_uri,
+                                    experiment=settings.experiment) or epoch_seconds
     try:  # printed as it comes: measuring an epoch and simulating take seconds each
         for line in plan_text(prep, epoch_seconds, workers, table, from_sweep, settings.tracking_uri, settings.experiment):
             if isinstance(line, str) and line.startswith("warning: "):

@@ -28,6 +28,7 @@ import math
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from hpsearch.budget import Budget
 from hpsearch.runtime_env import check_runtime_env
 from hpsearch.storage import Location, as_location
 from hpsearch.vocab import NAME, Mode, Scheduler, Strategy, is_number, whole
@@ -107,6 +108,10 @@ class SweepSettings:
     goal: float | None = _opt(None, "End the sweep once a trial reports the metric at or beyond this value.")
     time_budget_s: float | None = _opt(None, "End the sweep this long after it starts (or resumes): seconds in "
                                              "Python, a duration such as 90m or 4h on the command line.")
+    budget: str | None = _opt(
+        None, "What the sweep may spend: a wall-clock (4h), epochs (500 epochs) or worker-hours (16 gpu-h, 8 cpu-h). "
+              "Trials, grace period, reduction factor and concurrency not set are chosen to fit it, by simulation "
+              "on recorded curves of the space; the sweep ends when it is spent.")
     wait_for_resources_s: float | None = _opt(
         None, "An autoscaling cluster: wait this long for a node that fits a trial (seconds; 10m on the command "
               "line; default: fail at once when no node has the resources a trial asks for).")
@@ -162,6 +167,8 @@ class SweepSettings:
         if self.wait_for_resources_s is not None and (
                 not is_number(self.wait_for_resources_s) or not 0 <= self.wait_for_resources_s < math.inf):
             raise ValueError(f"wait_for_resources_s: must be a number of seconds >= 0, got {self.wait_for_resources_s!r}")
+        if self.budget is not None:
+            set_("budget", str(Budget.parse(self.budget)))
         if self.time_budget_s is not None and (not is_number(self.time_budget_s) or not 0 < self.time_budget_s < math.inf):
             raise ValueError(f"time_budget_s: must be a number of seconds > 0, got {self.time_budget_s!r}")
 

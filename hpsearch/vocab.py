@@ -111,6 +111,7 @@ class StopReason(Words):
 
     GOAL = "goal"
     TIME_BUDGET = "time_budget"
+    BUDGET = "budget"  # --budget spent: its wall-clock, epochs or worker-hours
     DEADLINE = "deadline"
     DRIVER = "driver"
     INTERRUPTED = "interrupted"  # SIGINT or SIGTERM: the sweep stopped where it was, to be resumed

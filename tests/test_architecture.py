@@ -28,6 +28,7 @@ LAYERS = [
      "text": "values shown to people: numbers, durations, an error's first line; secrets masked",
      "environment": "the environment variables hpsearch reads, checked like options; default storage",
      "runtime_env": "Ray runtime environments: read from a file, local paths resolved, shape checked",
+     "budget": "what --budget means: a wall-clock, epochs or worker-hours, parsed and counted",
      "storage": "where results live: a local folder or a bucket URI, opened through pyarrow's filesystems as Ray's are",
      "ray.compat": "every Ray internal hpsearch relies on, one named function each (canary tests)",
      "tracking.compat": "every MLflow internal hpsearch relies on, one named function each (canary tests)"},
@@ -56,7 +57,7 @@ LAYERS = [
 UNITS = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
 TRIAL_SIDE = {"trial"}
 DRIVER_SIDE = {"record", "results", "winner", "progress", "console", "tracking", "ray", "simulate", "engine", "nightly", "cli"}
-PURE = {"vocab", "text", "environment", "runtime_env", "storage", "ray.compat", "tracking.compat", "settings", "space", "search"}
+PURE = {"vocab", "text", "budget", "environment", "runtime_env", "storage", "ray.compat", "tracking.compat", "settings", "space", "search"}
 HEAVY = ("ray", "mlflow", "torch", "optuna", "matplotlib", "sklearn", "mnist1d", "sqlalchemy", "pandas",
          "requests", "git", "tomllib", "tomli", "pyarrow", "grpc", "fsspec")  # tomllib: only on the 3.11+ branch of a version check
 COMPAT = {"ray.compat": "ray", "tracking.compat": "mlflow"}

@@ -228,7 +228,7 @@ BAD_VALUE = {
     "trials": "0", "max_epochs": "0", "grace_period": "0", "concurrency": "0",
     "seed": "-1", "max_failures": "-1",
     "reduction_factor": "-1", "cpus_per_trial": "-1", "gpus_per_trial": "-1", "time_budget_s": "-1",
-    "goal": "nan",
+    "goal": "nan", "budget": "-4h",
     "metric": "", "dataset": "imagenet", "name": "bad name!", "storage": " ",
     "tracking_uri": "mlflow.example", "experiment": " ", "wait_for_resources_s": "-1",
     "workers_per_trial": "0", "register_model": " ", "runtime_env": "/no/such/env.yaml",

@@ -119,6 +119,7 @@ class Run:
     trials: int = 0
     reached: dict[int, int] = field(default_factory=dict)  # epoch -> trials that trained to it
     best: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best so far) at each improvement
+    best_epochs: list[int] = field(default_factory=list)  # the sweep's epochs so far at each improvement
     distances: list[float] = field(default_factory=list)  # per trial: to its nearest recorded configuration
     rows: list[int] = field(default_factory=list)  # per trial: the table row that answered it
     failed: int = 0
@@ -126,6 +127,11 @@ class Run:
     @property
     def best_value(self) -> float | None:
         return self.best[-1][1] if self.best else None
+
+    def best_within(self, seconds: float = math.inf, epochs: float = math.inf) -> float | None:
+        """The best value reported by ``seconds`` into the sweep and within its first ``epochs`` epochs."""
+        within = [v for (t, v), e in zip(self.best, self.best_epochs) if t <= seconds and e <= epochs]
+        return within[-1] if within else None
 
     def time_to(self, target: float, mode: str) -> float | None:
         """Seconds until the best reported value first reached ``target`` (None: never)."""
@@ -274,6 +280,7 @@ class _RaySim:
         value = float(value)
         if not self.run.best or Mode(self.table.mode).better(value, self.run.best[-1][1]):
             self.run.best.append((self.clock, value))
+            self.run.best_epochs.append(self.run.epochs)
         result = {self.table.metric: value, "epoch": epoch, "training_iteration": epoch,
                   "time_total_s": self.clock, "trial_id": trial.trial_id, "done": False}
         decision = self.scheduler.on_trial_result(self.ctl, trial, result)
@@ -370,6 +377,7 @@ def _simulate_optuna(table: CurveTable, s: Setting, seed: int, costs: Costs) -> 
             value = float(value)
             if not run.best or Mode(table.mode).better(value, run.best[-1][1]):
                 run.best.append((clock, value))
+                run.best_epochs.append(run.epochs)
             trial.report(value, epoch)
             if epoch >= s.max_epochs or (epoch >= table.lengths[row] and not table.failed[row]):
                 study.tell(trial, value)

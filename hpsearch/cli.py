@@ -216,7 +216,7 @@ def _fit_budget(prep, given: frozenset[str], **sources) -> float | None:
         choice = fit_budget(prep, given, **sources)
     except ValueError as exc:
         _fail(str(exc))
-    for line in choice.lines(prep.settings.metric):
+    for line in prep.budget_lines:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     return choice.epoch_s
 
@@ -264,6 +264,7 @@ def plan(
         epoch_seconds = _fit_budget(prep, given, epoch_seconds=epoch_seconds, workers=workers, table=table,
                                     from_sweep=from_sweep, tracking_uri=settings.tracking_uri,
                                     experiment=settings.experiment) or epoch_seconds
+        workers = prep.settings.concurrency or workers  # the concurrency the budget chose, if fewer
     try:  # printed as it comes: measuring an epoch and simulating take seconds each
         for line in plan_text(prep, epoch_seconds, workers, table, from_sweep, settings.tracking_uri, settings.experiment):
             if isinstance(line, str) and line.startswith("warning: "):

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from hpsearch.console import out
 from hpsearch.environment import check_environment
 from hpsearch.progress import Progress, RelayedProgress
 from hpsearch.ray import compat
@@ -38,6 +39,7 @@ from hpsearch.results import SweepResult, pick_best, read_results, records_from_
 from hpsearch.search.schedulers import plan_budget
 from hpsearch.search.strategies import planned_trials
 from hpsearch.settings import Resources, SweepSettings
+from hpsearch.simulate.budget import fit_budget
 from hpsearch.simulate.explain import expected
 from hpsearch.space import Space
 from hpsearch.space.modules import SpaceModule, load_space_module
@@ -250,7 +252,7 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     if not s.tracking_uri:
         return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV()])
     resources = ray.cluster_resources()
-    tracker = SweepTracker(s, prep.space, client=client, resources=resources)
+    tracker = SweepTracker(s, prep.space, client=client, resources=resources, note=prep.budget_lines)
     # The workers counted now: the plan against actual may be computed after sweep() returned,
     # when the caller may have shut Ray down.
     workers = trials_at_once(s.concurrency, prep.groups_at_once) or \
@@ -341,6 +343,8 @@ def _run(tuner, prep: PreparedSweep, live: Live, stopper: SweepStop) -> SweepRes
         for r in records:
             if r.status == TrialStatus.STOPPED and r.trial_id in never_started:
                 r.status = TrialStatus.PENDING
+    if stopper.reached == StopReason.BUDGET and all(r.status in (TrialStatus.COMPLETED, TrialStatus.FAILED) for r in records):
+        stopper.reached = None  # spent by the last epoch of the last trial: the budget cut nothing
     if stopper.reached != StopReason.INTERRUPTED:
         prune_checkpoints(trials, prep.path)  # the sweep has ended: no resume will need a superseded one
     result = SweepResult(s.name, prep.path.uri, s.metric, str(s.mode), s.max_epochs, records, wall,
@@ -447,6 +451,10 @@ def sweep(
         >>> hpsearch.sweep("mlp", strategy="tpe", trials=27, max_epochs=27)  # doctest: +SKIP
     """
     prep = prepare(space, settings_from(options, resources), train=train, data=data, model=model)
+    if prep.settings.budget:  # the options passed are kept; the budget chooses the others
+        fit_budget(prep, set(options))
+        for line in prep.budget_lines:
+            (out.print(line, markup=False, highlight=False, soft_wrap=True) if progress else log.info(line))
     return run_prepared(prep, address=address, callbacks=callbacks, progress=progress,
                         show_trial_output=show_trial_output)
 

@@ -71,6 +71,8 @@ class PreparedSweep:
     groups_at_once: int | None = None
     # Builds the trainable's network from a config (MODEL), for the best trial's state dict.
     model_fn: Callable[..., Any] | None = None
+    # --budget: what the choice of settings said (hpsearch.simulate.budget), for the console and the parent run.
+    budget_lines: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Location:

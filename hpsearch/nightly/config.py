@@ -56,6 +56,7 @@ class NightlyConfig:
     notify: tuple[str, ...] | None = None  # a command run after the verdict (HPSEARCH_* in its environment)
     notify_timeout_s: float = 60.0  # then it is stopped, and the night's exit status stands
     source: str = field(default="", compare=False)  # the config file
+    given: tuple[str, ...] = field(default=(), compare=False)  # the sweep options the TOML sets (a budget keeps them)
 
     def __post_init__(self) -> None:
         for key in ("name", "space", "address", "code_version"):
@@ -85,7 +86,7 @@ class NightlyConfig:
             raise ValueError(f"regression_threshold: must be a number >= 0, got {t!r}")
 
 
-_OWN = [f.name for f in fields(NightlyConfig) if f.name not in ("sweep", "source")]
+_OWN = [f.name for f in fields(NightlyConfig) if f.name not in ("sweep", "source", "given")]
 
 
 def load_config(path: str | os.PathLike) -> NightlyConfig:
@@ -141,7 +142,8 @@ def load_config(path: str | os.PathLike) -> NightlyConfig:
             raise ValueError(f"notify: no program {program!r} on PATH")
         raw["notify"] = [program, *notify[1:]]
     settings = SweepSettings(**{**NIGHTLY_DEFAULTS, **{k: v for k, v in raw.items() if k in sweep_keys}})
-    return NightlyConfig(**{k: v for k, v in raw.items() if k in _OWN}, sweep=settings, source=str(path))
+    return NightlyConfig(**{k: v for k, v in raw.items() if k in _OWN}, sweep=settings, source=str(path),
+                         given=tuple(k for k in raw if k in sweep_keys))
 
 
 def parse_date(text: str | None) -> Date:

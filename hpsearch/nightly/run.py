@@ -63,6 +63,7 @@ from hpsearch.nightly.verdict import EXIT_OK, judge, record_verdict
 from hpsearch.record import PreparedSweep
 from hpsearch.results import SweepResult, read_results
 from hpsearch.search.schedulers import plan_budget
+from hpsearch.simulate.budget import fit_budget
 from hpsearch.space import Fixed
 from hpsearch.space.modules import SpaceModule, load_space_module
 from hpsearch.storage import Location, as_location
@@ -120,12 +121,15 @@ def _prepare_night(cfg: NightlyConfig, night: Date, *, touch_tracking: bool = Tr
     s = s.replace(seed=s.seed + night.toordinal(), name=f"{cfg.name}-{night.isoformat()}",
                   experiment=s.experiment or cfg.name)
     if touch_tracking:
-        return prepare(module, s), module
-    uri = resolve_tracking_uri(s.tracking_uri)
-    if uri:
-        _check_tracking_read_only(uri, tracking_uri_name(s.tracking_uri))
-    prep = prepare(module, s.replace(tracking_uri=False))
-    prep.settings = prep.settings.replace(tracking_uri=uri or False)
+        prep = prepare(module, s)
+    else:
+        uri = resolve_tracking_uri(s.tracking_uri)
+        if uri:
+            _check_tracking_read_only(uri, tracking_uri_name(s.tracking_uri))
+        prep = prepare(module, s.replace(tracking_uri=False))
+        prep.settings = prep.settings.replace(tracking_uri=uri or False)
+    if prep.settings.budget:  # the night's settings for its budget, on its earlier nights' curves first
+        fit_budget(prep, cfg.given, tracking_uri=prep.settings.tracking_uri, experiment=prep.settings.experiment)
     return prep, module
 
 
@@ -252,6 +256,8 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, force: bool = False, progres
             ledger.save()  # before Ray starts: a kill from here on leaves a night to resume
             if not reuse_ok:
                 say(f"Not reusing recorded results: {no_reuse}.")
+            for line in prep.budget_lines:
+                say(line)
             say(f"Night {tonight}: sweep {prep.settings.name}, {len(prep.points_to_evaluate)} earlier winners first, "
                 f"{len(prep.reuse)} recorded results reusable, deadline {datetime.fromtimestamp(deadline):%H:%M:%S}.")
             try:
@@ -457,6 +463,7 @@ def dry_run(cfg: NightlyConfig, night: Date, *, force: bool = False, log: Callab
         f"- reuse key: {key}",
         "  code: " + ", ".join(f"{k} {v}" for k, v in key.code_parts.items()),
     ]
+    lines += [f"- {line}" for line in prep.budget_lines]
     if resume:
         lines.append(f"- first resumes the interrupted night{'s' if len(resume) > 1 else ''} {', '.join(resume)}")
     if action == "already done":

@@ -30,7 +30,7 @@ from hpsearch.simulate.curves import CurveTable, check_table_fits, table_beside
 from hpsearch.simulate.events import Costs, Run, Setting
 from hpsearch.simulate.explain import measure_epoch_seconds
 from hpsearch.simulate.many import simulate_many
-from hpsearch.simulate.sources import find_table
+from hpsearch.simulate.sources import earlier_sweep, find_table, store_if_any
 from hpsearch.space.modules import load_space_module
 from hpsearch.text import duration
 from hpsearch.vocab import Mode
@@ -168,25 +168,35 @@ def fitting_trials(budget: Budget, scheduler: str, max_epochs: int, grace: int, 
     return lo
 
 
-def check_budget_fits(budget: Budget, schedulers: Sequence[str], max_epochs: int, grace: int, epoch_s: float,
+def check_budget_fits(budget: Budget, schedulers: Sequence[str], max_epochs: int, grace: int, epoch_s: float | None,
                       units: float, costs: Costs, grid: int | None) -> None:
-    """One line where the budget cannot buy one trial's first rung, or buys more than a whole grid."""
+    """One line where the budget cannot buy one trial's first rung, or buys more than a whole grid.
+    ``epoch_s`` None (not known yet): only what needs no time (a budget in epochs, GPUs held)."""
     if budget.kind == "gpu-h" and units == 0:
         raise ValueError(f"budget: {budget} counts GPU-hours but a trial holds no GPU (gpus_per_trial=0); give a "
                          f"wall-clock or cpu-h, got {str(budget)!r}")
+    if epoch_s is None and budget.kind != "epochs":
+        return
+    seconds = epoch_s or 0.0
     first = min(grace if s == "asha" else 1 if s == "hyperband" else max_epochs for s in schedulers)
-    need = budget.spent(costs.start_s + costs.trial_s + first * epoch_s + costs.end_s, first, first * epoch_s, units)
+    need = budget.spent(costs.start_s + costs.trial_s + first * seconds + costs.end_s, first, first * seconds, units)
     if budget.amount < need:
-        raise ValueError(f"budget: {budget} is less than one trial's first rung ({first} epoch(s) of about "
-                         f"{epoch_s:.3g} s, with {duration(costs.start_s + costs.end_s)} of start and end): give "
+        timing = "" if budget.kind == "epochs" else \
+            f" of about {seconds:.3g} s, with {duration(costs.start_s + costs.end_s)} of start and end"
+        raise ValueError(f"budget: {budget} is less than one trial's first rung ({first} epoch(s){timing}): give "
                          f"at least {budget.describe(need)}, got {str(budget)!r}")
     if grid is not None:
-        whole = budget.spent(costs.start_s + costs.end_s + grid * (max_epochs * epoch_s + costs.trial_s),
-                             grid * max_epochs, grid * max_epochs * epoch_s, units)
+        whole = budget.spent(costs.start_s + costs.end_s + grid * (max_epochs * seconds + costs.trial_s),
+                             grid * max_epochs, grid * max_epochs * seconds, units)
         if whole <= budget.amount:
             raise ValueError(f"budget: {budget} is more than the whole grid needs ({grid} configurations trained to "
                              f"the end on one worker: {budget.describe(whole)}); run it without --budget, got "
                              f"{str(budget)!r}")
+
+
+def schedulers_allowed(base: Setting, fixed: Collection[str]) -> list[str]:
+    """The user's scheduler if they named one; else ASHA and HyperBand (FIFO stays FIFO)."""
+    return [base.scheduler] if "scheduler" in fixed else (["fifo"] if base.scheduler == "fifo" else ["asha", "hyperband"])
 
 
 def candidates(base: Setting, fixed: Collection[str], schedulers: Sequence[str], budget: Budget, slots: int,
@@ -223,7 +233,7 @@ def choose(table: CurveTable | None, base: Setting, budget: Budget, fixed: Colle
     budget's resource; ``slots``: trials that fit at once; ``grid``: the grid's size with
     ``strategy`` grid. Raises ValueError (one line) for a budget that cannot fit."""
     logging.getLogger("ray.tune.schedulers").setLevel(logging.WARNING)  # HyperBand's "Bracket too small" each draw
-    schedulers = [base.scheduler] if "scheduler" in fixed else (["fifo"] if base.scheduler == "fifo" else ["asha", "hyperband"])
+    schedulers = schedulers_allowed(base, fixed)
     cap = min(grid or MAX_TRIALS, MAX_TRIALS)
     check_budget_fits(budget, schedulers, base.max_epochs, base.grace_period, epoch_s, units, costs, grid)
     kept = tuple(n for n in TUNED if n in fixed)
@@ -245,6 +255,8 @@ def choose(table: CurveTable | None, base: Setting, budget: Budget, fixed: Colle
                "reduction_factor": st.reduction_factor, "concurrency": st.workers}
     notes = [] if chosen.fits else [
         f"No setting fits {budget} in 9 of 10 simulated sweeps: the chosen one ends when the budget is spent."]
+    if st.workers == slots:  # all there are: a cluster larger than this machine keeps its own concurrency
+        changes.pop("concurrency")
     return BudgetChoice(budget, {k: v for k, v in changes.items() if k not in fixed}, chosen,
                         ranked[1] if len(ranked) > 1 else None, final[base], table.describe(), len(options), kept, notes)
 
@@ -252,6 +264,25 @@ def choose(table: CurveTable | None, base: Setting, budget: Budget, fixed: Colle
 def slots_here(cpus_per_trial: float, workers_per_trial: int) -> int:
     """Trials that fit at once on this machine's CPUs."""
     return max(1, int((os.cpu_count() or 1) // max(cpus_per_trial * workers_per_trial, 1e-9)))
+
+
+def _curves(prep, module, table: str | None, from_sweep: str | None, tracking_uri: str | bool | None,
+            experiment: str | None) -> tuple[CurveTable | None, str]:
+    """The best curves there are for this sweep, and where they come from: those asked for, else the
+    space's own newest finished sweep in the store (this machine, this data), else the table shipped
+    beside its module."""
+    s = prep.settings
+    if table or from_sweep:
+        return find_table(module, table, from_sweep, tracking_uri, experiment, max_epochs=s.max_epochs), \
+            f"--table {table}" if table else f"sweep {from_sweep}"
+    client = store_if_any(tracking_uri)
+    earlier = earlier_sweep(client, prep.space, s.metric, s.max_epochs) if client is not None else None
+    if earlier is not None:
+        return earlier, f"the space's own {earlier.source}"
+    shipped = table_beside(module.path) if module is not None else None
+    if shipped is not None:
+        return CurveTable.load(shipped), f"{shipped.name}, shipped beside the space module"
+    return None, ""
 
 
 def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None, workers: int | None = None,
@@ -264,8 +295,15 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
     s = prep.settings
     budget = Budget.parse(s.budget)
     module = load_space_module(prep.space_path) if prep.space_path else None
-    curves = find_table(module, table, from_sweep, tracking_uri, experiment, required=bool(table or from_sweep),
-                        max_epochs=s.max_epochs) if module or table or from_sweep else None
+    curves, where = _curves(prep, module, table, from_sweep, tracking_uri, experiment)
+    slots = workers or slots_here(s.cpus_per_trial, s.workers_per_trial)
+    base = Setting(str(s.strategy), str(s.scheduler), s.trials, s.max_epochs, s.grace_period, s.reduction_factor,
+                   s.concurrency if "concurrency" in fixed and s.concurrency else slots)
+    grid = len(prep.space.grid()) if str(s.strategy) == "grid" else None
+    units = budget.units_per_trial(s.cpus_per_trial, s.gpus_per_trial, s.workers_per_trial)
+    # What can be refused before an epoch is measured (seconds of training) is refused first.
+    check_budget_fits(budget, schedulers_allowed(base, fixed), s.max_epochs, s.grace_period, epoch_seconds, units,
+                      Costs(), grid)
     if curves is not None:
         check_table_fits(curves, prep.space, s.metric, s.max_epochs)
     notes = []
@@ -280,19 +318,12 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
         elif budget.kind != "epochs":
             raise ValueError(f"budget: {budget} needs the seconds an epoch takes, and this trainable takes no "
                              "max_epochs to measure one with: give --epoch-seconds or a budget in epochs")
-    slots = workers or slots_here(s.cpus_per_trial, s.workers_per_trial)
-    base = Setting(str(s.strategy), str(s.scheduler), s.trials, s.max_epochs, s.grace_period, s.reduction_factor,
-                   s.concurrency if "concurrency" in fixed and s.concurrency else slots)
-    grid = len(prep.space.grid()) if str(s.strategy) == "grid" else None
-    units = budget.units_per_trial(s.cpus_per_trial, s.gpus_per_trial, s.workers_per_trial)
     choice = choose(curves, base, budget, fixed, epoch_s=epoch_seconds or 1.0, units=units, slots=slots, grid=grid,
                     seeds=seeds)
     if curves is not None:
-        shipped = table_beside(module.path) if module and not (table or from_sweep) else None
-        where = (f"--table {table}" if table else f"sweep {from_sweep}" if from_sweep else
-                 f"{shipped.name}, shipped beside the space module" if shipped else f"the space's {curves.source}")
         choice.source = f"{len(curves)} recorded curves ({where})"
     choice.epoch_s = epoch_seconds
     choice.notes[:0] = notes
     prep.settings = s.replace(**choice.changes)
+    prep.budget_lines = list(choice.lines(s.metric))
     return choice

@@ -36,7 +36,7 @@ from hpsearch.ray.client import client_address, on_cluster
 from hpsearch.ray.cluster import connect, job_runtime_env, quiet_ray, trials_at_once, wait_until_fits
 from hpsearch.record import PreparedSweep, SweepRecord
 from hpsearch.results import SweepResult, pick_best, read_results, records_from_trials, started, wait_for_ends
-from hpsearch.search.schedulers import plan_budget
+from hpsearch.search.schedulers import decision_epochs, plan_budget
 from hpsearch.search.strategies import planned_trials
 from hpsearch.settings import Resources, SweepSettings
 from hpsearch.simulate.budget import fit_budget
@@ -236,6 +236,7 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     import ray  # imported by start_driver already; the wing's callbacks import Ray Tune
 
     from hpsearch.ray.callbacks import (
+        BudgetWatch,
         Groundwork,
         InterruptWatch,
         MlflowCallback,
@@ -249,8 +250,11 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     bar = RelayedProgress(s, plan.total_epochs, relay) if relay is not None else \
         Progress(s, plan.total_epochs, enabled=progress)
     watch = InterruptWatch()
+    rungs = decision_epochs(s.scheduler, s.max_epochs, s.grace_period, s.reduction_factor)
+    budgeted = (lambda tracker: [BudgetWatch(prep.forecast, s, bar, tracker, rungs)]) if prep.forecast else \
+        (lambda tracker: [])
     if not s.tracking_uri:
-        return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV()])
+        return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV(), *budgeted(None)])
     resources = ray.cluster_resources()
     tracker = SweepTracker(s, prep.space, client=client, resources=resources, note=prep.budget_lines)
     # The workers counted now: the plan against actual may be computed after sweep() returned,
@@ -259,7 +263,8 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
         max(1, int(resources.get("CPU", 1) // max(s.cpus_per_trial, 1e-9)))
     ground = Groundwork(lambda: _expected(prep, workers, tracker.client, tracker.parent_id))
     return Live(bar, tracker, watch, ground,
-                [ProgressCallback(bar), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV()])
+                [ProgressCallback(bar), MlflowCallback(tracker), watch, ground, NoTensorBoard(), NoCSV(),
+                 *budgeted(tracker)])
 
 
 def run_prepared(

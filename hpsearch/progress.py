@@ -25,6 +25,7 @@ class Progress:
         self.counts = {s: 0 for s in _ENDED}
         self.running: set[str] = set()
         self.best: float | None = None
+        self.forecast = ""  # a budgeted sweep's forecast, as the bar shows it
         self._lock = threading.Lock()
         self._bar = None
 
@@ -41,6 +42,12 @@ class Progress:
         with self._lock:
             self.running.discard(trial.trial_id)
             self.counts[status if status in self.counts else TrialStatus.STOPPED] += 1
+        self.refresh()
+
+    def note(self, forecast: str) -> None:
+        """Show a budgeted sweep's latest forecast (``hpsearch.ray.callbacks.BudgetWatch``)."""
+        with self._lock:
+            self.forecast = forecast
         self.refresh()
 
     def __enter__(self) -> "Progress":
@@ -60,13 +67,14 @@ class Progress:
 
     def state(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "counts": {str(k): v for k, v in self.counts.items()},
-                "running": sorted(self.running), "best": self.best}
+                "running": sorted(self.running), "best": self.best, "forecast": self.forecast}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take another Progress's ``state`` (a sweep's driver on the cluster, relayed)."""
         with self._lock:
             self.epochs, self.best, self.running = state["epochs"], state["best"], set(state["running"])
             self.counts = {s: state["counts"].get(str(s), 0) for s in _ENDED}
+            self.forecast = state.get("forecast", "")
         self.refresh()
 
     def refresh(self) -> None:
@@ -77,7 +85,7 @@ class Progress:
         best = "-" if self.best is None else f"{self.best:.4g}"
         status = (f"{done}/{self.settings.trials} trials: {len(self.running)} running, {c[TrialStatus.COMPLETED]} "
                   f"completed, {c[TrialStatus.STOPPED]} stopped early, {c[TrialStatus.FAILED]} failed | "
-                  f"best {self.settings.metric} {best}")
+                  f"best {self.settings.metric} {best}" + (f" | {self.forecast}" if self.forecast else ""))
         # Expected epochs come from the plan; schedulers may spend a little more, so grow the total.
         total = max(self.expected, self.epochs)
         self._bar.update(self._task, completed=self.epochs, total=total, status=status)

@@ -73,6 +73,7 @@ class PreparedSweep:
     model_fn: Callable[..., Any] | None = None
     # --budget: what the choice of settings said (hpsearch.simulate.budget), for the console and the parent run.
     budget_lines: list[str] = field(default_factory=list)
+    forecast: Any = None  # hpsearch.simulate.budget.Forecast: the promise, re-forecast as the sweep runs
 
     @property
     def path(self) -> Location:

@@ -137,3 +137,53 @@ def test_a_budgeted_sweep_spends_what_it_promised_and_one_set_to_overrun_ends_at
     spent = sum(t.epochs for t in result.trials)
     assert 12 <= spent <= 12 + 2 * 2, [(t.status, t.epochs) for t in result.trials]  # what the 2 running trials had in flight
     assert {str(t.status) for t in result.trials} >= {"completed", "stopped"}
+
+
+@pytest.mark.slow
+def test_epochs_that_slow_down_half_way_give_the_overrun_warning_before_the_budget_ends(ray_session, tmp_path):
+    import logging
+
+    from mlflow import MlflowClient
+
+    # Epochs take 0.2 s (the shipped table's median), then 2 s once 30 have been trained, until
+    # the warning has been given. A store of its own: the shipped table is the promise's source.
+    counter, warned = tmp_path / "epochs", tmp_path / "warned"
+    counter.write_text("")
+    heard = []
+
+    class Heard(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("budget: "):
+                heard.append((record.getMessage(), len(counter.read_text()), time.monotonic()))
+                warned.write_text("")
+
+    def train(config):
+        import math
+        import os
+        import time
+
+        for epoch in range(1, 28):
+            slow = os.path.getsize(counter) >= 30 and not os.path.exists(warned)
+            time.sleep(2.0 if slow else 0.2)
+            with open(counter, "a") as f:
+                f.write("x")
+            hpsearch.report(epoch=epoch, val_acc=0.9 - 0.05 * abs(math.log10(config["lr"]) + 3) - 0.3 / epoch)
+
+    handler = Heard()
+    logging.getLogger("hpsearch.ray.callbacks").addHandler(handler)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        started = time.monotonic()
+        result = hpsearch.sweep("mlp", train=train, budget="60s", storage=str(tmp_path / "runs"), progress=False,
+                                name="slows", tracking_uri=uri)
+    finally:
+        logging.getLogger("hpsearch.ray.callbacks").removeHandler(handler)
+    assert len(heard) == 1, "\n".join(f"{m} @{e}" for m, e, _ in heard)
+    message, epochs_then, when = heard[0]
+    assert epochs_then > 30, heard  # after the slowdown, not before
+    assert when - started < 60, heard  # before the budget ended the sweep
+    assert "slows is now forecast to spend" in message and "beyond the" in message and "epochs take" in message
+    assert re.search(r"--trials \d+ rather than \d+", message), message
+    parent = MlflowClient(tracking_uri=uri).get_run(result.tracking["parent_run_id"])
+    assert parent.data.tags["hpsearch.forecast"].startswith("forecast ")
+    assert {"forecast_spend", "forecast_spend_p10", "forecast_spend_p90"} <= set(parent.data.metrics)

@@ -6,11 +6,14 @@ Driver side only: this module imports Ray Tune.
 
 from __future__ import annotations
 
+import collections
 import importlib
 import logging
 import os
 import signal
+import statistics
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from hpsearch.tracking import compat as mlflow_compat
 from hpsearch.tracking.reconcile import reconcile
 from hpsearch.tracking.tracker import SweepTracker, live_figures
 from hpsearch.vocab import TrialStatus
+
+log = logging.getLogger(__name__)
 
 
 class DriverCallback(Callback):
@@ -218,6 +223,65 @@ class ProgressCallback(DriverCallback):
     def on_trial_error(self, iteration, trials, trial, **info):
         if self.live:
             self.progress.on_end(trial, TrialStatus.FAILED)
+
+
+class BudgetWatch(DriverCallback):
+    """A budgeted sweep's forecast, redone at each rung (an epoch where the scheduler decides, or a
+    trial's last): from the epochs and trial time spent so far and the epoch time the last
+    ``WINDOW`` results show, through ``forecast`` (``hpsearch.simulate.budget.Forecast``, the
+    chosen setting's simulated sweeps). The progress bar and the parent run show it; the first
+    forecast whose median lies beyond the promised band is a warning saying what to do (once: the
+    bar and the parent run keep showing where the forecast goes). The budget's hard stop is the
+    stopper's, unchanged."""
+
+    WINDOW = 8  # the last results whose median epoch time the forecast assumes from now on
+
+    def __init__(self, forecast, settings, progress: Progress | None = None, tracker: SweepTracker | None = None,
+                 rungs: frozenset[int] = frozenset(), warn=None) -> None:
+        self.forecast, self.settings, self.progress, self.tracker = forecast, settings, progress, tracker
+        self.rungs = rungs | {settings.max_epochs}
+        self.warn = warn or log.warning
+        self.started = time.monotonic()
+        self.epochs, self.worker_s = 0, 0.0
+        self.recent: collections.deque[float] = collections.deque(maxlen=self.WINDOW)
+        self.latest: tuple[float, float, float] | None = None
+        self.warned = False
+
+    @property
+    def live(self) -> bool:
+        return getattr(self, "forecast", None) is not None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not self.live:
+            return
+        self.epochs += 1
+        seconds = float(result.get("time_this_iter_s", 0.0) or 0.0)
+        self.worker_s += seconds
+        self.recent.append(seconds)
+        if int(result.get("epoch", 0) or 0) in self.rungs:
+            self.update()
+
+    def update(self) -> tuple[float, float, float]:
+        f = self.forecast
+        now = statistics.median(self.recent) if self.recent else f.epoch_s
+        band = self.latest = f.at(self.epochs, time.monotonic() - self.started, self.worker_s, now)
+        text = f"forecast {f.budget.describe(band[0])} [{f.budget.describe(band[1])}-{f.budget.describe(band[2])}] " \
+               f"of {f.budget}"
+        if self.progress is not None:
+            self.progress.note(text)
+        if self.tracker is not None:
+            self.tracker.forecast(band, text)
+        if f.overrun(band) and not self.warned:
+            self.warned = True
+            trials = self.settings.trials
+            fewer = max(1, int(trials * f.promise[0] / band[0])) if band[0] > 0 else trials
+            slower = f"epochs take {now:.3g} s where {f.epoch_s:.3g} s were expected; " if now > 1.2 * f.epoch_s else ""
+            self.warn(f"budget: {self.settings.name} is now forecast to spend {f.budget.describe(band[0])} "
+                      f"[{f.budget.describe(band[1])}-{f.budget.describe(band[2])}], beyond the "
+                      f"{f.budget.describe(f.promise[2])} promised ({slower}{self.epochs} epochs so far); it ends at "
+                      f"{f.budget} regardless, with trials unfinished: fewer trials (--trials {fewer} rather than "
+                      f"{trials}) or a larger --budget would let them finish")
+        return band
 
 
 class MlflowCallback(DriverCallback):

@@ -44,6 +44,14 @@ MAX_TRIALS = 400  # a candidate's trials at most: a simulated sweep of more take
 TUNED = ("scheduler", "trials", "grace_period", "reduction_factor", "concurrency")  # what a budget may choose
 
 
+def band(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median, 10th and 90th percentile (NaN left out; all NaN if nothing else)."""
+    a = np.asarray(values, float)
+    if not len(a) or np.isnan(a).all():
+        return math.nan, math.nan, math.nan
+    return float(np.nanmedian(a)), float(np.nanpercentile(a, 10)), float(np.nanpercentile(a, 90))
+
+
 @dataclass
 class Scored:
     """One setting over seeds, judged against the budget."""
@@ -65,29 +73,22 @@ class Scored:
             return run.best_within(epochs=self.budget.amount)
         return run.best_within(epochs=self.budget.amount * 3600 / max(self.epoch_s * self.units, 1e-12))
 
-    @staticmethod
-    def _band(values: Sequence[float]) -> tuple[float, float, float]:
-        a = np.asarray(values, float)
-        if not len(a) or np.isnan(a).all():
-            return math.nan, math.nan, math.nan
-        return float(np.nanmedian(a)), float(np.nanpercentile(a, 10)), float(np.nanpercentile(a, 90))
-
     @property
     def spend(self) -> tuple[float, float, float]:
-        return self._band([self.spent(r) for r in self.runs])
+        return band([self.spent(r) for r in self.runs])
 
     @property
     def wall(self) -> tuple[float, float, float]:
-        return self._band([r.wall_s for r in self.runs])
+        return band([r.wall_s for r in self.runs])
 
     @property
     def epochs(self) -> tuple[float, float, float]:
-        return self._band([r.epochs for r in self.runs])
+        return band([r.epochs for r in self.runs])
 
     @property
     def best(self) -> tuple[float, float, float]:
         """The best metric found by the time the budget is spent: median, 10th and 90th percentile."""
-        return self._band([math.nan if (v := self.best_at_budget(r)) is None else v for r in self.runs])
+        return band([math.nan if (v := self.best_at_budget(r)) is None else v for r in self.runs])
 
     @property
     def fits(self) -> bool:
@@ -98,6 +99,50 @@ class Scored:
         mid = self.best[0]
         score = -math.inf if math.isnan(mid) else (mid if Mode(self.mode) is Mode.MAX else -mid)
         return (not self.fits, -score, self.spend[0])
+
+
+@dataclass
+class Forecast:
+    """The chosen setting's simulated sweeps, kept for the sweep to re-forecast its spending as it
+    runs (``hpsearch.ray.callbacks.BudgetWatch``): each seed's epoch end times, wall and epochs.
+    Small and picklable: a ray:// sweep's driver takes it to the cluster inside ``PreparedSweep``.
+
+    Re-forecasting starts each simulated sweep from where the real one is (its epochs so far):
+    what that simulated sweep had left, at the epoch time the real one now shows, added to what the
+    real one has spent."""
+
+    budget: Budget
+    epoch_s: float  # seconds per epoch the promise assumed
+    units: float  # what a trial holds of a worker-hour budget's resource
+    end_s: float  # seconds a sweep spends after its last epoch
+    promise: tuple[float, float, float]  # the spending promised: median, 10th, 90th percentile
+    seeds: list[tuple[list[float], float, int]]  # per simulated sweep: epoch end times, wall, epochs
+
+    @classmethod
+    def of(cls, scored: "Scored", costs: Costs) -> "Forecast":
+        return cls(scored.budget, scored.epoch_s, scored.units, costs.end_s, scored.spend,
+                   [(list(r.epoch_times), r.wall_s, r.epochs) for r in scored.runs])
+
+    def at(self, epochs: int, elapsed_s: float, worker_s: float, epoch_s_now: float) -> tuple[float, float, float]:
+        """What the sweep will have spent at its end (median, 10th, 90th percentile over the seeds),
+        ``epochs`` epochs and ``elapsed_s`` seconds into it, ``worker_s`` of trial time spent, epochs
+        now taking ``epoch_s_now`` seconds."""
+        ratio = epoch_s_now / self.epoch_s if self.epoch_s > 0 else 1.0
+        out = []
+        for times, wall, total in self.seeds:
+            left = max(total - epochs, 0)
+            if self.budget.kind == "epochs":
+                out.append(float(epochs + left))
+            elif self.budget.kind == "wall":
+                done_at = times[min(epochs, len(times)) - 1] if epochs and times else 0.0
+                out.append(elapsed_s + max(wall - self.end_s - done_at, 0.0) * ratio + self.end_s)
+            else:
+                out.append((worker_s + left * epoch_s_now) * self.units / 3600)
+        return band(out)
+
+    def overrun(self, forecast: tuple[float, float, float]) -> bool:
+        """Whether a forecast's median lies beyond the promised band."""
+        return forecast[0] > self.promise[2]
 
 
 @dataclass
@@ -115,6 +160,7 @@ class BudgetChoice:
     kept: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     epoch_s: float | None = None  # seconds per epoch the choice assumed (None: a budget in epochs, unmeasured)
+    forecast: Forecast | None = None  # the chosen setting's simulated sweeps, to re-forecast from
 
     def lines(self, metric: str) -> Iterator[str]:
         """What ``run`` and ``plan`` print of the choice."""
@@ -255,10 +301,12 @@ def choose(table: CurveTable | None, base: Setting, budget: Budget, fixed: Colle
                "reduction_factor": st.reduction_factor, "concurrency": st.workers}
     notes = [] if chosen.fits else [
         f"No setting fits {budget} in 9 of 10 simulated sweeps: the chosen one ends when the budget is spent."]
+    forecast = Forecast.of(chosen, costs)
     if st.workers == slots:  # all there are: a cluster larger than this machine keeps its own concurrency
         changes.pop("concurrency")
     return BudgetChoice(budget, {k: v for k, v in changes.items() if k not in fixed}, chosen,
-                        ranked[1] if len(ranked) > 1 else None, final[base], table.describe(), len(options), kept, notes)
+                        ranked[1] if len(ranked) > 1 else None, final[base], table.describe(), len(options), kept, notes,
+                        forecast=forecast)
 
 
 def slots_here(cpus_per_trial: float, workers_per_trial: int) -> int:
@@ -326,4 +374,5 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
     choice.notes[:0] = notes
     prep.settings = s.replace(**choice.changes)
     prep.budget_lines = list(choice.lines(s.metric))
+    prep.forecast = choice.forecast
     return choice

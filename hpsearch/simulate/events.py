@@ -120,6 +120,7 @@ class Run:
     reached: dict[int, int] = field(default_factory=dict)  # epoch -> trials that trained to it
     best: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best so far) at each improvement
     best_epochs: list[int] = field(default_factory=list)  # the sweep's epochs so far at each improvement
+    epoch_times: list[float] = field(default_factory=list)  # seconds into the sweep at which each epoch ended, in order
     distances: list[float] = field(default_factory=list)  # per trial: to its nearest recorded configuration
     rows: list[int] = field(default_factory=list)  # per trial: the table row that answered it
     failed: int = 0
@@ -276,6 +277,7 @@ class _RaySim:
             return
         info["epoch"] = epoch
         self.run.epochs += 1
+        self.run.epoch_times.append(self.clock)
         self.run.reached[epoch] = self.run.reached.get(epoch, 0) + 1
         value = float(value)
         if not self.run.best or Mode(self.table.mode).better(value, self.run.best[-1][1]):
@@ -373,6 +375,7 @@ def _simulate_optuna(table: CurveTable, s: Setting, seed: int, costs: Costs) -> 
         else:
             info["epoch"] = epoch
             run.epochs += 1
+            run.epoch_times.append(clock)
             run.reached[epoch] = run.reached.get(epoch, 0) + 1
             value = float(value)
             if not run.best or Mode(table.mode).better(value, run.best[-1][1]):

@@ -49,6 +49,7 @@ from hpsearch.vocab import (
     TAG_CONFIG_HASH,
     TAG_EPOCHS,
     TAG_ERROR,
+    TAG_FORECAST,
     TAG_GIT_COMMIT,
     TAG_NOTE,
     TAG_PARENT,
@@ -341,6 +342,15 @@ class SweepTracker:
         metrics.append(("wall_seconds", round(time.monotonic() - self._start, 1), now, self.live_step))
         self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics})
         return True
+
+    def forecast(self, band: tuple[float, float, float], text: str) -> None:
+        """A budgeted sweep's forecast of its spending, on the parent run: ``forecast_spend`` and its
+        10th and 90th percentiles as metrics at the sweep's epochs so far (a chart of how the
+        forecast moved), and the latest as the ``hpsearch.forecast`` tag."""
+        now, step = int(time.time() * 1000), self.live_step
+        metrics = [(name, float(v), now, step) for name, v in zip(("forecast_spend", "forecast_spend_p10",
+                                                                    "forecast_spend_p90"), band) if v == v]
+        self.writer.submit({"op": "log_batch", "ref": "parent", "metrics": metrics, "tags": {TAG_FORECAST: text}})
 
     def _live_now(self) -> None:
         if self.live_source is None:

@@ -818,3 +818,60 @@ def test_a_crash_is_recorded_said_in_one_line_exit_4_and_the_next_start_finishes
     entry = json.loads((folder / "ledger.json").read_text())["nights"]["2026-11-20"]
     assert entry["status"] == "done" and entry["sweep"] == "tiny-2026-11-20" and entry["trials_total"] == 2
     assert entry["crashes"][0]["error"].startswith("FileExistsError") and "error" not in entry
+
+
+# -- the nightly tunes its scheduler ----------------------------------------------------------
+
+def _inject_nights(tmp_path, curve, nights=("2026-11-20", "2026-11-21"), per_night=12) -> None:
+    """Done nights in the ledger, each with ``per_night`` whole curves of the tiny space (``curve(q)``:
+    a value per epoch for a configuration of quality q in [0, 1])."""
+    from hpsearch.space.modules import load_space_module
+    from hpsearch.text import mask_config
+
+    space = load_space_module(str(tmp_path / "tiny.py")).space
+    ledger = Ledger(as_location(tmp_path / "runs" / "tiny.nightly"))
+    for n, night in enumerate(nights):
+        trials = []
+        for i, config in enumerate(space.sample(per_night, seed=n)):
+            values = curve(((i * 7 + n * 3) % per_night) / (per_night - 1))
+            trials.append({"trial_id": f"{n}-{i}", "config": mask_config(config), "config_hash": space.config_hash(config),
+                           "status": "completed", "epochs": len(values), "metric": values[-1], "reused_epochs": 0,
+                           "trained_epochs": len(values), "checkpoint": None, "source": f"injected-{night}/{i}",
+                           "curve": [{"epoch": e + 1, "val_acc": v} for e, v in enumerate(values)]})
+        best = max(trials, key=lambda t: t["metric"])
+        ledger.nights[night] = {"night": night, "name": "tiny", "sweep": f"tiny-{night}", "status": "done",
+                                "key": "injected", "metric": "val_acc", "mode": "max", "trials": trials,
+                                "best": {"metric": best["metric"], "config": best["config"], "trial_id": best["trial_id"]}}
+    ledger.save()
+
+
+@pytest.mark.slow
+def test_the_third_night_adopts_the_reduction_factor_its_recorded_curves_favour(tmp_path, ray_session):
+    from mlflow import MlflowClient
+
+    # Two nights recorded whose first epoch says nothing of a configuration's end (the later ones
+    # do): the fewer ASHA cuts at its first rung, the better the best it keeps. Nine epochs, 24 trials.
+    cfg = load_config(_setup(tmp_path, grace_period=1, trials=24, max_epochs=9))  # the grace period is named: kept
+    _inject_nights(tmp_path, lambda q: [((q * 7.3) % 1) * 0.3] + [0.1 + 0.3 * q * (e / 9) ** 0.3 for e in range(2, 10)])
+    outcome = run_nightly(cfg, parse_date("2026-11-22"), progress=False)
+    assert outcome.exit_code in (EXIT_OK, EXIT_WORSE), outcome.messages  # the verdict is not what is tested
+    entry = json.loads((tmp_path / "runs" / "tiny.nightly" / "ledger.json").read_text())["nights"]["2026-11-22"]
+    found = re.match(r"Scheduler: reduction factor 3 -> (\d) adopted \(simulated on 24 whole curves of 2 earlier night\(s\), "
+                     r"30 seeds: best val_acc \+", entry["scheduler"])
+    assert found and found.group(1) != "3", entry["scheduler"]
+    verdict = (tmp_path / "runs" / "tiny.nightly" / "verdicts" / "2026-11-22.md").read_text()
+    assert f"- {entry['scheduler']}" in verdict
+    parent = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_run(entry["parent_run_id"])
+    assert float(parent.data.params["reduction_factor"]) == float(found.group(1))
+    assert parent.data.params["grace_period"] == "1"
+    assert entry["scheduler"] in parent.data.tags["mlflow.note.content"]
+
+
+def test_with_flat_curves_the_nightly_keeps_its_scheduler(tmp_path):
+    cfg = load_config(_setup(tmp_path))
+    _inject_nights(tmp_path, lambda q: [0.5, 0.6, 0.7, 0.8])
+    plan = dry_run(cfg, parse_date("2026-11-22"), log=lambda line: None)
+    line = next(x for x in plan.lines if "Scheduler:" in x)
+    assert line.startswith("- Scheduler: grace period 1, reduction factor 3 kept (simulated on 24 whole curves of 2 "
+                           "earlier night(s), 30 seeds: the best alternative"), line
+    assert "within the seeds' noise" in line and "scheduler asha" in plan.lines[1], plan.lines

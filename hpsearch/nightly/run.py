@@ -59,11 +59,12 @@ from hpsearch.nightly.config import NightlyConfig
 from hpsearch.nightly.key import ReuseKey, key_fields, reuse_allowed, reuse_key
 from hpsearch.nightly.ledger import Ledger, NightStatus, reusable, trial_entries, warm_start_points
 from hpsearch.nightly.outcome import EXIT_BAD_INPUT, EXIT_CRASHED, NightlyOutcome, notify
+from hpsearch.nightly.tune import SchedulerTuning, tune_scheduler
 from hpsearch.nightly.verdict import EXIT_OK, judge, record_verdict
 from hpsearch.record import PreparedSweep
 from hpsearch.results import SweepResult, read_results
 from hpsearch.search.schedulers import plan_budget
-from hpsearch.simulate.budget import fit_budget
+from hpsearch.simulate.budget import fit_budget, slots_here
 from hpsearch.space import Fixed
 from hpsearch.space.modules import SpaceModule, load_space_module
 from hpsearch.storage import Location, as_location
@@ -111,6 +112,17 @@ def _lock(folder: Path) -> Iterator[str | None]:
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+
+
+def _tune(prep: PreparedSweep, ledger: Ledger, tonight: str, cfg: NightlyConfig) -> SchedulerTuning | None:
+    """Tonight's scheduler settings from the earlier nights' curves (``hpsearch.nightly.tune``), put in
+    ``prep.settings`` when adopted; the line that says what and why goes to the parent run too."""
+    s = prep.settings
+    tuning = tune_scheduler(prep, ledger, tonight, cfg.given, s.concurrency or slots_here(s.cpus_per_trial, s.workers_per_trial))
+    if tuning is not None:
+        prep.settings = s.replace(**tuning.changes)
+        prep.budget_lines.append(tuning.line)
+    return tuning
 
 
 def _prepare_night(cfg: NightlyConfig, night: Date, *, touch_tracking: bool = True) -> tuple[PreparedSweep, SpaceModule]:
@@ -247,11 +259,13 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, force: bool = False, progres
             prep.deadline = deadline
             prep.points_to_evaluate = warm_start_points(ledger, tonight, prep.space, prep.settings.mode, cfg.warm_start)
             prep.reuse = reusable(ledger, tonight, str(key)) if reuse_ok else {}
+            tuning = _tune(prep, ledger, tonight, cfg)
             ledger.nights[tonight] = {
                 "night": tonight, "name": cfg.name, "sweep": prep.settings.name, "status": str(NightStatus.RUNNING),
                 "key": str(key), "key_parts": {**key_fields(key), "code_parts": key.code_parts}, "reuse": reuse_ok,
                 "metric": prep.settings.metric, "mode": prep.settings.mode, "started": start,
                 "warm_started": len(prep.points_to_evaluate),
+                **({"scheduler": tuning.line} if tuning else {}),
             }
             ledger.save()  # before Ray starts: a kill from here on leaves a night to resume
             if not reuse_ok:
@@ -454,6 +468,9 @@ def dry_run(cfg: NightlyConfig, night: Date, *, force: bool = False, log: Callab
     warm = warm_start_points(ledger, tonight, prep.space, s.mode, cfg.warm_start)
     recorded = reusable(ledger, tonight, str(key)) if reuse_ok else {}
     replayed = sum(1 for p in warm if prep.space.config_hash(p) in recorded)
+    if action != "already done":
+        _tune(prep, ledger, tonight, cfg)
+        s = prep.settings
     p = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
     lines = [
         f"Dry run of night {tonight} ({cfg.source or cfg.name}): nothing written, nothing started.",

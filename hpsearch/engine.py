@@ -256,7 +256,8 @@ def _live(prep: PreparedSweep, progress: bool, client=None, relay=None) -> Live:
     if not s.tracking_uri:
         return Live(bar, None, watch, None, [ProgressCallback(bar), watch, NoTensorBoard(), NoCSV(), *budgeted(None)])
     resources = ray.cluster_resources()
-    tracker = SweepTracker(s, prep.space, client=client, resources=resources, note=prep.budget_lines)
+    tracker = SweepTracker(s, prep.space, client=client, resources=resources, note=prep.budget_lines,
+                           tags=prep.parent_tags)
     # The workers counted now: the plan against actual may be computed after sweep() returned,
     # when the caller may have shut Ray down.
     workers = trials_at_once(s.concurrency, prep.groups_at_once) or \

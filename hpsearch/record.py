@@ -74,6 +74,10 @@ class PreparedSweep:
     # --budget: what the choice of settings said (hpsearch.simulate.budget), for the console and the parent run.
     budget_lines: list[str] = field(default_factory=list)
     forecast: Any = None  # hpsearch.simulate.budget.Forecast: the promise, re-forecast as the sweep runs
+    # Trials evaluated before (a nightly's earlier nights), told to TPE without running them again:
+    # config, state (completed, stopped, failed), value, curve, night (hpsearch.ray.searchers.tell_earlier).
+    told: list[dict[str, Any]] = field(default_factory=list)
+    parent_tags: dict[str, str] = field(default_factory=dict)  # added to a new parent run's tags
 
     @property
     def path(self) -> Location:

@@ -129,6 +129,7 @@ TAG_CONFIG_HASH = "hpsearch.config_hash"
 TAG_SPACE = "hpsearch.space"  # on the parent: Space.fingerprint(), so a later plan finds sweeps of the same space
 TAG_STOPPED_AT = "hpsearch.stopped_at_epoch"
 TAG_STOPPED_BY = "hpsearch.stopped_by"  # a StopReason or the scheduler's name
+TAG_TPE_TOLD = "hpsearch.tpe_told"  # on a nightly's parent run: earlier trials TPE was told before its first
 TAG_FORECAST = "hpsearch.forecast"  # a budgeted sweep's latest forecast of its spending, on the parent run
 TAG_ERROR = "hpsearch.error"
 TAG_RETRIES = "hpsearch.retries"

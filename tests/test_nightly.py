@@ -865,6 +865,10 @@ def test_the_third_night_adopts_the_reduction_factor_its_recorded_curves_favour(
     assert float(parent.data.params["reduction_factor"]) == float(found.group(1))
     assert parent.data.params["grace_period"] == "1"
     assert entry["scheduler"] in parent.data.tags["mlflow.note.content"]
+    # TPE started from all 24 earlier trials (not only the 2 warm-start winners), and says so.
+    assert entry["tpe_told"] == 24 and parent.data.tags["hpsearch.tpe_told"] == "24"
+    assert "TPE starts from 24 trials of 2 earlier night(s)" in "\n".join(outcome.messages)
+    assert "TPE told of 24 earlier trials before its first" in verdict
 
 
 def test_with_flat_curves_the_nightly_keeps_its_scheduler(tmp_path):
@@ -875,3 +879,35 @@ def test_with_flat_curves_the_nightly_keeps_its_scheduler(tmp_path):
     assert line.startswith("- Scheduler: grace period 1, reduction factor 3 kept (simulated on 24 whole curves of 2 "
                            "earlier night(s), 30 seeds: the best alternative"), line
     assert "within the seeds' noise" in line and "scheduler asha" in plan.lines[1], plan.lines
+
+
+def test_tpe_is_told_every_earlier_trial_as_finished_without_running_it(tmp_path):
+    from optuna.trial import TrialState
+
+    from hpsearch.nightly.ledger import earlier_trials
+    from hpsearch.ray import compat
+    from hpsearch.ray.searchers import make_search_alg
+    from hpsearch.space.modules import load_space_module
+
+    _setup(tmp_path)
+    _inject_nights(tmp_path, lambda q: [0.2 + 0.1 * q, 0.3 + 0.2 * q, 0.3 + 0.3 * q, 0.3 + 0.4 * q])
+    ledger = Ledger(as_location(tmp_path / "runs" / "tiny.nightly"))
+    night = ledger.nights["2026-11-21"]
+    night["trials"][0].update(status="stopped", epochs=2, metric=0.3, curve=night["trials"][0]["curve"][:2])
+    night["trials"][1].update(status="failed", metric=None)
+    night["trials"][2].update(status="pending", metric=None, curve=[])
+    ledger.save()
+    space = load_space_module(str(tmp_path / "tiny.py")).space
+    told = earlier_trials(Ledger(ledger.folder), "2026-11-22", space, "val_acc")
+    assert len(told) == 24 and {t["night"] for t in told} == {"2026-11-20", "2026-11-21"}
+    searcher = make_search_alg("tpe", space, "val_acc", "max", 6, 0, max_epochs=4, told=told)
+    trials = compat.optuna_study(searcher).get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert len(trials) == 23  # the pending one never ran: nothing to tell
+    assert states.count(TrialState.PRUNED) == 1 and states.count(TrialState.FAIL) == 1
+    assert states.count(TrialState.COMPLETE) == 21
+    pruned = next(t for t in trials if t.state == TrialState.PRUNED)
+    assert sorted(pruned.intermediate_values) == [1, 2] and pruned.value is None
+    assert all(set(t.params) == {"lr", "width"} and t.user_attrs["hpsearch.told"].startswith("2026-11-2") for t in trials)
+    suggested = searcher.suggest("new")  # and it goes on suggesting, from what it was told
+    assert set(space.validate_config(suggested)) >= {"lr", "width"}

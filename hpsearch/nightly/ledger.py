@@ -104,6 +104,22 @@ def warm_start_points(ledger: Ledger, night: str, space: Space, mode: Mode, k: i
     return points
 
 
+def earlier_trials(ledger: Ledger, night: str, space: Space, metric: str) -> list[dict[str, Any]]:
+    """Every trial of the nights done before ``night`` that still fits ``space``, as TPE is told
+    them (``PreparedSweep.told``): each configuration once, its latest night's."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in ledger.done_before(night):
+        for t in entry.get("trials", []):
+            try:
+                config = space.validate_config(unmask(space, t["config"]))
+            except ValueError:  # the space changed since
+                continue
+            curve = [row.get(metric) for row in t.get("curve", []) if is_number(row.get(metric))]
+            out[space.config_hash(config)] = {"config": config, "state": str(t.get("status")), "value": t.get("metric"),
+                                              "curve": curve, "night": entry.get("night", "")}
+    return list(out.values())
+
+
 def unmask(space, config: dict[str, Any]) -> dict[str, Any]:
     """A configuration as the ledger keeps it (secrets masked), with each masked fixed value taken
     from the space again; a masked tuned value stays masked (that point no longer validates)."""

@@ -112,7 +112,8 @@ def render(name: str, threshold: float, entry: dict[str, Any], earlier: list[dic
     lines += ["", "## The night", "",
               f"- {entry['trials_total']} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) + ".",
               f"- Reused without training: {entry['reused_trials']} trials ({entry['reused_epochs']} epochs); "
-              f"trained: {entry['trained_epochs']} epochs; warm-started from {entry['warm_started']} earlier winners.",
+              f"trained: {entry['trained_epochs']} epochs; warm-started from {entry['warm_started']} earlier winners"
+              + (f"; TPE told of {entry['tpe_told']} earlier trials before its first" if entry.get("tpe_told") else "") + ".",
               *([f"- {entry['scheduler']}"] if entry.get("scheduler") else []),
               f"- Wall time {entry['wall_s']:.0f} s; deadline {'reached: running trials were stopped' if entry['deadline_hit'] else 'not reached'}.",
               f"- Sweep `{entry['sweep']}`" + (f", MLflow run `{entry['parent_run_id']}`" if entry.get("parent_run_id") else "") + "."]

@@ -25,7 +25,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from hpsearch.ray import compat
-from hpsearch.search.strategies import define_by_run, initial_points
+from hpsearch.search.strategies import define_by_run, initial_points, to_optuna_distributions
 from hpsearch.space import Derived, Fixed, Space
 from hpsearch.vocab import Strategy
 
@@ -56,6 +56,35 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         compat.optuna_told(self).add(trial_id)
 
 
+def tell_earlier(searcher: OptunaSearch, space: Space, told: Sequence[Mapping[str, Any]]) -> int:
+    """Add trials evaluated before to the searcher's Optuna study, as finished trials: ``config``,
+    ``state`` (completed, stopped or failed: COMPLETE with ``value``, PRUNED with the ``curve`` as
+    intermediate values, FAIL) and ``night``, kept as the trial's user attribute ``hpsearch.told``.
+    Ray's ``add_evaluated_point`` refuses a define-by-run space (ours: conditional parameters), so
+    the trials go to the study itself, each with the distributions of its active parameters.
+    Returns how many were added; one that no longer fits the space is left out."""
+    distributions = to_optuna_distributions(space)
+    study, added = compat.optuna_study(searcher), 0
+    for t in told:
+        config = t["config"]
+        params = {p.name: config[p.name] for p in space.tuned
+                  if p.name in distributions and p.name in config and p.active(config)}
+        state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed": TrialState.FAIL}.get(t["state"])
+        if state is None or (state == TrialState.COMPLETE and t.get("value") is None):  # never ran, or no result
+            continue
+        try:
+            study.add_trial(optuna.trial.create_trial(
+                params=params, distributions={k: distributions[k] for k in params}, state=state,
+                value=float(t["value"]) if state == TrialState.COMPLETE else None,
+                intermediate_values={i + 1: float(v) for i, v in enumerate(t.get("curve") or [])},
+                user_attrs={"hpsearch.told": t.get("night", "earlier")}))
+        except ValueError as exc:  # a value outside tonight's distributions
+            log.debug("optuna: earlier trial not told: %s", exc)
+            continue
+        added += 1
+    return added
+
+
 def make_search_alg(
     strategy: str,
     space: Space,
@@ -66,8 +95,11 @@ def make_search_alg(
     concurrency: int | None = None,
     points_to_evaluate: Sequence[Mapping[str, Any]] = (),
     max_epochs: int | None = None,
+    told: Sequence[Mapping[str, Any]] = (),
 ):
-    """The Ray Tune search algorithm for a strategy. ``points_to_evaluate`` run first (warm start).
+    """The Ray Tune search algorithm for a strategy. ``points_to_evaluate`` run first (warm start);
+    ``told``: trials evaluated before (an earlier night's), which TPE learns from without running
+    them again (``tell_earlier``).
 
     OptunaSearch gets metric and mode here: given its own space, it ignores TuneConfig's. With
     ``max_epochs`` (what sweeps pass), TPE is told a trial stopped before it as pruned
@@ -82,6 +114,7 @@ def make_search_alg(
             sampler=optuna.samplers.TPESampler(seed=seed),
             points_to_evaluate=[{k: v for k, v in p.items() if not isinstance(space[k], (Fixed, Derived))} for p in warm] or None,
         )
+        tell_earlier(alg, space, told)
     else:
         points = warm + initial_points(space, strategy, trials, seed)
         return BasicVariantGenerator(points_to_evaluate=points[:trials], max_concurrent=concurrency or 0)

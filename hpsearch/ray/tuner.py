@@ -99,7 +99,7 @@ def new_tuner(prep: PreparedSweep, live: Sequence[Any], user: Sequence[Any], sto
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=str(s.mode), num_samples=s.trials,
             search_alg=make_search_alg(s.strategy, prep.space, s.metric, str(s.mode), s.trials, s.seed, at_once,
-                                       prep.points_to_evaluate, max_epochs=s.max_epochs),
+                                       prep.points_to_evaluate, max_epochs=s.max_epochs, told=prep.told),
             scheduler=scheduler,
             # Reusing trial actors cuts per-trial start-up from about a second to tens of ms here;
             # it is safe because each trial builds its own model and optimizer from its config. A

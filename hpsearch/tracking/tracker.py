@@ -194,7 +194,8 @@ def experiment_id(client, name: str, uri: str) -> str:
 
 
 def parent_run(client, experiment: str, s: SweepSettings, space: Space,
-               resources: Mapping[str, float] | None = None, note: Sequence[str] = ()) -> tuple[dict[str, str], bool]:
+               resources: Mapping[str, float] | None = None, note: Sequence[str] = (),
+               extra_tags: Mapping[str, str] | None = None) -> tuple[dict[str, str], bool]:
     """The sweep's parent run and the child runs it already has (``parent``, ``trial:<id>`` -> run
     id), and whether it existed: a resumed sweep continues its own runs. Created synchronously,
     so an unusable store fails here, before any trial. ``note``: lines added to the run's
@@ -217,6 +218,7 @@ def parent_run(client, experiment: str, s: SweepSettings, space: Space,
                   f"{s.trials} trials of up to {s.max_epochs} epochs, optimising {s.metric} ({s.mode})."
                   + "".join(f"\n\n{line}" for line in note),
     }
+    tags.update(extra_tags or {})
     commit = git_commit()
     if commit:
         tags[TAG_GIT_COMMIT] = commit
@@ -231,7 +233,8 @@ class SweepTracker:
     """The MLflow side of one sweep: the parent run, one child per trial, their endings."""
 
     def __init__(self, settings: SweepSettings, space: Space, client=None,
-                 resources: Mapping[str, float] | None = None, note: Sequence[str] = ()) -> None:
+                 resources: Mapping[str, float] | None = None, note: Sequence[str] = (),
+                 tags: Mapping[str, str] | None = None) -> None:
         """``client``: the store already opened by ``open_client`` (else opened here); ``resources``:
         the cluster's, recorded on a new parent run."""
         if not settings.tracking_uri:
@@ -251,7 +254,7 @@ class SweepTracker:
         self.curves: dict[str, dict[int, float]] = {}
         self.experiment_id = experiment_id(self.client, settings.experiment, self.uri)
         # continued: the parent run existed (a resumed sweep, reconciled before going on)
-        runs, self.continued = parent_run(self.client, self.experiment_id, settings, space, resources, note)
+        runs, self.continued = parent_run(self.client, self.experiment_id, settings, space, resources, note, tags)
         self.parent_id = runs["parent"]
         self._known |= {ref.split(":", 1)[1] for ref in runs if ref.startswith("trial:")}
         self._earlier = set(self._known)  # trials with a child run from an earlier start of the sweep

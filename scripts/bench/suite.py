@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.common import ROOT, LoadSampler, git_state, machine, ray_down, ray_up
 
-PARTS = ("overhead", "orchestration", "scale", "gpu", "search", "predict", "workers")
+PARTS = ("overhead", "orchestration", "scale", "gpu", "search", "predict", "workers", "budget")
 # The default run (issue #25): the two deciding benches (orchestration on real sweeps, search on the
 # simulator) with overhead, scale and gpu. predict (~15 min in full mode) runs with --only predict.
 DEFAULT_PARTS = ("overhead", "orchestration", "scale", "search", "gpu")
@@ -33,7 +33,8 @@ PART_HELP = ("overhead (start-up and per-trial cost), orchestration (real sweeps
              "Ray and Optuna twins: wall, utilization, CPU per trial, phases), scale, search (search efficiency, "
              "simulated on the shipped curve table), gpu; predict (simulated against real sweeps), not run by "
              "default; workers (a 2-worker DDP trial against a 1-worker one: start-up and accuracy, ~5 min), "
-             "not run by default")
+             "not run by default; budget (--budget's choices against the defaults and Optuna, simulated, and "
+             "real sweeps against their promised band, ~15 min), not run by default")
 BUSY_LOAD = 0.5  # 1-minute load average above which a measurement is not quotable
 
 # Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), extrapolated from the
@@ -65,6 +66,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "search": dict(seeds=5, trials=81, epoch_seconds=60.0, target_seeds=40),  # ~10 CPU-s: < 1 min
         "predict": dict(seeds=1, trials={"asha": 9}),
         "workers": dict(seeds=2, max_epochs=3),
+        "budget": dict(seeds=10, real_sweeps=1, recorded_trials=10, recorded_epochs=6),
     },
     "full": {
         "overhead": dict(noop_trials=(20, 200), sleep_trials=(10, 50), noop_repeats=3, sleep_repeats=1,
@@ -76,6 +78,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "search": dict(seeds=30, trials=243, epoch_seconds=60.0, target_seeds=100),
         "predict": dict(seeds=3, trials={"fifo": 4, "asha": 27, "hyperband": 13}, tpe_trials=27),
         "workers": dict(seeds=5, max_epochs=10),
+        # budget (issue #26, ~15 min): simulated choices over 30 seeds on two tables, 9 real sweeps
+        "budget": dict(seeds=30, real_sweeps=3, recorded_trials=16, recorded_epochs=9),
     },
 }
 
@@ -107,7 +111,7 @@ def settled_load(seconds: float = 10.0, samples: int = 5) -> list[float]:
 
 
 def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
-    from bench import gpu, orchestration, overhead, predict, scale, search, workers
+    from bench import budget, gpu, orchestration, overhead, predict, scale, search, workers
 
     sizes = SIZES[mode]
     out: dict[str, Any] = {}
@@ -123,6 +127,8 @@ def run_parts(parts: list[str], mode: str, work: Path) -> dict[str, Any]:
         out["search"] = _timed(lambda: search.run(**sizes["search"], work=work, log=log))
     if "predict" in parts:
         out["predict"] = _timed(lambda: predict.run(**sizes["predict"], work=work, log=log))
+    if "budget" in parts:
+        out["budget"] = _timed(lambda: budget.run(**sizes["budget"], work=work, log=log))
     if "workers" in parts:  # last: it replaces the suite's Ray with one of its own
         out["workers"] = _timed(lambda: workers.run(**sizes["workers"], work=work, log=log))
     return out
@@ -319,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_s"] = time.perf_counter() - start
     meta["part_wall_s"] = {p: round(v.get("part_wall_s", 0.0), 1) for p, v in parts_out.items()}
     meta["load_by_part"] = {p: v["load"] for p, v in parts_out.items() if "load" in v}
-    order = ("overhead", "orchestration", "scale", "gpu", "search", "predict", "workers")
+    order = ("overhead", "orchestration", "scale", "gpu", "search", "predict", "budget", "workers")
     figures = sorted((f for out in parts_out.values() for f in out["figures"]), key=lambda f: order.index(f["part"]) if f["part"] in order else len(order))
     for f in figures:
         f["indicative"] = mode == "quick"

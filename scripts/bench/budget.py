@@ -1,0 +1,167 @@
+"""Part 8 (issue #26), does ``--budget`` keep its promise? Budgets of 1/4, 1/2 and 1x random
+search's full cost (random/FIFO, 20 trials to the last epoch, simulated on the same curves at the
+epoch time measured here), on two sources of curves: the table shipped with spaces/mlp.py, and a
+real FIFO sweep recorded here first (``recorded_trials`` configurations to ``recorded_epochs``).
+
+Simulated, per budget and source, over ``seeds`` seeds (the same seeds for every arm): the best
+val_acc found when the budget is spent, for the settings ``--budget`` chooses
+(``hpsearch.simulate.budget.choose``), for the defaults (random/ASHA, 20 trials, grace 1,
+reduction factor 3, cut by the budget), and for Optuna used directly with TPE and its Hyperband
+pruner (20 trials, cut by the budget). Figures: chosen / defaults and chosen / Optuna, the paired
+ratio of the per-seed best (geometric mean, 90% t interval); goal >= 1 for the defaults.
+
+Real, per budget, ``real_sweeps`` sweeps of the chosen settings on this machine (mlp, reference
+trainable, SQLite tracking, seeds 0..): the sweep's wall-clock (``Tuner.fit``) against the promised
+10-90% band, and its best against the defaults' simulated median. Goals (issue #26): within the
+band in >= 8 of 9 sweeps, best at least the defaults' median.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.common import ROOT, figure, paired_ratio, quiet, verdict
+
+FRACTIONS = (0.25, 0.5, 1.0)
+DEFAULT_TRIALS = 20
+
+
+def _arms(table, epoch_s: float, seeds: int, slots: int, fraction: float, log) -> dict[str, Any]:
+    """One budget on one table: the choice and the three arms' per-seed best at the budget."""
+    from hpsearch.budget import Budget
+    from hpsearch.simulate.budget import Scored, choose
+    from hpsearch.simulate.events import Costs, Setting
+    from hpsearch.simulate.many import simulate_many
+
+    costs = Costs(epoch_scale=epoch_s / table.median_seconds)
+    full = Setting("random", "fifo", DEFAULT_TRIALS, table.max_epochs, workers=slots)
+    full_wall = statistics.median(r.wall_s for r in simulate_many(table, [full], seeds, costs)[full])
+    budget = Budget("wall", round(fraction * full_wall, 1))
+    base = Setting("random", "asha", DEFAULT_TRIALS, table.max_epochs, 1, 3, slots)
+    started = time.perf_counter()
+    choice = choose(table, base, budget, (), epoch_s=epoch_s, units=1.0, slots=slots, seeds=(6, seeds))
+    took = time.perf_counter() - started
+    optuna = Setting("optuna", "hyperband", DEFAULT_TRIALS, table.max_epochs, 1, 3, slots)
+    optuna_runs = simulate_many(table, [optuna], seeds, Costs(epoch_scale=costs.epoch_scale))[optuna]
+    optuna_scored = Scored(optuna, optuna_runs, budget, epoch_s, 1.0, table.mode)
+
+    def per_seed(scored) -> list[float | None]:
+        return [scored.best_at_budget(r) for r in sorted(scored.runs, key=lambda r: r.seed)]
+
+    st = choice.chosen.setting
+    log(f"budget {fraction:g}x ({budget}): chose {st.scheduler} grace {st.grace_period} rf {st.reduction_factor:g}, "
+        f"{st.trials} trials, {st.workers} at once in {took:.0f} s; best {choice.chosen.best[0]:.4f} vs defaults "
+        f"{choice.defaults.best[0]:.4f} vs optuna {optuna_scored.best[0]:.4f}")
+    return {"fraction": fraction, "budget": str(budget), "budget_s": budget.amount, "full_wall_s": full_wall,
+            "choose_s": took, "choice": choice,
+            "chosen": {"setting": st.label, "trials": st.trials, "grace_period": st.grace_period,
+                       "reduction_factor": st.reduction_factor, "workers": st.workers,
+                       "wall": choice.chosen.wall, "epochs": choice.chosen.epochs, "best": choice.chosen.best},
+            "best_per_seed": {"chosen": per_seed(choice.chosen), "defaults": per_seed(choice.defaults),
+                              "optuna": per_seed(optuna_scored)},
+            "defaults_best": choice.defaults.best, "optuna_best": optuna_scored.best}
+
+
+def _record_sweep(trials: int, epochs: int, sqlite: str, work: Path, log) -> Any:
+    """A real FIFO sweep of mlp, read back from MLflow as a table of curves."""
+    from hpsearch.engine import prepare, run_prepared
+    from hpsearch.settings import SweepSettings
+    from hpsearch.simulate.curves import CurveTable
+    from mlflow import MlflowClient
+
+    settings = SweepSettings(strategy="random", scheduler="fifo", trials=trials, max_epochs=epochs, seed=7,
+                             storage=str(work / "ray-budget"), tracking_uri=sqlite, experiment="bench-budget",
+                             name="budget-recorded")
+    with quiet(work / "budget-output.log"):
+        result = run_prepared(prepare("mlp", settings), progress=False)
+        result.wait()
+        table = CurveTable.from_sweep(MlflowClient(tracking_uri=sqlite), "budget-recorded", "bench-budget")
+    log(f"budget: recorded a real sweep of {trials} trials x {epochs} epochs ({result.wall_s:.0f} s): {table.describe()}")
+    return table
+
+
+def run(seeds: int, real_sweeps: int, recorded_trials: int, recorded_epochs: int, work: Path,
+        log: Callable[[str], None]) -> dict[str, Any]:
+    from hpsearch.engine import prepare, run_prepared
+    from hpsearch.settings import SweepSettings
+    from hpsearch.simulate.budget import slots_here
+    from hpsearch.simulate.curves import CurveTable
+    from hpsearch.simulate.explain import measure_epoch_seconds
+
+    sqlite = "sqlite:///" + str(work / "mlflow-budget" / "mlflow.db")
+    (work / "mlflow-budget").mkdir(parents=True, exist_ok=True)
+    slots = slots_here(1, 1)
+    epoch_s, noise = measure_epoch_seconds(prepare("mlp", SweepSettings(tracking_uri=False)))
+    log(f"budget: an epoch of mlp takes {epoch_s:.3g} s here{' (' + noise + ')' if noise else ''}; {slots} workers")
+    tables = {"shipped table (spaces/mlp.curves.npz)": CurveTable.load(ROOT / "spaces" / "mlp.curves.npz"),
+              f"recorded real sweep ({recorded_trials} x {recorded_epochs} epochs)":
+                  _record_sweep(recorded_trials, recorded_epochs, sqlite, work, log)}
+    out: dict[str, Any] = {"size": {"seeds": seeds, "real_sweeps": real_sweeps, "fractions": FRACTIONS,
+                                    "default_trials": DEFAULT_TRIALS, "workers": slots, "epoch_s": epoch_s},
+                           "simulated": {}, "real": []}
+    figures = []
+    for source, table in tables.items():
+        out["simulated"][source] = []
+        for fraction in FRACTIONS:
+            arms = _arms(table, epoch_s, seeds, slots, fraction, log)
+            choice = arms.pop("choice")
+            out["simulated"][source].append(arms)
+            b = arms["best_per_seed"]
+            for other, goal in (("defaults", ">="), ("optuna", "")):
+                paired = paired_ratio([x if x is not None else 0.0 for x in b["chosen"]],
+                                      [x if x is not None else 0.0 for x in b[other]])
+                r = paired["ratio"] if paired else None
+                figures.append(figure(
+                    "budget", f"best val_acc at a budget of {fraction:g}x random search's cost ({arms['budget']}), "
+                              f"{source}: chosen / {'defaults' if other == 'defaults' else 'Optuna TPE+Hyperband'}",
+                    arms["chosen"]["best"][0], "",
+                    baselines={other: (arms["defaults_best"] if other == "defaults" else arms["optuna_best"])[0]},
+                    ratio_value=r, ratio_text=f"chosen / {other}", interval=paired["interval"] if paired else None,
+                    goal=">= 1.00x" if goal else "", seeds=seeds,
+                    verdict=verdict(r, ">=", 1.0, paired["interval"] if paired else None) if goal else None,
+                    note=f"chosen {arms['chosen']['setting']}, {arms['chosen']['trials']} trials, "
+                         f"{arms['chosen']['workers']} at once; simulated, {seeds} seeds, paired by seed"))
+            if source.startswith("shipped"):
+                for i in range(real_sweeps):
+                    out["real"].append(_real(choice, arms, i, sqlite, work, log, prepare, run_prepared, SweepSettings))
+    real = out["real"]
+    if real:
+        within = sum(r["within"] for r in real)
+        figures.append(figure(
+            "budget", f"real sweeps of the chosen settings ending within the promised wall-clock band "
+                      f"({len(real)} sweeps, {len(FRACTIONS)} budgets)", within, "sweeps", goal=f">= {len(real) - 1} of {len(real)}",
+            verdict="met" if within >= len(real) - 1 else "missed", seeds=len(real),
+            note="; ".join(f"{r['budget']}: {r['wall_s']:.0f} s in [{r['band'][1]:.0f}, {r['band'][2]:.0f}]" for r in real)))
+        above = sum(r["best"] is not None and r["best"] >= r["defaults_median"] for r in real)
+        figures.append(figure(
+            "budget", "real sweeps whose best is at least the defaults' simulated median at the budget", above, "sweeps",
+            goal=f"{len(real)} of {len(real)}", verdict="met" if above == len(real) else "missed", seeds=len(real),
+            note="; ".join(f"{r['budget']}: {r['best']:.4f} vs {r['defaults_median']:.4f}" for r in real
+                           if r["best"] is not None)))
+    out["figures"] = figures
+    return out
+
+
+def _real(choice, arms, seed, sqlite, work, log, prepare, run_prepared, SweepSettings) -> dict[str, Any]:
+    """One real sweep of the chosen settings, cut by the budget as ``run --budget`` would be."""
+    st = choice.chosen.setting
+    settings = SweepSettings(strategy="random", scheduler=st.scheduler, trials=st.trials, grace_period=st.grace_period,
+                             reduction_factor=st.reduction_factor, concurrency=st.workers, seed=seed,
+                             budget=arms["budget"], storage=str(work / "ray-budget"), tracking_uri=sqlite,
+                             experiment="bench-budget", name=f"budget-{arms['fraction']:g}-{seed}")
+    with quiet(work / "budget-output.log"):
+        prep = prepare("mlp", settings)
+        prep.forecast = choice.forecast
+        result = run_prepared(prep, progress=False)
+        result.wait()
+    band = choice.chosen.wall
+    row = {"budget": arms["budget"], "seed": seed, "wall_s": result.wall_s, "band": band,
+           "within": band[1] <= result.wall_s <= band[2], "epochs": result.total_epochs,
+           "best": result.best_metric, "defaults_median": arms["defaults_best"][0],
+           "stopped_by": str(result.stopped_by) if result.stopped_by else None}
+    log(f"budget real {arms['budget']} seed {seed}: {result.wall_s:.0f} s (band {band[1]:.0f}-{band[2]:.0f}), "
+        f"{result.total_epochs} epochs, best {result.best_metric}, stopped by {row['stopped_by']}")
+    return row

@@ -8,21 +8,12 @@ import time
 
 import pytest
 from conftest import run_here
+from test_cli import TINY_MODULE  # the tiny space: 6 grid points, 3 epochs
 
 import hpsearch
 from hpsearch.budget import Budget
 from hpsearch.ray.stopper import SweepStop
 from hpsearch.settings import SweepSettings
-
-TINY_MODULE = '''
-from hpsearch.space import Choice, Fixed, Float, PowerOfTwo, Space
-SPACE = Space(Fixed("model", "mlp"), Float("lr", 1e-3, 1e-1, log=True, grid=3), PowerOfTwo("width", 16, 32),
-              Fixed("batch_size", 256), Fixed("depth", 1))
-METRIC = "val_acc"
-MODE = "max"
-MAX_EPOCHS = 3
-DATASET = "mnist1d"
-'''
 
 
 def test_budgets_read_as_people_write_them():

@@ -5,9 +5,10 @@ period, reduction factor, concurrency, and the scheduler unless named) are chose
 best metric expected at the budget: candidates are screened over a few seeds on the space's best
 recorded curves (``sources.find_table``: a table shipped beside the module, else the space's own
 earlier sweep), the leaders and the defaults are simulated over 30 seeds, and the winner is the one
-whose 90th percentile of spending fits the budget with the best median metric. The sweep's
-stopper ends it when the budget is spent (``hpsearch.ray.stopper``), so a setting that would
-overrun is judged by what it has found when the budget ends. Without curves, the trial count comes
+with the best median metric at the budget (ties: one whose sweeps end within the budget in 9 of
+10 seeds, then the cheaper), the defaults included. The sweep's stopper ends it when the budget is
+spent (``hpsearch.ray.stopper``), so a setting that would overrun is judged by what it has found
+when the budget ends. Without curves, the trial count comes
 from the plan's arithmetic alone, and the choice says so.
 
 No library chooses scheduler settings for a budget (Ray Tune and Optuna take them as given), hence
@@ -114,10 +115,11 @@ class Scored:
         return band([self.spent(r, cut=False) for r in self.runs])[2] <= self.budget.amount
 
     def rank(self) -> tuple:
-        """Smaller is better: fitting first, then the median best, then the median spending."""
+        """Smaller is better: the median best at the budget first (the sweep's stopper ends the ones
+        that overrun, so that is what each finds), then finishing within it, then spending less."""
         mid = self.best[0]
         score = -math.inf if math.isnan(mid) else (mid if Mode(self.mode) is Mode.MAX else -mid)
-        return (not self.fits, -score, self.spend[0])
+        return (-score, not self.fits, self.spend[0])
 
 
 @dataclass
@@ -314,13 +316,15 @@ def choose(table: CurveTable | None, base: Setting, budget: Budget, fixed: Colle
     screened = sorted(score(simulate_many(table, options, seeds[0], costs, processes)), key=Scored.rank)
     leaders = [s.setting for s in screened[:FINALISTS]]
     final = {s.setting: s for s in score(simulate_many(table, leaders + [base], seeds[1], costs, processes))}
-    ranked = sorted((final[s] for s in leaders), key=Scored.rank)
+    # The defaults are a candidate too: where nothing beats them, they are the choice.
+    ranked = sorted((final[s] for s in dict.fromkeys(leaders + [base])), key=Scored.rank)
     chosen = ranked[0]
     st = chosen.setting
     changes = {"scheduler": st.scheduler, "trials": st.trials, "grace_period": st.grace_period,
                "reduction_factor": st.reduction_factor, "concurrency": st.workers}
     notes = [] if chosen.fits else [
-        f"No setting fits {budget} in 9 of 10 simulated sweeps: the chosen one ends when the budget is spent."]
+        f"The chosen setting finds more by the time {budget} is spent than any that finishes within it: in more "
+        "than 1 of 10 simulated sweeps the budget ends it, with trials unfinished."]
     forecast = Forecast.of(chosen, costs)
     if st.workers == slots:  # all there are: a cluster larger than this machine keeps its own concurrency
         changes.pop("concurrency")

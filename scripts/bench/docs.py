@@ -52,6 +52,10 @@ PART_TEXT = {
     "predict": "The simulator's predictions (epochs trained, wall-clock) against real sweeps of the same "
                "configurations. Not in the default run.",
     "workers": "A trial on two DDP workers against a trial on one: start-up and accuracy. Not in the default run.",
+    "budget": "`--budget`: the settings it chooses against the defaults and Optuna's TPE with its Hyperband pruner "
+              "at 1/4, 1/2 and 1x of random search's cost (simulated, paired per seed, on the shipped table and on "
+              "a real sweep recorded first), and real sweeps of its choices against the band they were promised. "
+              "Not in the default run.",
 }
 STORAGE_TEXT = ("The same small sweep with its storage in an S3 bucket (a local S3-compatible server) and on "
                 "the local disk, interleaved; medians and the paired ratio. Its own script: "

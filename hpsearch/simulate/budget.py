@@ -136,12 +136,15 @@ class Forecast:
     epoch_s: float  # seconds per epoch the promise assumed
     units: float  # what a trial holds of a worker-hour budget's resource
     end_s: float  # seconds a sweep spends after its last epoch
-    promise: tuple[float, float, float]  # the spending promised: median, 10th, 90th percentile
+    # What the chosen setting's sweeps would spend if nothing stopped them (median, 10th, 90th
+    # percentile): a setting chosen to be ended by the budget overruns by design, not by surprise.
+    promise: tuple[float, float, float]
     seeds: list[tuple[list[float], float, int]]  # per simulated sweep: epoch end times, wall, epochs
 
     @classmethod
     def of(cls, scored: "Scored", costs: Costs) -> "Forecast":
-        return cls(scored.budget, scored.epoch_s, scored.units, costs.end_s, scored.spend,
+        return cls(scored.budget, scored.epoch_s, scored.units, costs.end_s,
+                   band([scored.spent(r, cut=False) for r in scored.runs]),
                    [(list(r.epoch_times), r.wall_s, r.epochs) for r in scored.runs])
 
     def at(self, epochs: int, elapsed_s: float, worker_s: float, epoch_s_now: float) -> tuple[float, float, float]:

@@ -392,7 +392,7 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
         if measured is not None:
             epoch_seconds, noise = measured
             notes.append(f"Epochs of {epoch_seconds:.3g} s (one timed alone here{': ' + noise if noise else ''}; in a "
-                         "sweep, beside other trials, they may take longer: the forecast as it runs will say).")
+                         "sweep, beside other trials, they may take longer).")
         elif curves is not None:
             epoch_seconds = curves.median_seconds
             notes.append(f"Epochs of {epoch_seconds:.3g} s (the recorded curves' median).")

@@ -338,7 +338,7 @@ def test_a_sweep_through_the_ray_client_is_interrupted_and_resumed_with_mlflow_a
                           tmp_path / "driver", env)
         _wait_until_two_held(s3_server, f"{name}-runs/{name}/", first, lambda: cluster.logs("ray_client_server*"))
         first.send_signal(signal.SIGINT)  # Ctrl-C in the client: the driver on the head ends the sweep, resumable
-        out, err = first.communicate(timeout=120)
+        out, err = first.communicate(timeout=300)
         assert first.returncode == 130, err[-3000:]
         assert f"interrupted: resume with hpsearch resume {name} --storage {storage}" in out, out + err[-2000:]
         assert re.search(r"\d/3 trials: \d running, \d completed", out), out  # the progress relayed from the head

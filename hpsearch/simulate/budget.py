@@ -171,8 +171,8 @@ class Forecast:
 
 @dataclass
 class BudgetChoice:
-    """What ``--budget`` chose, and why. ``chosen`` is None without recorded curves (``arithmetic``
-    then holds the trial count the plan's arithmetic fits)."""
+    """What ``--budget`` chose, and why. ``chosen`` is None without recorded curves (``changes``
+    then holds only the trial count the plan's arithmetic fits)."""
 
     budget: Budget
     changes: dict[str, object]

@@ -34,7 +34,7 @@ from hpsearch.simulate.many import settings_from_lists
 from hpsearch.simulate.sources import find_table
 from hpsearch.space.modules import load_space_module
 from hpsearch.storage import as_location
-from hpsearch.text import first_line, parse_duration
+from hpsearch.text import first_line, parse_duration, parse_list
 from hpsearch.tracking.analysis import find_parent, load_sweep, write_report
 from hpsearch.tracking.ui import serve
 from hpsearch.tracking.uri import store_to_read
@@ -276,19 +276,6 @@ def plan(
         _fail(str(exc))
 
 
-def _list(name: str, text: str, parse) -> list:
-    """A comma-separated option (``asha,hyperband``), each value parsed; one line for a bad one."""
-    values = []
-    for part in str(text).split(","):
-        try:
-            values.append(parse(part.strip()))
-        except ValueError as exc:  # an enum's own line names the option; int() and float() do not
-            _fail(str(exc) if str(exc).startswith(f"{name}:") else f"{name}: cannot read {part.strip()!r} in {text!r}")
-    if not values:
-        _fail(f"{name}: give at least one value, got {text!r}")
-    return values
-
-
 @app.command()
 def simulate(
     space: str = SpaceArg,
@@ -313,11 +300,11 @@ def simulate(
 
     try:
         lists = {
-            "strategy": _list("strategy", strategy, lambda v: str(Strategy.parse(v))),
-            "scheduler": _list("scheduler", scheduler, lambda v: str(Scheduler.parse(v))),
-            "grace_period": _list("grace_period", grace_period, int),
-            "reduction_factor": _list("reduction_factor", reduction_factor, float),
-            "workers": _list("workers", workers, int),
+            "strategy": parse_list("strategy", strategy, lambda v: str(Strategy.parse(v))),
+            "scheduler": parse_list("scheduler", scheduler, lambda v: str(Scheduler.parse(v))),
+            "grace_period": parse_list("grace_period", grace_period, int),
+            "reduction_factor": parse_list("reduction_factor", reduction_factor, float),
+            "workers": parse_list("workers", workers, int),
         }
         whole("seeds", seeds, 1)
         if epoch_seconds is not None and not epoch_seconds > 0:

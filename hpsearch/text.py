@@ -64,6 +64,25 @@ def parse_duration(name: str, text: str) -> float:
     return float(found.group(1)) * _UNITS.get(found.group(2), 1)
 
 
+def parse_list(name: str, text: str, parse) -> list:
+    """A comma-separated option (``asha,hyperband``), each value parsed; one line (ValueError) for a bad one.
+
+    Example:
+        >>> parse_list("workers", "1, 2", int)
+        [1, 2]
+    """
+    values = []
+    for part in str(text).split(","):
+        try:
+            values.append(parse(part.strip()))
+        except ValueError as exc:  # an enum's own line names the option; int() and float() do not
+            raise ValueError(str(exc) if str(exc).startswith(f"{name}:") else
+                             f"{name}: cannot read {part.strip()!r} in {text!r}") from None
+    if not values:
+        raise ValueError(f"{name}: give at least one value, got {text!r}")
+    return values
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's text (its type's name if it has none).
 

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 from hpsearch.settings import SweepSettings
 from hpsearch.space import Choice, Float, Space
+from hpsearch.tracking.buffers import Buffers
 from hpsearch.tracking.reconcile import reconcile
-from hpsearch.tracking.tracker import Buffers, SweepTracker
+from hpsearch.tracking.tracker import SweepTracker
 from hpsearch.tracking.writer import _fits, children_of
 from hpsearch.vocab import (
     ROLE_SWEEP,

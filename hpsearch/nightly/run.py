@@ -57,20 +57,20 @@ from hpsearch.engine import prepare, prepare_resume, resume_prepared, run_prepar
 from hpsearch.environment import cache_folder
 from hpsearch.nightly.config import NightlyConfig
 from hpsearch.nightly.key import ReuseKey, key_fields, reuse_allowed, reuse_key
-from hpsearch.nightly.ledger import Ledger, NightStatus, earlier_trials, reusable, trial_entries, warm_start_points
+from hpsearch.nightly.ledger import Ledger, NightStatus, reusable, trial_entries, warm_start_points
 from hpsearch.nightly.outcome import EXIT_BAD_INPUT, EXIT_CRASHED, NightlyOutcome, notify
-from hpsearch.nightly.tune import SchedulerTuning, tune_scheduler
+from hpsearch.nightly.tune import tell_tpe, tune_night
 from hpsearch.nightly.verdict import EXIT_OK, judge, record_verdict
 from hpsearch.record import PreparedSweep
 from hpsearch.results import SweepResult, read_results
 from hpsearch.search.schedulers import plan_budget
-from hpsearch.simulate.budget import fit_budget, slots_here
+from hpsearch.simulate.budget import fit_budget
 from hpsearch.space import Fixed
 from hpsearch.space.modules import SpaceModule, load_space_module
 from hpsearch.storage import Location, as_location
 from hpsearch.text import MASK, first_line, is_secret
 from hpsearch.tracking.uri import check_reachable, resolve_tracking_uri, tracking_uri_name
-from hpsearch.vocab import TAG_TPE_TOLD, sqlite_path
+from hpsearch.vocab import sqlite_path
 
 # -- one start --------------------------------------------------------------------------------
 
@@ -112,31 +112,6 @@ def _lock(folder: Path) -> Iterator[str | None]:
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
-
-
-def _tell_tpe(prep: PreparedSweep, ledger: Ledger, tonight: str) -> int:
-    """TPE starts from every earlier night's trials (``earlier_trials``), told without running them
-    again: how many, said on the parent run (its description and ``hpsearch.tpe_told``)."""
-    if str(prep.settings.strategy) != "tpe":
-        return 0
-    prep.told = earlier_trials(ledger, tonight, prep.space, prep.settings.metric)
-    if prep.told:
-        nights = len({t["night"] for t in prep.told})
-        prep.budget_lines.append(f"TPE starts from {len(prep.told)} trials of {nights} earlier night(s), told to it "
-                                 "as finished (not run again).")
-        prep.parent_tags[TAG_TPE_TOLD] = str(len(prep.told))
-    return len(prep.told)
-
-
-def _tune(prep: PreparedSweep, ledger: Ledger, tonight: str, cfg: NightlyConfig) -> SchedulerTuning | None:
-    """Tonight's scheduler settings from the earlier nights' curves (``hpsearch.nightly.tune``), put in
-    ``prep.settings`` when adopted; the line that says what and why goes to the parent run too."""
-    s = prep.settings
-    tuning = tune_scheduler(prep, ledger, tonight, cfg.given, s.concurrency or slots_here(s.cpus_per_trial, s.workers_per_trial))
-    if tuning is not None:
-        prep.settings = s.replace(**tuning.changes)
-        prep.budget_lines.append(tuning.line)
-    return tuning
 
 
 def _prepare_night(cfg: NightlyConfig, night: Date, *, touch_tracking: bool = True) -> tuple[PreparedSweep, SpaceModule]:
@@ -273,8 +248,8 @@ def run_nightly(cfg: NightlyConfig, night: Date, *, force: bool = False, progres
             prep.deadline = deadline
             prep.points_to_evaluate = warm_start_points(ledger, tonight, prep.space, prep.settings.mode, cfg.warm_start)
             prep.reuse = reusable(ledger, tonight, str(key)) if reuse_ok else {}
-            tuning = _tune(prep, ledger, tonight, cfg)
-            told = _tell_tpe(prep, ledger, tonight)
+            tuning = tune_night(prep, ledger, tonight, cfg)
+            told = tell_tpe(prep, ledger, tonight)
             ledger.nights[tonight] = {
                 "night": tonight, "name": cfg.name, "sweep": prep.settings.name, "status": str(NightStatus.RUNNING),
                 "key": str(key), "key_parts": {**key_fields(key), "code_parts": key.code_parts}, "reuse": reuse_ok,
@@ -484,8 +459,8 @@ def dry_run(cfg: NightlyConfig, night: Date, *, force: bool = False, log: Callab
     recorded = reusable(ledger, tonight, str(key)) if reuse_ok else {}
     replayed = sum(1 for p in warm if prep.space.config_hash(p) in recorded)
     if action != "already done":
-        _tune(prep, ledger, tonight, cfg)
-        _tell_tpe(prep, ledger, tonight)
+        tune_night(prep, ledger, tonight, cfg)
+        tell_tpe(prep, ledger, tonight)
         s = prep.settings
     p = plan_budget(s.scheduler, s.trials, s.max_epochs, s.grace_period, s.reduction_factor)
     lines = [

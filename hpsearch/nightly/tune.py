@@ -18,13 +18,15 @@ from typing import Any, Collection
 
 import numpy as np
 
-from hpsearch.nightly.ledger import Ledger, unmask
-from hpsearch.simulate.budget import GRACE_PERIODS, REDUCTION_FACTORS
+from hpsearch.nightly.config import NightlyConfig
+from hpsearch.nightly.ledger import Ledger, earlier_trials, unmask
+from hpsearch.record import PreparedSweep
+from hpsearch.simulate.budget import GRACE_PERIODS, REDUCTION_FACTORS, slots_here
 from hpsearch.simulate.curves import CurveTable
 from hpsearch.simulate.events import Setting
 from hpsearch.simulate.many import simulate_many
 from hpsearch.simulate.sources import MIN_EARLIER
-from hpsearch.vocab import Mode, TrialStatus
+from hpsearch.vocab import TAG_TPE_TOLD, Mode, TrialStatus
 
 SEEDS = 30
 TUNED = ("grace_period", "reduction_factor")
@@ -126,3 +128,28 @@ def tune_scheduler(prep, ledger: Ledger, night: str, given: Collection[str], wor
                                         f"{noise:.2g} per sweep; epochs {epochs(current):.0f} -> {epochs(best):.0f}).")
     return SchedulerTuning(line=f"Scheduler: {kept} kept ({where}: the best alternative, {said}, gains "
                                 f"{gain:+.4g} ± {noise:.2g}, within the seeds' noise).")
+
+
+def tell_tpe(prep: PreparedSweep, ledger: Ledger, tonight: str) -> int:
+    """TPE starts from every earlier night's trials (``earlier_trials``), told without running them
+    again: how many, said on the parent run (its description and ``hpsearch.tpe_told``)."""
+    if str(prep.settings.strategy) != "tpe":
+        return 0
+    prep.told = earlier_trials(ledger, tonight, prep.space, prep.settings.metric)
+    if prep.told:
+        nights = len({t["night"] for t in prep.told})
+        prep.budget_lines.append(f"TPE starts from {len(prep.told)} trials of {nights} earlier night(s), told to it "
+                                 "as finished (not run again).")
+        prep.parent_tags[TAG_TPE_TOLD] = str(len(prep.told))
+    return len(prep.told)
+
+
+def tune_night(prep: PreparedSweep, ledger: Ledger, tonight: str, cfg: NightlyConfig) -> SchedulerTuning | None:
+    """Tonight's scheduler settings from the earlier nights' curves (``hpsearch.nightly.tune``), put in
+    ``prep.settings`` when adopted; the line that says what and why goes to the parent run too."""
+    s = prep.settings
+    tuning = tune_scheduler(prep, ledger, tonight, cfg.given, s.concurrency or slots_here(s.cpus_per_trial, s.workers_per_trial))
+    if tuning is not None:
+        prep.settings = s.replace(**tuning.changes)
+        prep.budget_lines.append(tuning.line)
+    return tuning

@@ -458,7 +458,8 @@ def sweep(
     """
     prep = prepare(space, settings_from(options, resources), train=train, data=data, model=model)
     if prep.settings.budget:  # the options passed are kept; the budget chooses the others
-        fit_budget(prep, set(options))
+        wait_for_ends()  # a sweep of this process just ended is one to learn from: its end written first
+        fit_budget(prep, set(options), tracking_uri=prep.settings.tracking_uri, experiment=prep.settings.experiment)
         for line in prep.budget_lines:
             (out.print(line, markup=False, highlight=False, soft_wrap=True) if progress else log.info(line))
     return run_prepared(prep, address=address, callbacks=callbacks, progress=progress,

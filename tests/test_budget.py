@@ -130,6 +130,9 @@ def test_a_budgeted_sweep_spends_what_it_promised_and_one_set_to_overrun_ends_at
     statuses = [str(t.status) for t in result.trials]
     assert "completed" in statuses and set(statuses) <= {"completed", "stopped", "pending"}, statuses
     assert statuses.count("completed") < 12  # the budget ended it: not every trial ran
+    # Its promise took this machine's costs outside training from the sweep before it, not the defaults'.
+    note = MlflowClient(tracking_uri=mlflow_uri).get_run(result.tracking["parent_run_id"]).data.tags["mlflow.note.content"]
+    assert "Costs outside training as sweep fits of this space showed them" in note, note
 
 
 @pytest.mark.slow

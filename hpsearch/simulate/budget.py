@@ -32,7 +32,7 @@ from hpsearch.simulate.curves import CurveTable, check_table_fits, table_beside
 from hpsearch.simulate.events import Costs, Run, Setting
 from hpsearch.simulate.explain import measure_epoch_seconds
 from hpsearch.simulate.many import simulate_many
-from hpsearch.simulate.sources import earlier_sweep, find_table, store_if_any
+from hpsearch.simulate.sources import earlier_costs, earlier_sweep, find_table, store_if_any
 from hpsearch.space.modules import load_space_module
 from hpsearch.text import duration
 from hpsearch.vocab import Mode
@@ -341,7 +341,7 @@ def slots_here(cpus_per_trial: float, workers_per_trial: int) -> int:
     return max(1, int((os.cpu_count() or 1) // max(cpus_per_trial * workers_per_trial, 1e-9)))
 
 
-def _curves(prep, module, table: str | None, from_sweep: str | None, tracking_uri: str | bool | None,
+def _curves(prep, module, table: str | None, from_sweep: str | None, client, tracking_uri: str | bool | None,
             experiment: str | None) -> tuple[CurveTable | None, str]:
     """The best curves there are for this sweep, and where they come from: those asked for, else the
     space's own newest finished sweep in the store (this machine, this data), else the table shipped
@@ -350,7 +350,6 @@ def _curves(prep, module, table: str | None, from_sweep: str | None, tracking_ur
     if table or from_sweep:
         return find_table(module, table, from_sweep, tracking_uri, experiment, max_epochs=s.max_epochs), \
             f"--table {table}" if table else f"sweep {from_sweep}"
-    client = store_if_any(tracking_uri)
     earlier = earlier_sweep(client, prep.space, s.metric, s.max_epochs) if client is not None else None
     if earlier is not None:
         return earlier, f"the space's own {earlier.source}"
@@ -370,7 +369,14 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
     s = prep.settings
     budget = Budget.parse(s.budget)
     module = load_space_module(prep.space_path) if prep.space_path else None
-    curves, where = _curves(prep, module, table, from_sweep, tracking_uri, experiment)
+    client = store_if_any(tracking_uri)
+    curves, where = _curves(prep, module, table, from_sweep, client, tracking_uri, experiment)
+    costs, notes = Costs(), []
+    measured = earlier_costs(client, prep.space) if client is not None else None
+    if measured is not None:  # this machine's start, hand-overs and end, not the benchmark machine's
+        costs, name = measured
+        notes.append(f"Costs outside training as sweep {name} of this space showed them: {costs.start_s:.1f} s to "
+                     f"start, {costs.trial_s:.2f} s between trials, {costs.end_s:.1f} s to end.")
     slots = workers or slots_here(s.cpus_per_trial, s.workers_per_trial)
     base = Setting(str(s.strategy), str(s.scheduler), s.trials, s.max_epochs, s.grace_period, s.reduction_factor,
                    s.concurrency if "concurrency" in fixed and s.concurrency else slots)
@@ -378,10 +384,9 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
     units = budget.units_per_trial(s.cpus_per_trial, s.gpus_per_trial, s.workers_per_trial)
     # What can be refused before an epoch is measured (seconds of training) is refused first.
     check_budget_fits(budget, schedulers_allowed(base, fixed), s.max_epochs, s.grace_period, epoch_seconds, units,
-                      Costs(), grid)
+                      costs, grid)
     if curves is not None:
         check_table_fits(curves, prep.space, s.metric, s.max_epochs)
-    notes = []
     if epoch_seconds is None and where.startswith("the space's own"):
         # Epochs as they ran in a real sweep of this space in this store, beside other trials and
         # the driver: on a 2-core machine ~2.5x one epoch timed alone (measured: 0.28 s and 0.11 s).
@@ -400,7 +405,7 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
             raise ValueError(f"budget: {budget} needs the seconds an epoch takes, and this trainable takes no "
                              "max_epochs to measure one with: give --epoch-seconds or a budget in epochs")
     choice = choose(curves, base, budget, fixed, epoch_s=epoch_seconds or 1.0, units=units, slots=slots, grid=grid,
-                    seeds=seeds)
+                    costs=costs, seeds=seeds)
     if curves is not None:
         choice.source = f"{len(curves)} recorded curves ({where})"
     choice.epoch_s = epoch_seconds

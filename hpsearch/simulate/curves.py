@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hpsearch.space import Choice, Derived, Fixed, Space
-from hpsearch.tracking.analysis import find_parent, load_sweep, param_from_text
+from hpsearch.tracking.analysis import SweepData, find_parent, load_sweep, param_from_text
 from hpsearch.vocab import TAG_SWEEP, Mode, TrialStatus
 
 FORMAT = 1  # the file header's "hpsearch_curves" version
@@ -184,11 +184,11 @@ class CurveTable:
         return cls.from_parent(client, find_parent(client, name, experiment))
 
     @classmethod
-    def from_parent(cls, client, parent) -> "CurveTable":
-        """``from_sweep`` for a sweep's parent run already found."""
+    def from_parent(cls, client, parent, data: SweepData | None = None) -> "CurveTable":
+        """``from_sweep`` for a sweep's parent run already found (``data``: its trials, if read)."""
 
         name = parent.data.tags.get(TAG_SWEEP, parent.info.run_id)
-        data = load_sweep(client, parent)
+        data = data or load_sweep(client, parent)
         configs, curves, seconds, failed = [], [], [], []
         for row in data.rows:
             whole = row.status == str(TrialStatus.COMPLETED) and len(row.curve) >= data.max_epochs

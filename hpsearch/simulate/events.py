@@ -69,6 +69,43 @@ class Costs:
         if not isinstance(self.epoch_scale, (int, float)) or not self.epoch_scale > 0 or math.isinf(self.epoch_scale):
             raise ValueError(f"epoch_seconds: must be > 0, got a scale of {self.epoch_scale!r}")
 
+    @classmethod
+    def measured(cls, intervals: Iterable[tuple[float, float]], end_s: float) -> "Costs | None":
+        """The costs a recorded sweep shows. ``intervals``: each trial's (start, last report) in
+        seconds from the sweep's start, run without pauses (FIFO or ASHA); ``end_s``: when the
+        sweep ended. The trials are put back on the workers there were (the most running at once),
+        each on the one freed first, as Ray's controller starts them: the median gap between a
+        trial's last report and the next start on that worker is ``trial_s``; the first trials'
+        median start, less that, is ``start_s``; the end less the last report is ``end_s``. The
+        per-epoch report stays the default: the recorded epoch times hold it. None: too few trials
+        to tell (under three hand-overs).
+
+            >>> c = Costs.measured([(5, 9), (5, 10), (9.5, 13), (10.5, 14), (13.5, 17), (14.5, 18)], 20.0)
+            >>> c.start_s, c.trial_s, c.end_s
+            (4.5, 0.5, 2.0)
+            >>> Costs.measured([(5, 9), (5, 10), (9.5, 13)], 15.0) is None
+            True
+        """
+        spans = sorted((float(a), float(b)) for a, b in intervals if b >= a)
+        running = workers = 0
+        for _, step in sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans]):  # an end before a start
+            running += step
+            workers = max(workers, running)
+        if len(spans) < workers + 3:
+            return None
+        free = [(-math.inf, i) for i in range(workers)]  # -inf: a worker no trial has used yet
+        firsts, gaps = [], []
+        for a, b in spans:
+            freed, i = heapq.heappop(free)
+            if freed == -math.inf:
+                firsts.append(a)
+            else:
+                gaps.append(max(a - freed, 0.0))
+            heapq.heappush(free, (b, i))
+        trial_s = float(np.median(gaps))
+        return cls(start_s=max(float(np.median(firsts)) - trial_s, 0.0), trial_s=trial_s,
+                   end_s=max(end_s - max(b for _, b in spans), 0.0))
+
 
 @dataclass(frozen=True)
 class Setting:

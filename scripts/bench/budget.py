@@ -198,14 +198,18 @@ def _real_figures(real: list[dict[str, Any]]) -> list[dict[str, Any]]:
                verdict="met" if above == n else "missed", seeds=n,
                ratio_value=paired["ratio"] if paired else None, ratio_text="chosen / defaults, paired by seed",
                interval=paired["interval"] if paired else None,
-               note="; ".join(f"{r['budget']} seed {r['seed']}: {r['best']} vs {r['defaults_best']} (median "
-                              f"{medians.get(r['budget'], float('nan')):.4f})" for r in real)),
+               note="; ".join(f"{r['budget']} seed {r['seed']}: {_num(r['best'])} vs {_num(r['defaults_best'])} "
+                              f"(median {_num(medians.get(r['budget']))})" for r in real)),
     ]
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _sweep(settings, forecast=None) -> tuple[float, Any]:
-    """One real sweep, timed as its user would time the command once Ray runs (``forecast``: the
-    choice's, which ``run --budget`` watches the sweep against)."""
+    """One real sweep, timed as its user would time the command once Ray runs: to its end written to
+    MLflow (``forecast``: the choice's, which ``run --budget`` watches the sweep against)."""
     from hpsearch.engine import prepare, run_prepared
 
     with quiet(Path(settings.storage).parent / "budget-output.log"):
@@ -213,8 +217,8 @@ def _sweep(settings, forecast=None) -> tuple[float, Any]:
         prep.forecast = forecast
         t0 = time.time()
         result = run_prepared(prep, progress=False)  # the stopper's clock starts in here
-        wall = time.time() - t0
         result.wait()
+        wall = time.time() - t0
     return wall, result
 
 

@@ -7,7 +7,9 @@ Real components: the session's local Ray (no dashboard, as hpsearch starts it), 
 real SQLite MLflow store.
 """
 
+import importlib
 import inspect
+import logging
 import re
 import time
 from contextlib import contextmanager
@@ -38,6 +40,18 @@ def test_in_tune_session_reads_rays_session_flag():
 
         assert _in_tune_session() in (False, None)
         assert compat.in_tune_session() is False
+
+
+@pytest.mark.parametrize("name", compat.CHECKPOINT_LOGGERS)
+def test_the_checkpoint_notice_is_logged_by_the_loggers_quieted(name):
+    module = importlib.import_module(name)
+    assert module.logger.name == name and "Checkpoint successfully created at" in inspect.getsource(module)
+    before = logging.getLogger(name).level
+    try:
+        compat.quiet_checkpoint_notices()
+        assert not module.logger.isEnabledFor(logging.INFO)
+    finally:
+        logging.getLogger(name).setLevel(before)
 
 
 def test_worker_failures_come_from_rays_worker_group_error():

@@ -40,7 +40,7 @@ def TRAIN(config):
         if who == "boom" and epoch == 2:
             warnings.warn(f"warning of {who} before its crash")
             raise RuntimeError(f"crash of {who}")
-        hpsearch.report(epoch=epoch, score=float(epoch))
+        hpsearch.report(epoch=epoch, score=float(epoch), checkpoint={"epoch": epoch})
 '''
 
 
@@ -77,6 +77,7 @@ def test_each_trial_run_holds_its_own_output_and_a_failed_ones_traceback(ray_ses
             assert f"stderr of {who} at epoch {epoch}" in text, text
         assert not [other for other in children if other != who and f"of {other}" in text], text
         assert ":actor_name:" not in text  # Ray's prefix marks are not the trial's output
+        assert "Checkpoint successfully created" not in text  # nor Ray's notice at each checkpointed report
     assert "==> error <==" not in texts["alpha"] and "==> error <==" not in texts["beta"]
     boom = texts["boom"]
     assert "warning of boom before its crash" in boom  # printed after its last report, before the crash

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from hpsearch.ray.compat import quiet_checkpoint_notices
 from hpsearch.space import Space
 from hpsearch.trial.data import Dataset
 from hpsearch.trial.session import checkpoint_policy
@@ -63,6 +64,7 @@ def trial_entry(
     if replay is not None and replay_curve(replay, spec.max_epochs):
         return
     spec.use_code_folder()
+    quiet_checkpoint_notices()
     params = inspect.signature(train_fn).parameters
     kwargs: dict[str, Any] = {}
     if "data" in params:

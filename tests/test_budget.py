@@ -14,6 +14,8 @@ import hpsearch
 from hpsearch.budget import Budget
 from hpsearch.ray.stopper import SweepStop
 from hpsearch.settings import SweepSettings
+from hpsearch.simulate.budget import Scored
+from hpsearch.simulate.events import Costs, Run, Setting
 
 
 def test_budgets_read_as_people_write_them():
@@ -47,6 +49,17 @@ def test_the_stopper_ends_the_sweep_when_epochs_or_worker_hours_are_spent():
     assert not stop.stop_all()  # 3,200 of 3,600 CPU-seconds
     stop("a", {"epoch": 2, "acc": 0.5, "time_this_iter_s": 100.0})
     assert stop.stop_all() and str(stop.reached) == "budget"
+
+
+def test_a_sweep_the_budget_ends_pays_its_end_for_the_trials_it_started_and_one_that_ends_first_keeps_its_own():
+    # Three trials' first epochs end at 2, 3 and 7 s; the last epoch at 9 s; the sweep at 12 s.
+    run = Run(Setting(), 0, wall_s=12.0, epochs=6, epoch_times=[2, 3, 5, 7, 8, 9], firsts=[2, 3, 7])
+    scored = lambda amount: Scored(Setting(), [run], Budget("wall", amount), 1.0, 1.0, "max",  # noqa: E731
+                                   end_s=2.0, end_trial_s=0.5)
+    assert scored(6.0).cut(run) == (6.0 + 2.0 + 2 * 0.5, 3)  # two trials started by 6 s
+    assert scored(9.0).cut(run) == (12.0, 6)  # its training ended by then: its own end
+    costs = Costs.measured([(1, 3), (1, 4), (3.5, 6), (4.5, 7), (6.5, 9), (7.5, 10)], 15.0, end_trial_s=0.5)
+    assert costs.end_s == pytest.approx(15.0 - 10 - 6 * 0.5) and costs.end_trial_s == 0.5
 
 
 def test_a_wall_clock_budget_is_a_deadline_and_the_earlier_of_it_and_a_time_budget_wins():

@@ -66,19 +66,22 @@ class Scored:
     mode: str
 
     end_s: float = Costs().end_s  # seconds a sweep takes after the stopper ends it
+    end_trial_s: float = Costs().end_trial_s  # and per trial it started
 
     def cut(self, run: Run) -> tuple[float, int]:
         """The run's wall-clock and epochs as the sweep's stopper leaves them: ended when the budget is
-        spent (then ``end_s`` more), or its own where it ends first."""
+        spent (then the end: ``end_s``, and ``end_trial_s`` per trial started), or its own where its
+        training ends first."""
         b, times = self.budget, run.epoch_times
         if b.kind == "wall":
             limit = b.amount
         else:
             allowed = int(b.amount if b.kind == "epochs" else b.amount * 3600 / max(self.epoch_s * self.units, 1e-12))
             limit = times[allowed - 1] if 0 < allowed < len(times) else (math.inf if allowed else 0.0)
-        if run.wall_s - self.end_s <= limit:
+        if not times or times[-1] <= limit:
             return run.wall_s, run.epochs
-        return limit + self.end_s, bisect.bisect_right(times, limit)
+        return limit + self.end_s + self.end_trial_s * bisect.bisect_right(run.firsts, limit), \
+            bisect.bisect_right(times, limit)
 
     def spent(self, run: Run, cut: bool = True) -> float:
         wall, epochs = self.cut(run) if cut else (run.wall_s, run.epochs)
@@ -314,7 +317,7 @@ def choose(table: CurveTable | None, base: Setting, budget: Budget, fixed: Colle
         return BudgetChoice(budget, {"trials": n}, kept=kept)
     costs = replace(costs, epoch_scale=epoch_s / table.median_seconds)
     options = candidates(base, fixed, schedulers, budget, slots, epoch_s, units, costs, cap)
-    score = lambda runs: [Scored(s, r, budget, epoch_s, units, table.mode, costs.end_s)  # noqa: E731
+    score = lambda runs: [Scored(s, r, budget, epoch_s, units, table.mode, costs.end_s, costs.end_trial_s)  # noqa: E731
                           for s, r in runs.items()]
     screened = sorted(score(simulate_many(table, options, seeds[0], costs, processes)), key=Scored.rank)
     leaders = [s.setting for s in screened[:FINALISTS]]

@@ -34,7 +34,7 @@ PART_HELP = ("overhead (start-up and per-trial cost), orchestration (real sweeps
              "simulated on the shipped curve table), gpu; predict (simulated against real sweeps), not run by "
              "default; workers (a 2-worker DDP trial against a 1-worker one: start-up and accuracy, ~5 min), "
              "not run by default; budget (--budget's choices against the defaults and Optuna, simulated, and "
-             "real sweeps against their promised band, ~15 min), not run by default")
+             "real sweeps against their promised band and beside real sweeps of the defaults, ~17 min), not run by default")
 BUSY_LOAD = 0.5  # 1-minute load average above which a measurement is not quotable
 
 # Per-part budget of the full mode on the 2-core reference machine (AMD EPYC), extrapolated from the
@@ -78,7 +78,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "search": dict(seeds=30, trials=243, epoch_seconds=60.0, target_seeds=100),
         "predict": dict(seeds=3, trials={"fifo": 4, "asha": 27, "hyperband": 13}, tpe_trials=27),
         "workers": dict(seeds=5, max_epochs=10),
-        # budget (issue #26, ~15 min): simulated choices over 30 seeds on two tables, 9 real sweeps
+        # budget (issue #26, ~17 min): simulated choices over 30 seeds on two tables, 9 real sweeps (and 9 of the defaults)
         "budget": dict(seeds=30, real_sweeps=3, recorded_trials=16, recorded_epochs=9),
     },
 }

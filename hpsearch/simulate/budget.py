@@ -5,8 +5,8 @@ period, reduction factor, concurrency, and the scheduler unless named) are chose
 best metric expected at the budget: candidates are screened over a few seeds on the space's best
 recorded curves (``sources.find_table``: a table shipped beside the module, else the space's own
 earlier sweep), the leaders and the defaults are simulated over 30 seeds, and the winner is the one
-with the best median metric at the budget (ties: one whose sweeps end within the budget in 9 of
-10 seeds, then the cheaper), the defaults included. The sweep's stopper ends it when the budget is
+with the best median metric at the budget (ties: the better mean, then one whose sweeps end within
+the budget in 9 of 10 seeds, then the cheaper), the defaults included. The sweep's stopper ends it when the budget is
 spent (``hpsearch.ray.stopper``), so a setting that would overrun is judged by what it has found
 when the budget ends. Without curves, the trial count comes
 from the plan's arithmetic alone, and the choice says so.
@@ -119,10 +119,13 @@ class Scored:
 
     def rank(self) -> tuple:
         """Smaller is better: the median best at the budget first (the sweep's stopper ends the ones
-        that overrun, so that is what each finds), then finishing within it, then spending less."""
+        that overrun, so that is what each finds), then the mean (medians tie often: the same
+        configuration found by both), then finishing within it, then spending less."""
+        sign = 1.0 if Mode(self.mode) is Mode.MAX else -1.0
+        values = [v for r in self.runs if (v := self.best_at_budget(r)) is not None]
         mid = self.best[0]
-        score = -math.inf if math.isnan(mid) else (mid if Mode(self.mode) is Mode.MAX else -mid)
-        return (-score, not self.fits, self.spend[0])
+        return (-(-math.inf if math.isnan(mid) else sign * mid), -(sign * float(np.mean(values)) if values else -math.inf),
+                not self.fits, self.spend[0])
 
 
 @dataclass

@@ -6,10 +6,11 @@ best metric expected at the budget: candidates are screened over a few seeds on 
 recorded curves (``sources.find_table``: a table shipped beside the module, else the space's own
 earlier sweep), the leaders and the defaults are simulated over 30 seeds, and the winner is the one
 with the best median metric at the budget (ties: the better mean, then one whose sweeps end within
-the budget in 9 of 10 seeds, then the cheaper), the defaults included. The sweep's stopper ends it when the budget is
-spent (``hpsearch.ray.stopper``), so a setting that would overrun is judged by what it has found
-when the budget ends. Without curves, the trial count comes
-from the plan's arithmetic alone, and the choice says so.
+the budget in 9 of 10 seeds, then the cheaper), the defaults included. The sweep's stopper ends it
+when the budget is spent (``hpsearch.ray.stopper``), so a setting that would overrun is judged by
+what it has found when the budget ends. The seconds outside training are those the space's newest
+FIFO or ASHA sweep in the store showed (``sources.earlier_costs``), else the benchmark machine's.
+Without curves, the trial count comes from the plan's arithmetic alone, and the choice says so.
 
 No library chooses scheduler settings for a budget (Ray Tune and Optuna take them as given), hence
 this module; the simulations are Ray's own schedulers replayed (``events``).
@@ -382,7 +383,8 @@ def fit_budget(prep, fixed: Collection[str], epoch_seconds: float | None = None,
     if measured is not None:  # this machine's start, hand-overs and end, not the benchmark machine's
         costs, name = measured
         notes.append(f"Costs outside training as sweep {name} of this space showed them: {costs.start_s:.1f} s to "
-                     f"start, {costs.trial_s:.2f} s between trials, {costs.end_s:.1f} s to end.")
+                     f"start, {costs.trial_s:.2f} s between trials, {costs.end_s:.1f} s to end and {costs.end_trial_s:.2f} s "
+                     "more a trial started.")
     slots = workers or slots_here(s.cpus_per_trial, s.workers_per_trial)
     base = Setting(str(s.strategy), str(s.scheduler), s.trials, s.max_epochs, s.grace_period, s.reduction_factor,
                    s.concurrency if "concurrency" in fixed and s.concurrency else slots)

@@ -1,10 +1,17 @@
 """Shared fixtures: one real local Ray for the whole session (each start costs seconds)."""
 
 import os
+import signal
 
 import pytest
 
 from hpsearch.space import Choice, Fixed, Float, PowerOfTwo, Space
+
+# A suite started in the background by a script (a CI job) inherits SIGINT ignored, and so would
+# every command it starts: Python then raises no KeyboardInterrupt at a Ctrl-C, and the tests that
+# press one wait in vain. A handler here is reset to the default in each child, as at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A small MLP space on MNIST-1D: 3 lr x 2 width x (adamw + sgd) = 12 grid points; ~20 ms an epoch.
 TINY = Space(

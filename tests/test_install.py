@@ -47,6 +47,18 @@ def installed(tmp_path_factory):
     return python, env_dir / "bin" / "hpsearch"
 
 
+def _left_with_home(home: str) -> list[str]:
+    """The command lines of the processes still running with ``HOME=home`` in their environment."""
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"HOME={home}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return left
+
+
 def _clean_env(work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HPSEARCH_", "PYTHON"))}
     env["HOME"] = str(work)  # Ray's results default to ~/ray_results: this test's folder
@@ -114,3 +126,5 @@ def test_a_sweep_from_the_wheel_lands_where_mlflow_ui_looks_and_hpsearch_ui_open
     assert code == 0
     with pytest.raises(requests.ConnectionError):  # the server went with it
         requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    # and every process it started (uvicorn, MLflow's job runners): none is left with this test's HOME
+    assert not _left_with_home(env["HOME"])

@@ -109,9 +109,14 @@ class Scored:
         return band([self.cut(r)[1] for r in self.runs])
 
     @property
+    def bests(self) -> list[float]:
+        """Per run, the best metric found by the time the budget is spent (NaN: none)."""
+        return [math.nan if (v := self.best_at_budget(r)) is None else v for r in self.runs]
+
+    @property
     def best(self) -> tuple[float, float, float]:
         """The best metric found by the time the budget is spent: median, 10th and 90th percentile."""
-        return band([math.nan if (v := self.best_at_budget(r)) is None else v for r in self.runs])
+        return band(self.bests)
 
     @property
     def fits(self) -> bool:
@@ -123,10 +128,9 @@ class Scored:
         that overrun, so that is what each finds), then the mean (medians tie often: the same
         configuration found by both), then finishing within it, then spending less."""
         sign = 1.0 if Mode(self.mode) is Mode.MAX else -1.0
-        values = [v for r in self.runs if (v := self.best_at_budget(r)) is not None]
-        mid = self.best[0]
-        return (-(-math.inf if math.isnan(mid) else sign * mid), -(sign * float(np.mean(values)) if values else -math.inf),
-                not self.fits, self.spend[0])
+        bests = self.bests  # read once: each is a scan of a run's improvements
+        mid, mean = band(bests)[0], (float(np.nanmean(bests)) if not np.isnan(bests).all() else math.nan)
+        return tuple(math.inf if math.isnan(x) else -sign * x for x in (mid, mean)) + (not self.fits, self.spend[0])
 
 
 @dataclass
